@@ -1,0 +1,1 @@
+"""The qualifier project: settings, URLs, and the qualification work itself."""

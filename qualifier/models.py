@@ -1,0 +1,84 @@
+"""Prospects to qualify and their results.
+
+A run owns its prospects (a retry copies the ones still without a result into the new run).
+Results are written as they are produced, one per prospect per run, so a run whose worker dies
+keeps everything it finished, and no prospect is ever scored twice within a run.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from recovery.models import QualificationRun
+
+
+class Prospect(models.Model):
+    run = models.ForeignKey(
+        QualificationRun, verbose_name=_("run"), on_delete=models.CASCADE, related_name="prospects"
+    )
+    #: The prospect's place in the input (its CSV data line number, or JSON index + 1).
+    position = models.PositiveIntegerField(_("position"))
+    name = models.CharField(_("name"), max_length=255)
+    email = models.CharField(_("email"), max_length=255, blank=True)
+    company = models.CharField(_("company"), max_length=255)
+    domain = models.CharField(_("website or domain"), max_length=255, blank=True)
+    title = models.CharField(_("title"), max_length=255, blank=True)
+    industry = models.CharField(_("industry"), max_length=255, blank=True)
+    employees = models.PositiveIntegerField(_("employees"), null=True, blank=True)
+    country = models.CharField(_("country"), max_length=100, blank=True)
+    #: Columns the input had that we do not know, kept as given.
+    extra = models.JSONField(_("extra data"), default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("prospect")
+        verbose_name_plural = _("prospects")
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "position"], name="prospect_unique_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.company})"
+
+
+class Outcome(models.TextChoices):
+    QUALIFIED = "QUALIFIED", _("Qualified")
+    NOT_QUALIFIED = "NOT_QUALIFIED", _("Not qualified")
+    ERRORED = "ERRORED", _("Errored")
+
+
+class ProspectResult(models.Model):
+    run = models.ForeignKey(
+        QualificationRun, verbose_name=_("run"), on_delete=models.CASCADE, related_name="results"
+    )
+    prospect = models.ForeignKey(
+        Prospect, verbose_name=_("prospect"), on_delete=models.CASCADE, related_name="results"
+    )
+    outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices)
+    #: 0 to 100; null when the scorer raised on this prospect.
+    score = models.PositiveSmallIntegerField(_("score"), null=True, blank=True)
+    reasons = models.JSONField(_("reasons"), default=list, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    created_at = models.DateTimeField(_("scored at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("result")
+        verbose_name_plural = _("results")
+        ordering = ["run", "prospect__position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "prospect"], name="result_once_per_prospect"),
+            models.CheckConstraint(
+                condition=Q(score__isnull=True) | Q(score__lte=100), name="result_score_0_100"
+            ),
+        ]
+        indexes = [models.Index(fields=["run", "outcome"], name="result_run_outcome_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.prospect_id}: {self.outcome} ({self.score})"
+
+    @property
+    def qualified(self) -> bool:
+        return self.outcome == Outcome.QUALIFIED

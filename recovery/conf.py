@@ -1,0 +1,76 @@
+"""The recovery app's settings, read lazily so that `override_settings` works in tests.
+
+Values may come straight from the environment as strings; `parse_*` turns them into Python
+values and raises `ValueError` with a readable message, which the system checks report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "STUCK_RUN_TIMEOUT_MINUTES": 5,
+    "RECOVERY_ON_STARTUP": True,
+    "RECOVERY_HEARTBEAT_SECONDS": 10,
+}
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def parse_positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a positive integer")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    else:
+        raise ValueError(f"{value!r} is not a positive integer")
+    if number <= 0:
+        raise ValueError(f"{value!r} is not a positive integer")
+    return number
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+    raise ValueError(f"{value!r} is not a boolean (use true or false)")
+
+
+PARSERS = {
+    "STUCK_RUN_TIMEOUT_MINUTES": parse_positive_int,
+    "RECOVERY_ON_STARTUP": parse_bool,
+    "RECOVERY_HEARTBEAT_SECONDS": parse_positive_int,
+}
+
+
+def raw(name: str) -> Any:
+    return getattr(settings, name, DEFAULTS[name])
+
+
+class RecoverySettings:
+    """Typed access to the settings; the system checks guarantee they parse."""
+
+    @property
+    def STUCK_RUN_TIMEOUT_MINUTES(self) -> int:
+        return parse_positive_int(raw("STUCK_RUN_TIMEOUT_MINUTES"))
+
+    @property
+    def RECOVERY_ON_STARTUP(self) -> bool:
+        return parse_bool(raw("RECOVERY_ON_STARTUP"))
+
+    @property
+    def RECOVERY_HEARTBEAT_SECONDS(self) -> int:
+        return parse_positive_int(raw("RECOVERY_HEARTBEAT_SECONDS"))
+
+
+conf = RecoverySettings()

@@ -1,0 +1,120 @@
+"""`manage.py recover_stuck_runs`: parse, call the recovery module, print. No logic here."""
+
+from __future__ import annotations
+
+import json
+from argparse import ArgumentParser, ArgumentTypeError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from recovery.conf import conf
+from recovery.models import RecoverySource
+from recovery.sweep import RecoveryInputError, recover_stuck_runs
+
+
+def positive_minutes(value: str) -> int:
+    try:
+        minutes = int(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a whole number of minutes") from None
+    if minutes <= 0:
+        raise ArgumentTypeError(f"must be greater than 0, not {minutes}")
+    return minutes
+
+
+def run_id(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a run id (a whole number)") from None
+    if number <= 0:
+        raise ArgumentTypeError(f"{value!r} is not a run id (ids start at 1)")
+    return number
+
+
+class Command(BaseCommand):
+    help = (
+        "Mark qualification runs that show no sign of life as FAILED, keeping their progress "
+        "and results, with one recovery event per run."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--timeout",
+            type=positive_minutes,
+            default=None,
+            metavar="MINUTES",
+            help="Minutes without a sign of life after which a run is stuck "
+            f"(default: STUCK_RUN_TIMEOUT_MINUTES, currently {self._default_timeout()}).",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="List what would be recovered and change nothing.",
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            dest="as_json",
+            help="Print one JSON document on stdout instead of text.",
+        )
+        parser.add_argument(
+            "--run",
+            type=run_id,
+            action="append",
+            dest="run_ids",
+            metavar="ID",
+            help="Only consider this run (repeatable).",
+        )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="With --run: fail the named active runs even before the timeout.",
+        )
+
+    @staticmethod
+    def _default_timeout() -> str:
+        try:
+            return str(conf.STUCK_RUN_TIMEOUT_MINUTES)
+        except ValueError:
+            return "invalid"
+
+    def handle(
+        self,
+        *,
+        verbosity: int,
+        timeout: int | None,
+        dry_run: bool,
+        as_json: bool,
+        run_ids: list[int] | None,
+        force: bool,
+        **options: Any,
+    ) -> None:
+        if force and not run_ids:
+            raise CommandError("--force needs --run ID: name the runs you know are dead.")
+        try:
+            report = recover_stuck_runs(
+                source=RecoverySource.COMMAND,
+                timeout_minutes=timeout,
+                run_ids=run_ids,
+                force=force,
+                dry_run=dry_run,
+                list_limit=None if verbosity >= 2 or as_json else 20,
+                log=False,
+            )
+        except RecoveryInputError as exc:
+            raise CommandError(str(exc)) from exc
+
+        if as_json:
+            self.stdout.write(json.dumps(report.as_dict(), indent=2))
+            return
+        if verbosity == 0:
+            return
+        for line in report.lines(None if verbosity >= 2 else 20):
+            if line.startswith("[Recovery] Marked"):
+                self.stdout.write(self.style.SUCCESS(line))
+            elif line.startswith(("[Recovery] Would", "[Recovery] Found")) and "stuck" in line:
+                self.stdout.write(self.style.WARNING(line))
+            else:
+                self.stdout.write(line)

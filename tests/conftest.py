@@ -1,0 +1,90 @@
+"""Shared fixtures: run factories, the PostgreSQL requirement, and helpers for tests that
+start real processes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from recovery.models import QualificationRun, RunStatus
+
+PG_URL = os.environ.get("POSTGRES_CHECK_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_reachable() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.environ.get("CI") == "true" and not postgres_reachable():
+        pytest.exit(
+            f"CI=true but PostgreSQL is not reachable at {PG_URL}: "
+            "the PostgreSQL tests cannot be skipped in CI.",
+            returncode=1,
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if engine == "django.db.backends.postgresql":
+        return
+    skip = pytest.mark.skip(
+        reason="needs PostgreSQL: this pass runs on SQLite; run the tests with "
+        "DATABASE_URL=postgres://postgres@127.0.0.1:5432/qualifier to include it"
+    )
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def make_run(db: Any) -> Callable[..., QualificationRun]:
+    """Creates a run whose clock fields are given in minutes ago."""
+
+    def make(
+        status: str = RunStatus.PROCESSING,
+        *,
+        total: int = 10,
+        completed: int = 0,
+        created_minutes_ago: float = 0,
+        started_minutes_ago: float | None = None,
+        heartbeat_minutes_ago: float | None = None,
+        owner: str = "",
+        **fields: Any,
+    ) -> QualificationRun:
+        now = timezone.now()
+
+        def ago(minutes: float | None) -> dt.datetime | None:
+            return None if minutes is None else now - dt.timedelta(minutes=minutes)
+
+        return QualificationRun.objects.create(
+            status=status,
+            total=total,
+            completed=completed,
+            created_at=ago(created_minutes_ago),
+            started_at=ago(started_minutes_ago),
+            heartbeat_at=ago(heartbeat_minutes_ago),
+            owner=owner,
+            **fields,
+        )
+
+    return make
+
+
+@pytest.fixture
+def on_postgres() -> bool:
+    return connection.vendor == "postgresql"
