@@ -88,3 +88,20 @@ def make_run(db: Any) -> Callable[..., QualificationRun]:
 @pytest.fixture
 def on_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+@pytest.fixture(scope="session")
+def _process_templates(tmp_path_factory: pytest.TempPathFactory):
+    from tests import processes
+
+    yield tmp_path_factory.mktemp("process-db-templates")
+    processes.drop_template_databases()
+
+
+@pytest.fixture
+def process_database(tmp_path, _process_templates) -> Any:
+    """The DATABASE_URL of a fresh migrated database that child processes can use."""
+    from tests import processes
+
+    with processes.fresh_database(tmp_path, _process_templates) as url:
+        yield url
