@@ -1,0 +1,262 @@
+"""What "stuck" means and what recovering a stuck run does (recovery/sweep.py)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import override_settings
+
+from recovery.models import QualificationRun, RecoveryEvent, RunStatus
+from recovery.sweep import RecoveryInputError, recover_stuck_runs, stuck_runs
+
+
+def recovery_log(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "recovery"]
+
+
+# --- the original write-up's three test cases -----------------------------------------------
+
+
+def test_case_1_no_stuck_runs(db, caplog):
+    caplog.set_level(logging.INFO, logger="recovery")
+
+    report = recover_stuck_runs(source="startup")
+
+    assert report.recovered == []
+    assert recovery_log(caplog) == [
+        "[Recovery] Found 0 active run(s) in database:",
+        "[Recovery] No stuck runs found (no sign of life for 5+ minutes)",
+    ]
+
+
+def test_case_2_a_stuck_run_is_found_and_failed(make_run, caplog):
+    caplog.set_level(logging.INFO, logger="recovery")
+    run = make_run(total=1, completed=0, created_minutes_ago=10, started_minutes_ago=10)
+
+    report = recover_stuck_runs(source="startup")
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.completed_at is not None
+    assert [r.id for r in report.recovered] == [run.pk]
+    assert recovery_log(caplog) == [
+        "[Recovery] Found 1 active run(s) in database:",
+        f"  - {run.pk}: PROCESSING, 0/1, age: 10min, no heartbeat yet",
+        "[Recovery] Found 1 stuck runs (no sign of life for 5+ minutes)",
+        "[Recovery] Marked 1 runs as FAILED",
+        f"  - Run {run.pk}: 0/1 completed (status: PROCESSING → FAILED)",
+    ]
+
+
+def test_case_3_a_recent_run_is_left_alone(make_run, caplog):
+    caplog.set_level(logging.INFO, logger="recovery")
+    run = make_run(total=10, completed=3, created_minutes_ago=2, started_minutes_ago=2)
+
+    recover_stuck_runs(source="startup")
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.PROCESSING
+    assert recovery_log(caplog)[-1] == (
+        "[Recovery] No stuck runs found (no sign of life for 5+ minutes)"
+    )
+
+
+# --- the definition of stuck ---------------------------------------------------------------
+
+
+def test_an_old_run_that_keeps_beating_is_not_stuck(make_run):
+    """The original failed runs by age; a healthy long run must survive."""
+    make_run(created_minutes_ago=600, started_minutes_ago=600, heartbeat_minutes_ago=0.2)
+
+    assert stuck_runs(5).count() == 0
+    assert recover_stuck_runs(source="command", log=False).recovered == []
+
+
+def test_a_run_whose_heartbeat_stopped_is_stuck(make_run):
+    run = make_run(created_minutes_ago=60, started_minutes_ago=60, heartbeat_minutes_ago=6)
+
+    assert list(stuck_runs(5)) == [run]
+    assert list(stuck_runs(10)) == []
+
+
+def test_a_run_that_never_beat_is_judged_by_its_start(make_run):
+    started_late = make_run(created_minutes_ago=60, started_minutes_ago=2)
+    started_long_ago = make_run(created_minutes_ago=60, started_minutes_ago=7)
+
+    assert list(stuck_runs(5)) == [started_long_ago]
+    assert started_late.is_stuck(5) is False
+
+
+def test_a_pending_run_is_judged_by_its_creation(make_run):
+    old = make_run(RunStatus.PENDING, created_minutes_ago=6)
+    make_run(RunStatus.PENDING, created_minutes_ago=1)
+
+    assert list(stuck_runs(5)) == [old]
+
+
+@pytest.mark.parametrize("status", [RunStatus.COMPLETED, RunStatus.FAILED])
+def test_finished_runs_are_never_stuck(make_run, status):
+    make_run(status, created_minutes_ago=600, started_minutes_ago=600)
+
+    assert stuck_runs(5).count() == 0
+
+
+def test_the_timeout_comes_from_the_setting(make_run):
+    make_run(created_minutes_ago=8, started_minutes_ago=8)
+
+    with override_settings(STUCK_RUN_TIMEOUT_MINUTES="10"):
+        assert recover_stuck_runs(source="command", log=False).stuck_count == 0
+    with override_settings(STUCK_RUN_TIMEOUT_MINUTES=7):
+        assert recover_stuck_runs(source="command", log=False).stuck_count == 1
+
+
+# --- what recovery does --------------------------------------------------------------------
+
+
+def test_recovery_keeps_progress_and_writes_reason_and_one_event(make_run):
+    run = make_run(
+        total=10,
+        completed=5,
+        created_minutes_ago=20,
+        started_minutes_ago=20,
+        heartbeat_minutes_ago=12.5,
+        owner="dead-host:99",
+    )
+
+    recover_stuck_runs(source="startup")
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.completed == 5 and run.total == 10
+    assert run.owner == "dead-host:99"
+    assert run.failure_reason == "no sign of life for 12 min; recovered at server start"
+    event = RecoveryEvent.objects.get()
+    assert event.run_id == run.pk
+    assert (event.from_status, event.to_status) == ("PROCESSING", "FAILED")
+    assert event.source == "startup"
+    assert event.reason == run.failure_reason
+    assert (event.completed, event.total) == (5, 10)
+    assert event.heartbeat_at == run.heartbeat_at
+    assert event.host and event.pid
+    assert event.actor is None
+
+
+def test_the_report_names_id_previous_status_progress_and_age(make_run):
+    run = make_run(RunStatus.PENDING, total=4, created_minutes_ago=9)
+
+    report = recover_stuck_runs(source="command", log=False)
+
+    (recovered,) = report.recovered
+    data = recovered.as_dict(report.now)
+    assert data["id"] == run.pk
+    assert data["previous_status"] == "PENDING"
+    assert (data["completed"], data["total"]) == (0, 4)
+    assert data["age_minutes"] == 9
+    assert data["heartbeat_at"] is None
+
+
+def test_the_actor_is_recorded_in_event_and_reason(make_run):
+    admin = get_user_model().objects.create_user("alice")
+    make_run(created_minutes_ago=30)
+
+    recover_stuck_runs(source="admin", actor=admin, log=False)
+
+    event = RecoveryEvent.objects.get()
+    assert event.actor == admin
+    assert event.reason.endswith("recovered from the admin by alice")
+
+
+def test_a_second_sweep_recovers_nothing_more(make_run):
+    make_run(created_minutes_ago=30)
+    recover_stuck_runs(source="command", log=False)
+
+    assert recover_stuck_runs(source="command", log=False).recovered == []
+    assert RecoveryEvent.objects.count() == 1
+
+
+def test_dry_run_lists_and_changes_nothing(make_run, caplog):
+    caplog.set_level(logging.INFO, logger="recovery")
+    run = make_run(created_minutes_ago=30)
+
+    report = recover_stuck_runs(source="command", dry_run=True)
+
+    assert [r.id for r in report.stuck] == [run.pk]
+    assert report.recovered == []
+    assert QualificationRun.objects.get(pk=run.pk).status == RunStatus.PROCESSING
+    assert RecoveryEvent.objects.count() == 0
+    assert recovery_log(caplog)[-1].startswith("[Recovery] Would mark 1 runs as FAILED")
+
+
+def test_only_the_named_runs_are_considered(make_run):
+    first = make_run(created_minutes_ago=30)
+    second = make_run(created_minutes_ago=30)
+
+    report = recover_stuck_runs(source="command", run_ids=[second.pk], log=False)
+
+    assert [r.id for r in report.recovered] == [second.pk]
+    assert QualificationRun.objects.get(pk=first.pk).status == RunStatus.PROCESSING
+
+
+def test_force_fails_a_named_active_run_before_the_timeout(make_run):
+    fresh = make_run(created_minutes_ago=1, started_minutes_ago=1, heartbeat_minutes_ago=0)
+    done = make_run(RunStatus.COMPLETED, created_minutes_ago=30)
+
+    report = recover_stuck_runs(
+        source="command", run_ids=[fresh.pk, done.pk], force=True, log=False
+    )
+
+    assert [r.id for r in report.recovered] == [fresh.pk]
+    fresh.refresh_from_db()
+    assert fresh.status == RunStatus.FAILED
+    assert fresh.failure_reason.startswith("force-failed by an operator")
+    assert QualificationRun.objects.get(pk=done.pk).status == RunStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout_minutes": 0}, "greater than 0"),
+        ({"timeout_minutes": -5}, "greater than 0"),
+        ({"timeout_minutes": "abc"}, "whole number"),
+        ({"force": True}, "force needs the ids"),
+        ({"run_ids": [424242]}, "No qualification run with id 424242"),
+        ({"source": "somewhere"}, "unknown recovery source"),
+    ],
+)
+def test_bad_input_raises_and_changes_nothing(make_run, kwargs, message):
+    run = make_run(created_minutes_ago=30)
+    arguments = {"source": "command", "log": False, **kwargs}
+
+    with pytest.raises(RecoveryInputError, match=message):
+        recover_stuck_runs(**arguments)
+
+    assert QualificationRun.objects.get(pk=run.pk).status == RunStatus.PROCESSING
+    assert RecoveryEvent.objects.count() == 0
+
+
+def test_long_listings_stop_after_a_bounded_number_of_lines(make_run, caplog):
+    caplog.set_level(logging.INFO, logger="recovery")
+    for _ in range(25):
+        make_run(created_minutes_ago=1)
+
+    recover_stuck_runs(source="command", list_limit=20)
+
+    lines = recovery_log(caplog)
+    assert lines[0] == "[Recovery] Found 25 active run(s) in database:"
+    assert len([line for line in lines if line.startswith("  - ")]) == 20
+    assert "  ... and 5 more" in lines
+
+
+def test_sweeps_larger_than_a_batch_recover_everything(make_run, monkeypatch):
+    from recovery import sweep
+
+    monkeypatch.setattr(sweep, "BATCH_SIZE", 3)
+    monkeypatch.setattr(sweep, "GENERIC_BATCH_SIZE", 3)
+    runs = [make_run(created_minutes_ago=30) for _ in range(7)]
+
+    report = recover_stuck_runs(source="sweeper", log=False)
+
+    assert sorted(r.id for r in report.recovered) == sorted(r.pk for r in runs)
+    assert RecoveryEvent.objects.count() == 7
