@@ -51,6 +51,7 @@ def base_env(database_url: str, **extra: str) -> dict[str, str]:
         ALLOWED_HOSTS="localhost,127.0.0.1",
         PYTHONUNBUFFERED="1",
         PYTHONDONTWRITEBYTECODE="1",
+        QUALIFIER_IGNORE_DOTENV="1",
     )
     env.update(extra)
     return env

@@ -5,6 +5,7 @@ Everything else, DATABASE_URL included, comes from the environment as in product
 
 import os
 
+os.environ["QUALIFIER_IGNORE_DOTENV"] = "1"
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-not-for-production")
 
 from qualifier.settings import *  # noqa: F403
