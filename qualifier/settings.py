@@ -130,6 +130,22 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
+# API requests that fail CSRF get a JSON answer; pages get Django's usual page.
+CSRF_FAILURE_VIEW = "qualifier.views.csrf_failure"
+
+
+def _positive_bytes(name: str, default: int) -> int:
+    raw = env.str(name, default=str(default)).strip()
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a positive whole number of bytes.")
+    return int(raw)
+
+
+# --- Web pages and APIs ---
+# Bearer token for the recovery API (/api/qualify/recovery); empty turns token authentication off.
+RECOVERY_API_TOKEN = env.str("RECOVERY_API_TOKEN", default="")
+# Largest CSV upload or JSON request body accepted, in bytes (the API answers 413 above it).
+QUALIFIER_MAX_UPLOAD_BYTES = _positive_bytes("QUALIFIER_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
 
 # --- Recovery (validated by recovery/checks.py; read through recovery.conf) ---
 # Minutes without a sign of life (heartbeat) after which an active run counts as stuck.

@@ -1,0 +1,308 @@
+"""The recovery API, and the JSON conventions it shares with the qualification API.
+
+`GET /api/qualify/recovery` shows the active and stuck runs and changes nothing;
+`POST /api/qualify/recovery` recovers now. Both go through `recovery.sweep.recover_stuck_runs`
+like every other entry point, and both are for staff: a staff session (with CSRF on POST), or
+`Authorization: Bearer <RECOVERY_API_TOKEN>` for scripts and cron (no CSRF: no cookie is
+involved). Token authentication is off while the setting is empty.
+
+The helpers here (`json_endpoint`, `ApiError`, `read_json_body`) live in the recovery app
+because it is the lower layer: the qualification API in `qualifier.api` builds on them, so
+both APIs answer every error the same way, as `{"error": "...", "fields": {...}}`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from .models import RecoverySource
+from .sweep import RecoveryInputError, recover_stuck_runs
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The recovery API's lists of active and stuck runs stop here (the counts stay exact).
+RECOVERY_LIST_LIMIT = 100
+#: A recovery request body is a few ids: anything larger is a mistake.
+RECOVERY_MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass
+class ApiError(Exception):
+    """An error answer: raised anywhere below a `json_endpoint` view, rendered as JSON."""
+
+    status: int
+    message: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def response(self) -> JsonResponse:
+        return json_error(self.status, self.message, self.fields, self.headers)
+
+
+def json_error(
+    status: int,
+    message: str,
+    fields: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JsonResponse:
+    body: dict[str, Any] = {"error": message}
+    if fields:
+        body["fields"] = dict(fields)
+    return JsonResponse(body, status=status, headers=dict(headers or {}))
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a session user, or a holder of the API token (no user)."""
+
+    user: Any
+    by_token: bool = False
+
+    @property
+    def actor(self) -> Any:
+        return None if self.by_token else self.user
+
+
+def session_caller(request: HttpRequest) -> Caller:
+    if not request.user.is_authenticated:
+        raise ApiError(401, "Authentication required: sign in first.")
+    return Caller(request.user)
+
+
+def staff_caller(request: HttpRequest) -> Caller:
+    """A staff session, or the recovery API token when one is configured."""
+    token = getattr(settings, "RECOVERY_API_TOKEN", "") or ""
+    challenge = {"WWW-Authenticate": 'Bearer realm="qualifier"'} if token else {}
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise ApiError(
+                401, "Unsupported Authorization header: use 'Bearer <token>'.", headers=challenge
+            )
+        if not token:
+            raise ApiError(
+                401,
+                "Token authentication is off: RECOVERY_API_TOKEN is not set on the server.",
+            )
+        if not hmac.compare_digest(credentials.strip().encode(), token.encode()):
+            raise ApiError(401, "Invalid API token.", headers=challenge)
+        return Caller(None, by_token=True)
+    if not request.user.is_authenticated:
+        raise ApiError(
+            401,
+            "Authentication required: sign in as a staff user or send "
+            "'Authorization: Bearer <RECOVERY_API_TOKEN>'.",
+            headers=challenge,
+        )
+    if not request.user.is_staff:
+        raise ApiError(403, "Only staff users may use the recovery API.")
+    return Caller(request.user)
+
+
+def _csrf_rejection(request: HttpRequest) -> HttpResponse | None:
+    """CSRF protection for session-authenticated calls, applied after authentication so that
+    an anonymous caller hears 401 rather than a CSRF complaint. A rejection is rendered by
+    CSRF_FAILURE_VIEW, which answers JSON under /api/."""
+    check = CsrfViewMiddleware(lambda _request: HttpResponse())
+    return check.process_view(request, None, (), {})
+
+
+def json_endpoint(
+    *methods: str, auth: Callable[[HttpRequest], Caller] = session_caller
+) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Turns a function `view(request, caller, **kwargs)` into a JSON API view.
+
+    It answers a method it does not take with 405 and an Allow header, authenticates through
+    `auth` (401/403), checks CSRF for session callers on unsafe methods, and renders
+    `ApiError` and `Http404` as JSON.
+    """
+    allowed = sorted({m.upper() for m in methods} | ({"HEAD"} if "GET" in methods else set()))
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in allowed:
+                return json_error(
+                    405,
+                    f"Method {request.method} is not allowed here; use {' or '.join(allowed)}.",
+                    headers={"Allow": ", ".join(allowed)},
+                )
+            try:
+                caller = auth(request)
+                if not caller.by_token and request.method not in SAFE_METHODS:
+                    rejection = _csrf_rejection(request)
+                    if rejection is not None:
+                        return rejection
+                return view(request, caller, *args, **kwargs)
+            except ApiError as exc:
+                return exc.response()
+            except Http404 as exc:
+                message = str(exc) if exc.args else "Not found."
+                return json_error(404, message)
+
+        # Authentication comes first, then CSRF for session callers (see _csrf_rejection).
+        return csrf_exempt(wrapper)
+
+    return decorate
+
+
+_REQUIRED: Any = object()
+
+
+def read_json_body(request: HttpRequest, *, max_bytes: int, default: Any = _REQUIRED) -> Any:
+    """The parsed JSON body: 413 above `max_bytes`, 400 when it is not JSON.
+
+    An empty body is a 400, or `default` when one is given.
+
+    The body is read from the stream with our own bound (not `request.body`, which has
+    Django's smaller DATA_UPLOAD_MAX_MEMORY_SIZE), so the limit is the one we document.
+    """
+    try:
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        raise ApiError(400, "The Content-Length header is not a number.") from None
+    if declared > max_bytes:
+        raise ApiError(413, _too_large(declared, max_bytes))
+    if request.content_type == "multipart/form-data":
+        # A form post (e.g. a bare `curl -X POST -F ...`): fine when it carries nothing.
+        if default is _REQUIRED or request.POST or request.FILES:
+            raise ApiError(400, "Send the body as JSON (Content-Type: application/json).")
+        return default
+    raw = request.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ApiError(413, _too_large(len(raw), max_bytes))
+    if not raw.strip():
+        if default is _REQUIRED:
+            raise ApiError(400, "The request body is empty: send a JSON object.")
+        return default
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise ApiError(400, "Malformed JSON: the body is not UTF-8 text.") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400, f"Malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
+        ) from None
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"The request body is {size:,} bytes; the limit is {limit:,} bytes."
+
+
+def require_object(
+    payload: Any, *, allowed: Iterable[str], what: str = "The body"
+) -> dict[str, Any]:
+    """A JSON object with only known keys, or a 400 naming the unknown ones."""
+    if not isinstance(payload, dict):
+        raise ApiError(400, f"{what} must be a JSON object, not {_json_type(payload)}.")
+    allowed = tuple(allowed)
+    unknown = sorted(set(payload) - set(allowed))
+    if unknown:
+        raise ApiError(
+            400,
+            f"Unknown field(s): {', '.join(unknown)}. Known fields: {', '.join(allowed)}.",
+            {name: "Unknown field." for name in unknown},
+        )
+    return payload
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return "a number"
+
+
+# --- the recovery endpoint --------------------------------------------------------------------
+
+
+@json_endpoint("GET", "POST", auth=staff_caller)
+def recovery(request: HttpRequest, caller: Caller) -> JsonResponse:
+    """GET: what is active and what is stuck (a dry run). POST: recover now."""
+    if request.method == "POST":
+        options = _recovery_options(request)
+        dry_run = False
+    else:
+        options = {"timeout_minutes": _query_minutes(request)}
+        dry_run = True
+    try:
+        report = recover_stuck_runs(
+            source=RecoverySource.API,
+            actor=caller.actor,
+            dry_run=dry_run,
+            list_limit=RECOVERY_LIST_LIMIT,
+            log=not dry_run,
+            **options,
+        )
+    except RecoveryInputError as exc:
+        message = str(exc)
+        raise ApiError(400, message[:1].upper() + message[1:] + ".") from None
+    return JsonResponse(report.as_dict())
+
+
+def _query_minutes(request: HttpRequest) -> int | None:
+    raw = request.GET.get("timeout_minutes")
+    if raw is None:
+        return None
+    if not raw.strip().isdigit() or int(raw) <= 0:
+        raise ApiError(
+            400,
+            f"timeout_minutes must be a whole number of minutes greater than 0, not {raw!r}.",
+            {"timeout_minutes": "A whole number greater than 0."},
+        )
+    return int(raw)
+
+
+def _recovery_options(request: HttpRequest) -> dict[str, Any]:
+    payload = read_json_body(request, max_bytes=RECOVERY_MAX_BODY_BYTES, default={})
+    body = require_object(payload, allowed=("timeout_minutes", "run_ids", "force"))
+    options: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    if body.get("timeout_minutes") is not None:
+        minutes = body["timeout_minutes"]
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes <= 0:
+            errors["timeout_minutes"] = "A whole number of minutes greater than 0."
+        else:
+            options["timeout_minutes"] = minutes
+    if body.get("run_ids") is not None:
+        run_ids = body["run_ids"]
+        if not isinstance(run_ids, list) or not run_ids:
+            errors["run_ids"] = "A non-empty list of run ids."
+        elif not all(type(run_id) is int and run_id > 0 for run_id in run_ids):
+            errors["run_ids"] = "Every run id must be a whole number greater than 0."
+        else:
+            options["run_ids"] = run_ids
+    if "force" in body:
+        if not isinstance(body["force"], bool):
+            errors["force"] = "true or false."
+        else:
+            options["force"] = body["force"]
+    if errors:
+        raise ApiError(400, "Invalid recovery options: " + _describe(errors), errors)
+    if options.get("force") and not options.get("run_ids"):
+        raise ApiError(
+            400,
+            "force needs run_ids: name the runs you know are dead.",
+            {"run_ids": "Required with force."},
+        )
+    return options
+
+
+def _describe(errors: Mapping[str, str]) -> str:
+    return "; ".join(f"{name}: {message}" for name, message in errors.items())
