@@ -155,6 +155,31 @@ RECOVERY_ON_STARTUP = env.str("RECOVERY_ON_STARTUP", default="true")
 # How often a worker writes its heartbeat while it processes a run.
 RECOVERY_HEARTBEAT_SECONDS = env.str("RECOVERY_HEARTBEAT_SECONDS", default="10")
 
+# --- Qualification (validated by qualifier/checks.py; read through qualifier.conf) ---
+# Most prospects one run may hold (a CSV upload or a JSON request).
+QUALIFIER_MAX_PROSPECTS = env.str("QUALIFIER_MAX_PROSPECTS", default="10000")
+# Dotted path of the scorer: a callable (prospect, criteria) -> qualifier.scoring.Score.
+QUALIFIER_SCORER = env.str("QUALIFIER_SCORER", default="qualifier.scoring.rule_based_scorer")
+# Milliseconds the default scorer waits per prospect, to make runs slow enough to watch in demos.
+QUALIFIER_SCORING_DELAY_MS = env.str("QUALIFIER_SCORING_DELAY_MS", default="0")
+# The default ideal-customer profile; each run may override any of it. Lists are comma-separated;
+# an empty employee bound means no bound.
+QUALIFIER_DEFAULT_CRITERIA = {
+    "industries": env.str(
+        "QUALIFIER_INDUSTRIES", default="Software,SaaS,Information Technology,Fintech"
+    ),
+    "min_employees": env.str("QUALIFIER_MIN_EMPLOYEES", default="50"),
+    "max_employees": env.str("QUALIFIER_MAX_EMPLOYEES", default="5000"),
+    "countries": env.str("QUALIFIER_COUNTRIES", default=""),
+    "title_keywords": env.str(
+        "QUALIFIER_TITLE_KEYWORDS",
+        default="CEO,CTO,CFO,COO,CMO,CRO,Chief,Founder,Co-Founder,Owner,President,VP,"
+        "Vice President,Head,Director",
+    ),
+    "excluded_domains": env.str("QUALIFIER_EXCLUDED_DOMAINS", default=""),
+    "min_score": env.str("QUALIFIER_MIN_SCORE", default="60"),
+}
+
 # --- Background tasks: the database is the queue (django-tasks-db) ---
 TASKS = {
     "default": {

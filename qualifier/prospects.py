@@ -1,0 +1,381 @@
+"""Reading prospects from a CSV upload or a JSON body.
+
+Both formats share one set of column rules (`_Columns`), and both reject the input as a whole
+on its first error: a run is never created from half a file. Every error is a
+`ProspectInputError` whose text names the line (or JSON item) and the column, so a user can
+find and fix it in a spreadsheet.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any
+
+from .conf import conf
+
+#: The columns we know; every other column is kept in `extra`.
+KNOWN_COLUMNS = (
+    "name",
+    "email",
+    "company",
+    "website",
+    "domain",
+    "title",
+    "industry",
+    "employees",
+    "country",
+)
+REQUIRED_COLUMNS = ("name", "company")
+#: The database's column widths (qualifier.models.Prospect).
+MAX_LENGTHS = {
+    "name": 255,
+    "email": 255,
+    "company": 255,
+    "domain": 255,
+    "website": 255,
+    "title": 255,
+    "industry": 255,
+    "country": 100,
+}
+#: PositiveIntegerField's upper bound on every supported database.
+MAX_EMPLOYEES = 2_147_483_647
+_DIGITS_WITH_SEPARATORS = re.compile(r"^\d{1,3}(?:[,_ ]\d{3})+$")
+_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+@dataclass(frozen=True)
+class ProspectData:
+    """One prospect as read from the input, before it is stored."""
+
+    name: str
+    company: str
+    _: KW_ONLY
+    email: str = ""
+    domain: str = ""
+    title: str = ""
+    industry: str = ""
+    employees: int | None = None
+    country: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+    #: The CSV line number (header = line 1) or the JSON item number (index + 1).
+    position: int
+
+
+class ProspectInputError(ValueError):
+    """The input cannot be used; nothing was created."""
+
+    #: How `line` is named in the message: CSV lines or JSON items.
+    line_label = "Line"
+    column_label = "column"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int | None = None,
+        column: str | None = None,
+        line_label: str | None = None,
+    ) -> None:
+        self.message = message
+        self.line = line
+        self.column = column
+        if line_label is not None:
+            self.line_label = line_label
+            self.column_label = "field" if line_label == "Item" else "column"
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = []
+        if self.line is not None:
+            where.append(f"{self.line_label} {self.line}")
+        if self.column is not None:
+            where.append(f"{self.column_label} '{self.column}'")
+        if not where:
+            return self.message[:1].upper() + self.message[1:]
+        return f"{', '.join(where)}: {self.message}"
+
+
+class TooManyProspects(ProspectInputError):
+    """More prospects than QUALIFIER_MAX_PROSPECTS (the API answers 413)."""
+
+
+def _max_rows(max_rows: int | None) -> int:
+    return conf.QUALIFIER_MAX_PROSPECTS if max_rows is None else max_rows
+
+
+def normalize_column(name: str) -> str:
+    """'  Company Name ' -> 'company_name': headers match whatever their case or spacing."""
+    return _SEPARATORS.sub("_", name.strip().lower())
+
+
+def parse_employees(value: str) -> int | None:
+    """A whole number such as 250 or 1,200; empty means unknown. Raises ValueError."""
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        number = int(text)
+    elif _DIGITS_WITH_SEPARATORS.match(text):
+        number = int(re.sub(r"[,_ ]", "", text))
+    else:
+        raise ValueError(f"{value!r} is not a whole number.")
+    if number > MAX_EMPLOYEES:
+        raise ValueError(f"{value!r} is too large for an employee count.")
+    return number
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """What the header (CSV) or an item's keys (JSON) mean: known fields and extra data."""
+
+    known: dict[str, str]  # normalized name -> the name as given
+    extra: dict[str, str]  # the name as given -> the name as given
+
+    @classmethod
+    def from_names(cls, names: Iterable[str], *, error: _ErrorFactory) -> _Columns:
+        known: dict[str, str] = {}
+        extra: dict[str, str] = {}
+        seen: dict[str, str] = {}
+        for given in names:
+            normalized = normalize_column(given)
+            if not normalized:
+                continue
+            if normalized in seen:
+                raise error(
+                    f"the column appears twice (as '{seen[normalized]}' and '{given}').",
+                    column=given,
+                )
+            seen[normalized] = given
+            if normalized in KNOWN_COLUMNS:
+                known[normalized] = given
+            else:
+                extra[given] = given
+        return cls(known=known, extra=extra)
+
+    def missing_required(self) -> list[str]:
+        return [name for name in REQUIRED_COLUMNS if name not in self.known]
+
+    def build(self, values: Mapping[str, str], *, position: int, error: _ErrorFactory):
+        """A ProspectData from one row's values keyed by the names as given."""
+        fields: dict[str, str] = {}
+        for normalized, given in self.known.items():
+            value = values.get(given, "").strip()
+            limit = MAX_LENGTHS.get(normalized)
+            if limit is not None and len(value) > limit:
+                raise error(
+                    f"the value is {len(value)} characters long; at most {limit} are allowed.",
+                    column=given,
+                )
+            fields[normalized] = value
+        for required in REQUIRED_COLUMNS:
+            if not fields.get(required):
+                raise error("a value is required here.", column=self.known[required])
+        try:
+            employees = parse_employees(fields.get("employees", ""))
+        except ValueError as exc:
+            raise error(str(exc), column=self.known["employees"]) from None
+        return ProspectData(
+            name=fields["name"],
+            company=fields["company"],
+            email=fields.get("email", ""),
+            domain=fields.get("domain") or fields.get("website", ""),
+            title=fields.get("title", ""),
+            industry=fields.get("industry", ""),
+            employees=employees,
+            country=fields.get("country", ""),
+            extra={given: values.get(given, "") for given in self.extra},
+            position=position,
+        )
+
+
+class _ErrorFactory:
+    """Builds errors that name the current line or item."""
+
+    def __init__(self, line: int | None, line_label: str) -> None:
+        self.line = line
+        self.line_label = line_label
+
+    def __call__(self, message: str, *, column: str | None = None) -> ProspectInputError:
+        return ProspectInputError(
+            message, line=self.line, column=column, line_label=self.line_label
+        )
+
+
+# --- CSV ----------------------------------------------------------------------------------
+
+
+def parse_csv(data: bytes, *, max_rows: int | None = None) -> list[ProspectData]:
+    """Reads a UTF-8 CSV file (with or without a byte-order mark) with a header row."""
+    limit = _max_rows(max_rows)
+    text = _decode(data)
+    if not text.strip():
+        raise ProspectInputError(
+            "the file is empty; it needs a header row with at least the columns "
+            "'name' and 'company', and one row per prospect.",
+            line=1,
+        )
+    rows = _csv_rows(text)
+    first = next(rows, None)
+    if first is None:
+        raise ProspectInputError(
+            "the file has no header row; it needs at least the columns 'name' and 'company'.",
+            line=1,
+        )
+    header_line, raw_header = first
+    header = [name.strip() for name in raw_header]
+    columns = _Columns.from_names(header, error=_ErrorFactory(header_line, "Line"))
+    missing = columns.missing_required()
+    if missing:
+        found = ", ".join(f"'{name}'" for name in header if name.strip()) or "none"
+        raise ProspectInputError(
+            f"the required column is missing (found: {found}).",
+            line=header_line,
+            column=missing[0],
+        )
+    prospects: list[ProspectData] = []
+    for line, cells in rows:
+        error = _ErrorFactory(line, "Line")
+        if len(prospects) >= limit:
+            raise TooManyProspects(
+                f"the file has more than {limit:,} prospects; at most {limit:,} are allowed "
+                "per run. Split it into smaller files.",
+                line=line,
+            )
+        if len(cells) > len(header):
+            raise error(
+                f"the row has {len(cells)} values but the header has {len(header)} columns."
+            )
+        values = dict(zip(header, cells, strict=False))
+        prospects.append(columns.build(values, position=line, error=error))
+    if not prospects:
+        raise ProspectInputError(
+            "the file has a header but no prospects below it.", line=header_line + 1
+        )
+    return prospects
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _encoding_error(data, exc) from None
+
+
+def _encoding_error(data: bytes, exc: UnicodeDecodeError) -> ProspectInputError:
+    """Points at the cell holding the first byte that is not UTF-8."""
+    bad = data[exc.start : exc.start + 1].hex().upper()
+    message = (
+        f"the file is not UTF-8 (byte 0x{bad} cannot be read). Save it as "
+        "'CSV UTF-8' and upload it again."
+    )
+    line = data[: exc.start].count(b"\n") + 1
+    column: str | None = None
+    text = data.decode("utf-8-sig", errors="surrogateescape")
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error:
+        rows = []
+    header = rows[0] if rows else []
+    for number, row in enumerate(rows):
+        for index, cell in enumerate(row):
+            if any("\udc80" <= char <= "\udcff" for char in cell):
+                if number > 0 and index < len(header):
+                    column = header[index].encode("utf-8", "replace").decode()
+                break
+        else:
+            continue
+        break
+    return ProspectInputError(message, line=line, column=column)
+
+
+def _csv_rows(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, cells) per non-blank record; quoted cells may span lines."""
+    first_line = text.lstrip().partition("\n")[0]
+    delimiter = ","
+    if "," not in first_line:
+        # Spreadsheets in many European locales export with semicolons.
+        delimiter = next((d for d in (";", "\t") if d in first_line), ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    previous_end = 0
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ProspectInputError(
+                f"the CSV cannot be read ({exc}).", line=reader.line_num
+            ) from None
+        start = previous_end + 1
+        previous_end = reader.line_num
+        if not any(cell.strip() for cell in cells):
+            continue
+        yield start, cells
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+
+def parse_json(payload: object, *, max_rows: int | None = None) -> list[ProspectData]:
+    """Reads a list of objects with the same keys as the CSV columns (item N = index + 1)."""
+    limit = _max_rows(max_rows)
+    if not isinstance(payload, list):
+        raise ProspectInputError(
+            f"expected a list of prospects (objects), got {_json_type(payload)}."
+        )
+    if not payload:
+        raise ProspectInputError("the list of prospects is empty.")
+    if len(payload) > limit:
+        raise TooManyProspects(
+            f"{len(payload):,} prospects were sent; at most {limit:,} are allowed per run.",
+            line=limit + 1,
+            line_label="Item",
+        )
+    prospects = []
+    for index, item in enumerate(payload):
+        error = _ErrorFactory(index + 1, "Item")
+        if not isinstance(item, dict):
+            raise error(f"expected an object with the prospect's fields, got {_json_type(item)}.")
+        columns = _Columns.from_names([str(key) for key in item], error=error)
+        missing = columns.missing_required()
+        if missing:
+            raise error("a value is required here.", column=missing[0])
+        values = {str(key): _json_text(value, key, error) for key, value in item.items()}
+        prospects.append(columns.build(values, position=index + 1, error=error))
+    return prospects
+
+
+def _json_text(value: Any, key: str, error: _ErrorFactory) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        if normalize_column(key) in KNOWN_COLUMNS:
+            raise error(f"expected text or a number, got {_json_type(value)}.", column=key)
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if normalize_column(key) == "employees":
+            if not value.is_integer():
+                raise error(f"{value!r} is not a whole number.", column=key)
+            return str(int(value))
+        return repr(value)
+    if normalize_column(key) in KNOWN_COLUMNS:
+        raise error(f"expected text or a number, got {_json_type(value)}.", column=key)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true or false"}
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)

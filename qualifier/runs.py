@@ -1,0 +1,161 @@
+"""Creating, retrying and counting qualification runs: what the web pages and the API call.
+
+A run, its prospects and its task are created together: the run and the prospects in one
+transaction, the task enqueued only once that transaction has committed (so a worker never
+picks up a run it cannot see yet).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Exists, OuterRef, Q
+
+from recovery.models import QualificationRun, RunStatus
+
+from .conf import conf
+from .criteria import Criteria
+from .models import Outcome, Prospect, ProspectResult
+from .prospects import ProspectData, ProspectInputError, TooManyProspects
+
+logger = logging.getLogger("qualifier")
+
+#: Rows per INSERT when storing prospects (keeps statements under every database's limits).
+INSERT_BATCH_SIZE = 1_000
+#: The Prospect fields copied from the input (and by a retry).
+PROSPECT_FIELDS = (
+    "position",
+    "name",
+    "email",
+    "company",
+    "domain",
+    "title",
+    "industry",
+    "employees",
+    "country",
+    "extra",
+)
+
+
+class RetryNotAllowed(ValueError):
+    """The run cannot be retried; the message says why."""
+
+
+@dataclass
+class RunCounts:
+    qualified: int = 0
+    not_qualified: int = 0
+    errored: int = 0
+
+    @property
+    def scored(self) -> int:
+        return self.qualified + self.not_qualified + self.errored
+
+
+def create_run(
+    *,
+    user: Any,
+    prospects: Sequence[ProspectData],
+    criteria: Criteria | None = None,
+    retry_of: QualificationRun | None = None,
+) -> QualificationRun:
+    """A PENDING run over `prospects`, stored with its criteria, and its task enqueued."""
+    if not prospects:
+        raise ProspectInputError("there are no prospects to qualify.")
+    limit = conf.QUALIFIER_MAX_PROSPECTS
+    if len(prospects) > limit:
+        raise TooManyProspects(
+            f"{len(prospects):,} prospects were given; at most {limit:,} are allowed per run."
+        )
+    criteria = criteria or Criteria.defaults()
+    with transaction.atomic():
+        run = QualificationRun.objects.create(
+            status=RunStatus.PENDING,
+            total=len(prospects),
+            user=user if getattr(user, "is_authenticated", False) else None,
+            criteria=criteria.as_dict(),
+            retry_of=retry_of,
+        )
+        Prospect.objects.bulk_create(
+            (
+                Prospect(run=run, **{name: getattr(data, name) for name in PROSPECT_FIELDS})
+                for data in prospects
+            ),
+            batch_size=INSERT_BATCH_SIZE,
+        )
+        transaction.on_commit(lambda: enqueue_run(run.pk))
+        logger.info("Run %s created with %s prospects", run.pk, run.total)
+    return run
+
+
+def enqueue_run(run_id: int) -> None:
+    """Queues the run's task; if the queue fails, the run stays PENDING and recovery fails it
+    after the timeout, so the error is logged rather than raised after the commit."""
+    from .tasks import execute_run
+
+    try:
+        execute_run.enqueue(run_id)
+    except Exception:
+        logger.exception(
+            "Run %s could not be queued; it stays pending until recovery fails it", run_id
+        )
+
+
+def retry_run(run: QualificationRun, *, user: Any) -> QualificationRun:
+    """A new run over the prospects of a FAILED run that have no result yet.
+
+    The original keeps its results; the new run uses the same criteria and points back to
+    it with `retry_of`.
+    """
+    run.refresh_from_db(fields=["status"])
+    if run.status != RunStatus.FAILED:
+        raise RetryNotAllowed(
+            f"Run {run.pk} is {run.get_status_display().lower()}; only a failed run can be retried."
+        )
+    has_result = ProspectResult.objects.filter(run=run, prospect=OuterRef("pk"))
+    remaining = list(
+        Prospect.objects.filter(run=run)
+        .filter(~Exists(has_result))
+        .order_by("position")
+        .values(*PROSPECT_FIELDS)
+    )
+    if not remaining:
+        raise RetryNotAllowed(
+            f"Run {run.pk} has a result for every prospect; there is nothing left to retry."
+        )
+    prospects = [ProspectData(**row) for row in remaining]
+    return create_run(
+        user=user,
+        prospects=prospects,
+        criteria=Criteria.from_dict(run.criteria),
+        retry_of=run,
+    )
+
+
+def counts_for(runs: Iterable[QualificationRun]) -> dict[int, RunCounts]:
+    """Results per outcome for every given run, in one query (zeros for runs without any)."""
+    run_ids = [run.pk for run in runs]
+    counts = {run_id: RunCounts() for run_id in run_ids}
+    if not run_ids:
+        return counts
+    rows = (
+        ProspectResult.objects.filter(run_id__in=run_ids)
+        .order_by()
+        .values("run_id")
+        .annotate(
+            qualified=Count("pk", filter=Q(outcome=Outcome.QUALIFIED)),
+            not_qualified=Count("pk", filter=Q(outcome=Outcome.NOT_QUALIFIED)),
+            errored=Count("pk", filter=Q(outcome=Outcome.ERRORED)),
+        )
+    )
+    for row in rows:
+        counts[row["run_id"]] = RunCounts(
+            qualified=row["qualified"],
+            not_qualified=row["not_qualified"],
+            errored=row["errored"],
+        )
+    return counts

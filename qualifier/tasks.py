@@ -1,0 +1,15 @@
+"""Background tasks (django.tasks; the database is the queue, `manage.py db_worker` runs them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.tasks import task
+
+from . import execution
+
+
+@task
+def execute_run(run_id: int) -> dict[str, Any]:
+    """Scores a run's prospects; enqueued by `qualifier.runs.create_run` once it committed."""
+    return execution.execute(run_id).as_dict()
