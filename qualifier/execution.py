@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from django.db import DatabaseError, close_old_connections, connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
@@ -317,10 +317,10 @@ class Heartbeat:
     def _beat(self) -> bool:
         """One beat; False if it could not be written (retried shortly)."""
         try:
-            close_old_connections()
             alive = self.run.beat()
         except DatabaseError as exc:
             logger.warning("Run %s: heartbeat failed, retrying: %s", self.run.pk, exc)
+            connections.close_all()  # reconnect on the next try
             self._last = time.monotonic() - self.interval + HEARTBEAT_RETRY_SECONDS
             return False
         self._last = time.monotonic()

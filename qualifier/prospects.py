@@ -145,6 +145,8 @@ class _Columns:
             normalized = normalize_column(given)
             if not normalized:
                 continue
+            if "\x00" in given:
+                raise error("the column name contains a NUL character (\\x00).")
             if normalized in seen:
                 raise error(
                     f"the column appears twice (as '{seen[normalized]}' and '{given}').",
@@ -162,6 +164,10 @@ class _Columns:
 
     def build(self, values: Mapping[str, str], *, position: int, error: _ErrorFactory):
         """A ProspectData from one row's values keyed by the names as given."""
+        for given, value in values.items():
+            if "\x00" in value:
+                # Databases cannot store NUL characters in text (PostgreSQL refuses them).
+                raise error("the value contains a NUL character (\\x00).", column=given)
         fields: dict[str, str] = {}
         for normalized, given in self.known.items():
             value = values.get(given, "").strip()

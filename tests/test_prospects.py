@@ -1,0 +1,322 @@
+"""Reading prospects from CSV and JSON: what is accepted, and every way input is rejected."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from qualifier.prospects import (
+    ProspectData,
+    ProspectInputError,
+    TooManyProspects,
+    parse_csv,
+    parse_json,
+)
+
+
+def csv_bytes(*lines: str, encoding: str = "utf-8") -> bytes:
+    return ("\n".join(lines) + "\n").encode(encoding)
+
+
+# --- CSV: what is accepted --------------------------------------------------------------------
+
+
+def test_csv_reads_every_known_column():
+    data = csv_bytes(
+        "name,email,company,website,title,industry,employees,country",
+        "Ann Lee,ann@acme.io,Acme,acme.io,VP Sales,Software,120,Germany",
+    )
+    assert parse_csv(data) == [
+        ProspectData(
+            name="Ann Lee",
+            company="Acme",
+            email="ann@acme.io",
+            domain="acme.io",
+            title="VP Sales",
+            industry="Software",
+            employees=120,
+            country="Germany",
+            extra={},
+            position=2,
+        )
+    ]
+
+
+def test_only_name_and_company_are_required():
+    [prospect] = parse_csv(csv_bytes("company,name", "Acme,Ann"))
+    assert (prospect.name, prospect.company, prospect.employees, prospect.domain) == (
+        "Ann",
+        "Acme",
+        None,
+        "",
+    )
+
+
+def test_csv_with_a_byte_order_mark_reads_like_one_without():
+    plain = csv_bytes("name,company", "Ann,Acme")
+    assert parse_csv(b"\xef\xbb\xbf" + plain) == parse_csv(plain)
+
+
+def test_header_names_ignore_case_and_surrounding_spaces():
+    [prospect] = parse_csv(csv_bytes(" Name , COMPANY ,Employees", "Ann,Acme,5"))
+    assert (prospect.name, prospect.company, prospect.employees) == ("Ann", "Acme", 5)
+
+
+def test_domain_column_is_read_like_website():
+    [prospect] = parse_csv(csv_bytes("name,company,domain", "Ann,Acme,acme.io"))
+    assert prospect.domain == "acme.io"
+
+
+def test_unknown_columns_are_kept_as_extra_data():
+    [prospect] = parse_csv(csv_bytes("name,company,LinkedIn,Notes", "Ann,Acme,ann-lee,met at expo"))
+    assert prospect.extra == {"LinkedIn": "ann-lee", "Notes": "met at expo"}
+
+
+def test_values_are_trimmed_and_non_ascii_text_survives():
+    [prospect] = parse_csv(csv_bytes("name,company,country", "  Zoë Müller , Café Ωmega ,  "))
+    assert (prospect.name, prospect.company, prospect.country) == ("Zoë Müller", "Café Ωmega", "")
+
+
+def test_position_is_the_data_line_number_and_blank_lines_are_skipped():
+    prospects = parse_csv(csv_bytes("name,company", "A,a", "", "B,b", ",", "C,c"))
+    assert [(p.name, p.position) for p in prospects] == [("A", 2), ("B", 4), ("C", 6)]
+
+
+def test_a_quoted_value_may_span_lines_and_later_lines_keep_their_numbers():
+    data = csv_bytes("name,company,notes", 'A,a,"first', 'second"', "B,b,x")
+    prospects = parse_csv(data)
+    assert [(p.name, p.position) for p in prospects] == [("A", 2), ("B", 4)]
+    assert prospects[0].extra["notes"] == "first\nsecond"
+
+
+def test_windows_line_endings_are_read():
+    [prospect] = parse_csv(b"name,company\r\nAnn,Acme\r\n")
+    assert (prospect.name, prospect.company, prospect.position) == ("Ann", "Acme", 2)
+
+
+def test_semicolon_separated_files_from_spreadsheets_are_read():
+    [prospect] = parse_csv(csv_bytes("name;company;employees", "Ann;Acme;12"))
+    assert (prospect.name, prospect.company, prospect.employees) == ("Ann", "Acme", 12)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"), [("250", 250), ("1,200", 1200), ("12 000", 12000), ("", None)]
+)
+def test_employee_counts_may_use_thousands_separators(given, expected):
+    [prospect] = parse_csv(csv_bytes("name,company,employees", f'Ann,Acme,"{given}"'))
+    assert prospect.employees == expected
+
+
+def test_a_row_with_fewer_values_than_columns_leaves_the_rest_empty():
+    [prospect] = parse_csv(csv_bytes("name,company,title,country", "Ann,Acme"))
+    assert (prospect.title, prospect.country) == ("", "")
+
+
+def test_exactly_the_maximum_number_of_rows_is_accepted():
+    data = csv_bytes("name,company", *(f"P{i},C" for i in range(5)))
+    assert len(parse_csv(data, max_rows=5)) == 5
+
+
+# --- CSV: every way it is rejected -------------------------------------------------------------
+
+
+def rejected(data: bytes, **kwargs) -> ProspectInputError:
+    with pytest.raises(ProspectInputError) as info:
+        parse_csv(data, **kwargs)
+    return info.value
+
+
+def test_a_wrong_encoding_is_rejected_naming_the_line_and_column():
+    data = csv_bytes("name,company,country", "Ann,Acme,DE", "René,Café Noir,FR", encoding="latin-1")
+    error = rejected(data)
+    assert (error.line, error.column) == (3, "name")
+    assert str(error).startswith("Line 3, column 'name': the file is not UTF-8 (byte 0xE9")
+
+
+def test_a_utf16_file_is_rejected_as_not_utf8():
+    error = rejected(csv_bytes("name,company", "Ann,Acme", encoding="utf-16"))
+    assert error.line == 1
+    assert "not UTF-8" in str(error)
+
+
+def test_a_missing_required_column_is_rejected_naming_it():
+    error = rejected(csv_bytes("name,email", "Ann,ann@acme.io"))
+    assert (error.line, error.column) == (1, "company")
+    assert str(error) == (
+        "Line 1, column 'company': the required column is missing (found: 'name', 'email')."
+    )
+
+
+def test_more_rows_than_allowed_are_rejected_as_too_many():
+    data = csv_bytes("name,company", *(f"P{i},C" for i in range(6)))
+    error = rejected(data, max_rows=5)
+    assert isinstance(error, TooManyProspects)
+    assert error.line == 7
+    assert "more than 5 prospects" in str(error)
+
+
+def test_the_row_limit_defaults_to_the_qualifier_max_prospects_setting():
+    data = csv_bytes("name,company", *(f"P{i},C" for i in range(4)))
+    with override_settings(QUALIFIER_MAX_PROSPECTS="3"):
+        assert isinstance(rejected(data), TooManyProspects)
+    with override_settings(QUALIFIER_MAX_PROSPECTS="4"):
+        assert len(parse_csv(data)) == 4
+
+
+@pytest.mark.parametrize("value", ["lots", "12.5", "-3", "1e3", "99999999999"])
+def test_a_non_numeric_employee_count_is_rejected_naming_line_and_column(value):
+    error = rejected(csv_bytes("name,company,employees", "Ann,Acme,10", f"Bob,Beta,{value}"))
+    assert (error.line, error.column) == (3, "employees")
+    assert str(error).startswith(f"Line 3, column 'employees': '{value}' is ")
+
+
+def test_the_example_message_for_a_bad_employee_count_is_a_full_sentence():
+    lines = ["name,company,employees", *(f"P{i},C,1" for i in range(5)), "Ann,Acme,lots"]
+    assert str(rejected(csv_bytes(*lines))) == (
+        "Line 7, column 'employees': 'lots' is not a whole number."
+    )
+
+
+@pytest.mark.parametrize(("row", "column"), [(",Acme", "name"), ("Ann,  ", "company")])
+def test_a_row_without_a_required_value_is_rejected(row, column):
+    error = rejected(csv_bytes("name,company", "Ann,Acme", row))
+    assert (error.line, error.column) == (3, column)
+    assert str(error) == f"Line 3, column '{column}': a value is required here."
+
+
+@pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf", b"  \n\n", b",,\n"])
+def test_an_empty_file_is_rejected(data):
+    error = rejected(data)
+    assert error.line == 1
+    assert "empty" in str(error) or "no header" in str(error)
+
+
+def test_a_file_with_only_a_header_is_rejected():
+    error = rejected(csv_bytes("name,company"))
+    assert error.line == 2
+    assert "no prospects" in str(error)
+
+
+def test_a_row_with_more_values_than_columns_is_rejected():
+    error = rejected(csv_bytes("name,company", "Ann,Acme,extra"))
+    assert error.line == 2
+    assert "3 values but the header has 2 columns" in str(error)
+
+
+def test_a_value_longer_than_the_database_allows_is_rejected():
+    error = rejected(csv_bytes("name,company,country", f"Ann,Acme,{'x' * 101}"))
+    assert (error.line, error.column) == (2, "country")
+    assert "at most 100" in str(error)
+
+
+def test_a_column_given_twice_is_rejected():
+    error = rejected(csv_bytes("name,company,Name", "Ann,Acme,Bob"))
+    assert (error.line, error.column) == (1, "Name")
+    assert "appears twice" in str(error)
+
+
+def test_a_nul_character_is_rejected_because_databases_cannot_store_it():
+    error = rejected(b"name,company\nAnn,Acme\nBob,Be\x00ta\n")
+    assert (error.line, error.column) == (3, "company")
+    with pytest.raises(ProspectInputError):
+        parse_json([{"name": "A", "company": "a", "note": "x\x00"}])
+
+
+def test_rejection_happens_on_the_first_error_however_long_the_file():
+    lines = ["name,company,employees", "Ann,Acme,x", *(f"P{i},C,1" for i in range(100))]
+    assert rejected(csv_bytes(*lines)).line == 2
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def test_json_reads_the_same_fields_as_the_csv():
+    [prospect] = parse_json(
+        [
+            {
+                "Name": "Ann",
+                "company": "Acme",
+                "website": "acme.io",
+                "employees": 120,
+                "country": None,
+                "crm_id": 42,
+                "tags": ["a", "b"],
+            }
+        ]
+    )
+    assert prospect == ProspectData(
+        name="Ann",
+        company="Acme",
+        domain="acme.io",
+        employees=120,
+        extra={"crm_id": "42", "tags": '["a", "b"]'},
+        position=1,
+    )
+
+
+def test_json_positions_are_the_item_numbers():
+    prospects = parse_json([{"name": "A", "company": "a"}, {"name": "B", "company": "b"}])
+    assert [p.position for p in prospects] == [1, 2]
+
+
+def test_json_employee_counts_may_be_numbers_or_numeric_text():
+    prospects = parse_json(
+        [
+            {"name": "A", "company": "a", "employees": "1,200"},
+            {"name": "B", "company": "b", "employees": 30.0},
+        ]
+    )
+    assert [p.employees for p in prospects] == [1200, 30]
+
+
+def json_rejected(payload, **kwargs) -> ProspectInputError:
+    with pytest.raises(ProspectInputError) as info:
+        parse_json(payload, **kwargs)
+    return info.value
+
+
+@pytest.mark.parametrize("payload", [{"name": "Ann"}, "Ann,Acme", None, 3])
+def test_json_that_is_not_a_list_is_rejected(payload):
+    assert str(json_rejected(payload)).startswith("Expected a list of prospects")
+
+
+def test_an_empty_json_list_is_rejected():
+    assert str(json_rejected([])) == "The list of prospects is empty."
+
+
+def test_a_json_item_that_is_not_an_object_is_rejected_naming_the_item():
+    error = json_rejected([{"name": "A", "company": "a"}, ["B", "b"]])
+    assert str(error) == "Item 2: expected an object with the prospect's fields, got a list."
+
+
+@pytest.mark.parametrize(
+    ("item", "column"),
+    [
+        ({"company": "a"}, "name"),
+        ({"name": "A", "company": ""}, "company"),
+        ({"name": "A", "company": None}, "company"),
+    ],
+)
+def test_a_json_item_without_a_required_value_is_rejected(item, column):
+    error = json_rejected([{"name": "Z", "company": "z"}, item])
+    assert (error.line, error.column) == (2, column)
+    assert str(error) == f"Item 2, field '{column}': a value is required here."
+
+
+@pytest.mark.parametrize("value", ["lots", 12.5, True, -4])
+def test_a_json_non_numeric_employee_count_is_rejected(value):
+    error = json_rejected([{"name": "A", "company": "a", "employees": value}])
+    assert (error.line, error.column) == (1, "employees")
+
+
+def test_a_json_known_field_holding_an_object_is_rejected():
+    error = json_rejected([{"name": "A", "company": {"legal": "a"}}])
+    assert (error.line, error.column) == (1, "company")
+    assert "expected text or a number, got an object" in str(error)
+
+
+def test_too_many_json_items_are_rejected_as_too_many():
+    payload = [{"name": f"P{i}", "company": "c"} for i in range(4)]
+    error = json_rejected(payload, max_rows=3)
+    assert isinstance(error, TooManyProspects)
+    assert error.line == 4
