@@ -5,11 +5,21 @@ from django.urls import include, path, re_path
 
 from recovery import urls as recovery_urls
 
-from . import views
+from . import api, views
+
+pages = [
+    path("", views.run_list, name="runs"),
+    path("runs/new/", views.run_new, name="run-new"),
+    path("runs/<int:pk>/", views.run_detail, name="run-detail"),
+    path("runs/<int:pk>/results.csv", views.run_results_csv, name="run-results-csv"),
+    path("runs/<int:pk>/retry/", views.run_retry, name="run-retry"),
+]
 
 urlpatterns = [
-    path("admin/", admin.site.urls),
+    path("", include((pages, "qualifier"))),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+    path("api/qualify/", include(api)),
     path("api/qualify/", include(recovery_urls)),
     re_path(r"^api/(?P<path>.*)$", views.api_not_found, name="api-not-found"),
 ]

@@ -1,14 +1,213 @@
-"""The user's pages: runs, a new run, a run's results; and JSON-aware error pages."""
+"""The user's pages: runs, a new run, a run's results; and JSON-aware error pages.
+
+Every page needs a signed-in user and shows only that user's runs: another user's run is a
+404, exactly like a run that does not exist.
+"""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+import csv
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import F, QuerySet
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views import csrf, defaults
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 
 from recovery.api import json_error
+from recovery.models import QualificationRun
+
+from .criteria import Criteria
+from .forms import NewRunForm
+from .models import ProspectResult
+from .prospects import ProspectInputError
+from .runs import RetryNotAllowed, RunCounts, counts_for, create_run, retry_run
 
 API_PREFIX = "/api/"
+HISTORY_PAGE_SIZE = 20
+RESULTS_PAGE_SIZE = 50
+#: The runs page lists at most this many active runs (a user rarely has more than a few).
+ACTIVE_LIMIT = 100
+#: ?sort= values for results; the default is the input's order.
+RESULT_SORTS = {
+    "score": (F("score").asc(nulls_last=True), "prospect__position"),
+    "-score": (F("score").desc(nulls_last=True), "prospect__position"),
+}
+CSV_COLUMNS = ("name", "company", "email", "domain", "score", "outcome", "reasons", "error")
+
+
+def user_runs(request: HttpRequest) -> QuerySet[QualificationRun]:
+    return QualificationRun.objects.filter(user=request.user)
+
+
+def ordered_results(run: QualificationRun, sort: str | None) -> QuerySet[ProspectResult]:
+    """A run's results with their prospects, by score when `sort` asks, else input order."""
+    order = RESULT_SORTS.get(sort or "", ("prospect__position",))
+    return ProspectResult.objects.filter(run=run).select_related("prospect").order_by(*order)
+
+
+def format_duration(duration: dt.timedelta | None) -> str:
+    if duration is None:
+        return "—"
+    seconds = max(0, int(duration.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {seconds} s"
+    return f"{seconds} s"
+
+
+def percent(run: QualificationRun) -> int:
+    return 100 * run.completed // run.total if run.total else 0
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A run with what its row shows (counts come from one query for the whole page)."""
+
+    run: QualificationRun
+    counts: RunCounts
+
+    @property
+    def duration(self) -> str:
+        return format_duration(self.run.duration())
+
+    @property
+    def percent(self) -> int:
+        return percent(self.run)
+
+
+# --- pages --------------------------------------------------------------------------------------
+
+
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    """Active runs (kept live by the page's script) and the history of finished runs."""
+    runs = user_runs(request)
+    active = list(runs.active().order_by("created_at", "pk")[:ACTIVE_LIMIT])
+    history = Paginator(runs.finished().order_by("-created_at", "-pk"), HISTORY_PAGE_SIZE)
+    page = history.get_page(request.GET.get("page"))
+    counts = counts_for([*active, *page.object_list])
+    return render(
+        request,
+        "qualifier/run_list.html",
+        {
+            "nav": "runs",
+            "active": [RunRow(run, counts[run.pk]) for run in active],
+            "history": [RunRow(run, counts[run.pk]) for run in page.object_list],
+            "page": page,
+        },
+    )
+
+
+@login_required
+def run_new(request: HttpRequest) -> HttpResponse:
+    defaults = Criteria.defaults()
+    if request.method == "POST":
+        form = NewRunForm(request.POST, request.FILES, defaults=defaults)
+        if form.is_valid():
+            try:
+                run = create_run(
+                    user=request.user, prospects=form.prospects, criteria=form.criteria
+                )
+            except ProspectInputError as exc:
+                form.add_error("prospects_file", str(exc))
+            else:
+                messages.success(request, f"Run {run.pk} started with {run.total} prospects.")
+                return redirect("qualifier:run-detail", pk=run.pk)
+    else:
+        form = NewRunForm(defaults=defaults)
+    return render(request, "qualifier/run_new.html", {"nav": "new", "form": form})
+
+
+@login_required
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_object_or_404(user_runs(request).select_related("retry_of"), pk=pk)
+    sort = request.GET.get("sort", "")
+    if sort not in RESULT_SORTS:
+        sort = ""
+    page = Paginator(ordered_results(run, sort), RESULTS_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request,
+        "qualifier/run_detail.html",
+        {
+            "nav": "runs",
+            "run": run,
+            "row": RunRow(run, counts_for([run])[run.pk]),
+            "criteria": Criteria.from_dict(run.criteria),
+            "retries": list(run.retries.order_by("created_at", "pk").only("pk", "status")),
+            "page": page,
+            "sort": sort,
+            "next_sort": "-score" if sort == "score" else "score",
+        },
+    )
+
+
+class _Echo:
+    """A file-like object whose write() hands the CSV line back, for streaming."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+@login_required
+def run_results_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    """The run's results as CSV, streamed row by row (a run may hold thousands)."""
+    run = get_object_or_404(user_runs(request), pk=pk)
+    results = ordered_results(run, request.GET.get("sort")).iterator(chunk_size=2000)
+    writer = csv.writer(_Echo())
+
+    def lines() -> Iterator[str]:
+        yield writer.writerow(CSV_COLUMNS)
+        for result in results:
+            prospect = result.prospect
+            yield writer.writerow(
+                [
+                    prospect.name,
+                    prospect.company,
+                    prospect.email,
+                    prospect.domain,
+                    "" if result.score is None else result.score,
+                    result.get_outcome_display(),
+                    "; ".join(result.reasons),
+                    result.error,
+                ]
+            )
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="qualifier-run-{run.pk}-results.csv"'
+    return response
+
+
+@login_required
+@require_POST
+def run_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_object_or_404(user_runs(request), pk=pk)
+    try:
+        retry = retry_run(run, user=request.user)
+    except RetryNotAllowed as exc:
+        messages.error(request, str(exc))
+        return redirect("qualifier:run-detail", pk=run.pk)
+    messages.success(
+        request,
+        f"Run {retry.pk} retries the {retry.total} prospects of run {run.pk} that had no "
+        f"result; run {run.pk} keeps its results.",
+    )
+    return redirect("qualifier:run-detail", pk=retry.pk)
+
+
+# --- errors -------------------------------------------------------------------------------------
 
 
 def _is_api(request: HttpRequest) -> bool:

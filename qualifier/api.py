@@ -1,0 +1,250 @@
+"""The qualification JSON API under /api/qualify/ (session authentication, CSRF on POST).
+
+Every answer is JSON, errors included (see `recovery.api.json_endpoint`): 400 with field
+errors, 401/403, 404 (also for another user's run), 405, 409 for a retry that is not allowed,
+and 413 for too many prospects or too large a body. Lists are paginated with `?page=N` and
+answer `{"count", "next", "previous", "results"}`; links are paths on this server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.paginator import EmptyPage, Page, Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, JsonResponse
+from django.urls import path, reverse
+
+from recovery.api import ApiError, Caller, json_endpoint, read_json_body, require_object
+from recovery.models import QualificationRun, RunStatus
+
+from .criteria import Criteria, CriteriaError
+from .forms import sentence
+from .models import ProspectResult
+from .prospects import ProspectInputError, TooManyProspects, parse_json
+from .runs import RetryNotAllowed, RunCounts, counts_for, create_run, retry_run
+from .views import ACTIVE_LIMIT, RESULT_SORTS, ordered_results, percent
+
+RUNS_PAGE_SIZE = 20
+RESULTS_PAGE_SIZE = 50
+
+
+# --- representations ------------------------------------------------------------------------
+
+
+def _time(value: Any) -> str | None:
+    return value.isoformat() if value else None
+
+
+def run_json(run: QualificationRun, counts: RunCounts) -> dict[str, Any]:
+    duration = run.duration()
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "status_display": run.get_status_display(),
+        "total": run.total,
+        "completed": run.completed,
+        "percent": percent(run),
+        "counts": {
+            "qualified": counts.qualified,
+            "not_qualified": counts.not_qualified,
+            "errored": counts.errored,
+        },
+        "criteria": run.criteria,
+        "retry_of": run.retry_of_id,
+        "failure_reason": run.failure_reason,
+        "created_at": _time(run.created_at),
+        "started_at": _time(run.started_at),
+        "heartbeat_at": _time(run.heartbeat_at),
+        "completed_at": _time(run.completed_at),
+        "duration_seconds": None if duration is None else round(duration.total_seconds(), 3),
+        "url": reverse("qualifier-api:run", args=[run.pk]),
+        "results_url": reverse("qualifier-api:run-results", args=[run.pk]),
+        "page_url": reverse("qualifier:run-detail", args=[run.pk]),
+    }
+
+
+def runs_json(runs: list[QualificationRun]) -> list[dict[str, Any]]:
+    counts = counts_for(runs)
+    return [run_json(run, counts[run.pk]) for run in runs]
+
+
+def result_json(result: ProspectResult) -> dict[str, Any]:
+    prospect = result.prospect
+    return {
+        "position": prospect.position,
+        "name": prospect.name,
+        "company": prospect.company,
+        "email": prospect.email,
+        "domain": prospect.domain,
+        "title": prospect.title,
+        "industry": prospect.industry,
+        "employees": prospect.employees,
+        "country": prospect.country,
+        "extra": prospect.extra,
+        "outcome": result.outcome,
+        "score": result.score,
+        "reasons": result.reasons,
+        "error": result.error,
+        "scored_at": _time(result.created_at),
+    }
+
+
+def paginate(request: HttpRequest, queryset: QuerySet, per_page: int) -> tuple[Page, dict]:
+    """The requested page and its envelope (count, next, previous); 400/404 for a bad page."""
+    raw = request.GET.get("page", "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ApiError(
+            400,
+            f"page must be a whole number from 1 up, not {raw!r}.",
+            {"page": "A whole number from 1 up."},
+        )
+    paginator = Paginator(queryset, per_page)
+    try:
+        page = paginator.page(int(raw))
+    except EmptyPage:
+        raise ApiError(
+            404, f"Page {raw} does not exist; there are {paginator.num_pages} page(s)."
+        ) from None
+
+    def link(number: int | None) -> str | None:
+        if number is None:
+            return None
+        query = request.GET.copy()
+        query["page"] = str(number)
+        return f"{request.path}?{query.urlencode()}"
+
+    envelope = {
+        "count": paginator.count,
+        "next": link(page.next_page_number() if page.has_next() else None),
+        "previous": link(page.previous_page_number() if page.has_previous() else None),
+    }
+    return page, envelope
+
+
+def _own_run(caller: Caller, pk: int) -> QualificationRun:
+    try:
+        return QualificationRun.objects.get(pk=pk, user=caller.user)
+    except QualificationRun.DoesNotExist:
+        raise ApiError(404, f"Run {pk} does not exist or is not yours.") from None
+
+
+# --- endpoints --------------------------------------------------------------------------------
+
+
+@json_endpoint("GET", "POST")
+def runs(request: HttpRequest, caller: Caller) -> JsonResponse:
+    """GET: the user's runs, newest first (?status= filters). POST: a new run."""
+    if request.method == "POST":
+        return _create(request, caller)
+    queryset = QualificationRun.objects.filter(user=caller.user).order_by("-created_at", "-pk")
+    status = request.GET.get("status")
+    if status is not None:
+        if status not in RunStatus.values:
+            raise ApiError(
+                400,
+                f"status must be one of {', '.join(RunStatus.values)}, not {status!r}.",
+                {"status": "Unknown status."},
+            )
+        queryset = queryset.filter(status=status)
+    page, envelope = paginate(request, queryset, RUNS_PAGE_SIZE)
+    return JsonResponse({**envelope, "results": runs_json(list(page.object_list))})
+
+
+def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
+    payload = read_json_body(request, max_bytes=settings.QUALIFIER_MAX_UPLOAD_BYTES)
+    body = require_object(payload, allowed=("prospects", "criteria"))
+    errors: dict[str, str] = {}
+    prospects = []
+    if "prospects" not in body:
+        errors["prospects"] = "This field is required: a list of prospect objects."
+    else:
+        try:
+            prospects = parse_json(body["prospects"])
+        except TooManyProspects as exc:
+            raise ApiError(413, sentence(str(exc)), {"prospects": sentence(str(exc))}) from None
+        except ProspectInputError as exc:
+            errors["prospects"] = sentence(str(exc))
+    criteria = Criteria.defaults()
+    overrides = body.get("criteria")
+    if overrides is not None:
+        if not isinstance(overrides, dict):
+            errors["criteria"] = "Must be an object of criteria fields."
+        else:
+            try:
+                criteria = criteria.with_overrides(overrides)
+            except CriteriaError as exc:
+                errors.update(
+                    {f"criteria.{name}": sentence(text) for name, text in exc.errors.items()}
+                )
+    if errors:
+        summary = "; ".join(f"{name}: {text}" for name, text in errors.items())
+        raise ApiError(400, f"The run was not created. {summary}", errors)
+    try:
+        run = create_run(user=caller.user, prospects=prospects, criteria=criteria)
+    except TooManyProspects as exc:
+        raise ApiError(413, sentence(str(exc)), {"prospects": sentence(str(exc))}) from None
+    except ProspectInputError as exc:
+        raise ApiError(400, sentence(str(exc)), {"prospects": sentence(str(exc))}) from None
+    body = run_json(run, RunCounts())
+    return JsonResponse(body, status=201, headers={"Location": body["url"]})
+
+
+@json_endpoint("GET")
+def active_runs(request: HttpRequest, caller: Caller) -> JsonResponse:
+    """The notifier: the user's PENDING and PROCESSING runs, oldest first, with progress."""
+    active = QualificationRun.objects.filter(user=caller.user).active()
+    listed = list(active.order_by("created_at", "pk")[:ACTIVE_LIMIT])
+    count = len(listed) if len(listed) < ACTIVE_LIMIT else active.count()
+    return JsonResponse({"count": count, "results": runs_json(listed)})
+
+
+@json_endpoint("GET")
+def run(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
+    found = _own_run(caller, pk)
+    return JsonResponse(run_json(found, counts_for([found])[found.pk]))
+
+
+@json_endpoint("GET")
+def run_results(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
+    """The run's results, in input order or by score (?sort=score / -score)."""
+    found = _own_run(caller, pk)
+    sort = request.GET.get("sort")
+    if sort is not None and sort not in RESULT_SORTS:
+        raise ApiError(
+            400,
+            f"sort must be one of {', '.join(RESULT_SORTS)}, not {sort!r}.",
+            {"sort": "Unknown sort."},
+        )
+    page, envelope = paginate(request, ordered_results(found, sort), RESULTS_PAGE_SIZE)
+    return JsonResponse(
+        {
+            **envelope,
+            "run": found.pk,
+            "results": [result_json(result) for result in page.object_list],
+        }
+    )
+
+
+@json_endpoint("POST")
+def run_retry(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
+    """A new run over the prospects of a FAILED run that have no result yet (409 otherwise)."""
+    original = _own_run(caller, pk)
+    try:
+        retry = retry_run(original, user=caller.user)
+    except RetryNotAllowed as exc:
+        raise ApiError(409, sentence(str(exc))) from None
+    body = run_json(retry, RunCounts())
+    return JsonResponse(body, status=201, headers={"Location": body["url"]})
+
+
+app_name = "qualifier-api"
+
+urlpatterns = [
+    path("runs", runs, name="runs"),
+    path("runs/active", active_runs, name="active-runs"),
+    path("runs/<int:pk>", run, name="run"),
+    path("runs/<int:pk>/results", run_results, name="run-results"),
+    path("runs/<int:pk>/retry", run_retry, name="run-retry"),
+]

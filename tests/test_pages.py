@@ -1,0 +1,469 @@
+"""The user's pages: sign-in, runs, new run, run detail, CSV download and retry."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from qualifier.models import Outcome, Prospect, ProspectResult
+from recovery.models import QualificationRun, RunStatus
+
+pytestmark = pytest.mark.django_db
+
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "prospects.csv"
+IMMEDIATE = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
+DUMMY = {"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}
+CSRF_SECRET = "abcdefghijklmnopqrstuvwxyzABCDEF"
+
+
+@pytest.fixture
+def alice(db):
+    return get_user_model().objects.create_user("alice")
+
+
+@pytest.fixture
+def bob(db):
+    return get_user_model().objects.create_user("bob")
+
+
+@pytest.fixture
+def signed_in(client, alice) -> Client:
+    client.force_login(alice)
+    return client
+
+
+def add_results(run: QualificationRun, outcomes: list[tuple[str, int | None]]) -> None:
+    """Prospects at positions 2.. with one result each (outcome, score)."""
+    prospects = Prospect.objects.bulk_create(
+        Prospect(run=run, position=index + 2, name=f"Person {index}", company=f"Co {index}")
+        for index in range(len(outcomes))
+    )
+    ProspectResult.objects.bulk_create(
+        ProspectResult(
+            run=run,
+            prospect=prospect,
+            outcome=outcome,
+            score=score,
+            reasons=[f"reason for {prospect.name}"],
+            error="scorer exploded" if outcome == Outcome.ERRORED else "",
+        )
+        for prospect, (outcome, score) in zip(prospects, outcomes, strict=True)
+    )
+
+
+def upload(content: bytes = b"", name: str = "prospects.csv") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, content or SAMPLE.read_bytes(), content_type="text/csv")
+
+
+# --- sign-in ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["/", "/runs/new/", "/runs/1/", "/runs/1/results.csv", "/runs/1/retry/"]
+)
+def test_every_page_needs_a_signed_in_user(client, url):
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"] == f"/accounts/login/?next={url}"
+
+
+def test_login_page_signs_in_and_logout_is_a_post(client):
+    get_user_model().objects.create_user("carol", password="correct horse battery")
+    page = client.get("/accounts/login/")
+    assert page.status_code == 200
+    assert b'name="username"' in page.content
+    wrong = client.post("/accounts/login/", {"username": "carol", "password": "nope"})
+    assert wrong.status_code == 200
+    assert b"Please enter a correct username and password" in wrong.content
+    right = client.post(
+        "/accounts/login/", {"username": "carol", "password": "correct horse battery"}
+    )
+    assert right.status_code == 302
+    assert right["Location"] == "/"
+    assert client.get("/").status_code == 200
+    assert client.get("/accounts/logout/").status_code == 405
+    out = client.post("/accounts/logout/")
+    assert out["Location"] == "/accounts/login/"
+    assert client.get("/").status_code == 302
+
+
+def test_pages_load_nothing_from_other_hosts(signed_in):
+    html = signed_in.get("/").content.decode()
+    assert "/static/qualifier/style.css" in html
+    assert 'name="viewport"' in html
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+
+
+# --- runs page -------------------------------------------------------------------------------
+
+
+def test_runs_page_shows_active_runs_with_progress(signed_in, alice, make_run):
+    run = make_run(RunStatus.PROCESSING, total=25, completed=10, user=alice)
+    html = signed_in.get("/").content.decode()
+    assert f'data-run-id="{run.pk}"' in html
+    assert '<progress max="25" value="10"' in html
+    assert 'data-active-url="/api/qualify/runs/active"' in html
+    assert "/static/qualifier/live.js" in html
+
+
+def test_runs_page_history_shows_outcome_counts_duration_and_failure_reason(
+    signed_in, alice, make_run
+):
+    done = make_run(RunStatus.COMPLETED, total=3, completed=3, user=alice, started_minutes_ago=3)
+    QualificationRun.objects.filter(pk=done.pk).update(completed_at=timezone.now())
+    add_results(
+        done, [(Outcome.QUALIFIED, 80), (Outcome.QUALIFIED, 70), (Outcome.NOT_QUALIFIED, 20)]
+    )
+    failed = make_run(
+        RunStatus.FAILED,
+        total=4,
+        completed=1,
+        user=alice,
+        failure_reason="no sign of life for 9 min; recovered at server start",
+    )
+    add_results(failed, [(Outcome.ERRORED, None)])
+    html = signed_in.get("/").content.decode()
+    history = html[html.index("History") :]
+    assert f"Run {done.pk}" in history and f"Run {failed.pk}" in history
+    assert "no sign of life for 9 min; recovered at server start" in history
+    assert "3 min 0 s" in history
+    assert re.search(r'data-count="qualified">2<', history)
+    assert re.search(r'data-count="not_qualified">1<', history)
+    assert re.search(r'data-count="errored">1<', history)
+
+
+def test_runs_page_query_count_does_not_grow_with_runs(signed_in, alice, make_run):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert signed_in.get("/").status_code == 200
+        return len(captured)
+
+    make_run(RunStatus.COMPLETED, user=alice)
+    make_run(RunStatus.PROCESSING, user=alice)
+    few = queries()
+    for _ in range(8):
+        run = make_run(RunStatus.COMPLETED, user=alice)
+        add_results(run, [(Outcome.QUALIFIED, 90)])
+        make_run(RunStatus.PENDING, user=alice)
+    assert queries() == few
+
+
+def test_runs_page_shows_only_the_users_own_runs(signed_in, bob, make_run):
+    theirs = make_run(RunStatus.COMPLETED, user=bob)
+    their_active = make_run(RunStatus.PROCESSING, user=bob)
+    html = signed_in.get("/").content.decode()
+    assert f"/runs/{theirs.pk}/" not in html
+    assert f"/runs/{their_active.pk}/" not in html
+
+
+def test_runs_page_history_is_paginated(signed_in, alice, make_run):
+    runs = [make_run(RunStatus.COMPLETED, user=alice, created_minutes_ago=i) for i in range(23)]
+    first = signed_in.get("/").content.decode()
+    second = signed_in.get("/?page=2").content.decode()
+    assert "Page 1 of 2" in first
+    assert f'href="/runs/{runs[0].pk}/"' in first
+    assert f'href="/runs/{runs[22].pk}/"' in second
+    assert f'href="/runs/{runs[0].pk}/"' not in second
+
+
+# --- new run ---------------------------------------------------------------------------------
+
+
+def test_new_run_form_is_prefilled_with_the_default_criteria(signed_in):
+    html = signed_in.get("/runs/new/").content.decode()
+    assert 'value="Software, SaaS, Information Technology, Fintech"' in html
+    assert 'name="min_score" value="60"' in html
+    assert 'enctype="multipart/form-data"' in html
+
+
+@override_settings(TASKS=DUMMY)
+def test_new_run_from_the_sample_csv_redirects_to_the_pending_run(signed_in, alice):
+    response = signed_in.post("/runs/new/", {"prospects_file": upload()})
+    run = QualificationRun.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/runs/{run.pk}/"
+    assert (run.user, run.status, run.total) == (alice, RunStatus.PENDING, 25)
+    assert run.criteria["min_score"] == 60
+    assert Prospect.objects.filter(run=run, extra__notes="Met at the fintech summit").exists()
+    page = signed_in.get(response["Location"]).content.decode()
+    assert f"Run {run.pk} started with 25 prospects." in page
+
+
+@override_settings(TASKS=DUMMY)
+def test_new_run_takes_criteria_overrides(signed_in):
+    signed_in.post(
+        "/runs/new/",
+        {
+            "prospects_file": upload(),
+            "industries": "Fintech, Biotech",
+            "min_employees": "10",
+            "max_employees": "",
+            "countries": "Germany",
+            "title_keywords": "",
+            "excluded_domains": "https://www.orbitpay.com/",
+            "min_score": "70",
+        },
+    )
+    assert QualificationRun.objects.get().criteria == {
+        "industries": ["Fintech", "Biotech"],
+        "min_employees": 10,
+        "max_employees": None,
+        "countries": ["Germany"],
+        "title_keywords": [],
+        "excluded_domains": ["orbitpay.com"],
+        "min_score": 70,
+    }
+
+
+def test_new_run_runs_to_completion_with_the_immediate_backend(
+    signed_in, django_capture_on_commit_callbacks
+):
+    with (
+        override_settings(TASKS=IMMEDIATE),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = signed_in.post("/runs/new/", {"prospects_file": upload()})
+    run = QualificationRun.objects.get()
+    assert run.status == RunStatus.COMPLETED
+    assert run.completed == 25
+    html = signed_in.get(response["Location"]).content.decode()
+    assert re.search(r'data-count="qualified">16<', html)
+    assert re.search(r'data-count="not_qualified">9<', html)
+    assert "Katherine Johnson" in html
+    assert "data-run-url" not in html  # a finished run's page does not poll
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"name,company,employees\nAda,Engines,250\nGrace,Cobol,lots\n",
+            "Line 3, column &#x27;employees&#x27;: &#x27;lots&#x27; is not a whole number.",
+        ),
+        (b"name,email\nAda,ada@example.com\n", "column &#x27;company&#x27;"),
+        (b"name,company\n", "no prospects"),
+        (b"\xff\xfe not utf-8", "not UTF-8"),
+    ],
+    ids=["bad-cell", "missing-column", "no-rows", "not-utf8"],
+)
+def test_new_run_shows_csv_errors_on_the_form_and_creates_nothing(signed_in, content, message):
+    response = signed_in.post("/runs/new/", {"prospects_file": upload(content)})
+    assert response.status_code == 200
+    html = response.content.decode()
+    error = re.search(r'<p class="error" id="id_prospects_file_error">(.*?)</p>', html)
+    assert error and message in error.group(1)
+    assert not QualificationRun.objects.exists()
+
+
+def test_new_run_without_a_file_says_so(signed_in):
+    response = signed_in.post("/runs/new/", {"min_score": "50"})
+    assert "This field is required." in response.content.decode()
+    assert not QualificationRun.objects.exists()
+
+
+def test_new_run_shows_criteria_errors_on_their_fields(signed_in):
+    response = signed_in.post(
+        "/runs/new/",
+        {
+            "prospects_file": upload(),
+            "min_score": "300",
+            "min_employees": "500",
+            "max_employees": "100",
+            "excluded_domains": "not a domain",
+        },
+    )
+    html = response.content.decode()
+    assert re.search(r'id="id_min_score_error">&#x27;300&#x27; is not between 0 and 100\.<', html)
+    assert re.search(r'id="id_excluded_domains_error">[^<]*not a domain', html)
+    assert not QualificationRun.objects.exists()
+    response = signed_in.post(
+        "/runs/new/",
+        {"prospects_file": upload(), "min_employees": "500", "max_employees": "100"},
+    )
+    assert re.search(
+        r'id="id_max_employees_error">Must not be smaller than min_employees',
+        response.content.decode(),
+    )
+    assert not QualificationRun.objects.exists()
+
+
+@override_settings(QUALIFIER_MAX_UPLOAD_BYTES=100)
+def test_new_run_refuses_a_file_over_the_byte_limit(signed_in):
+    response = signed_in.post("/runs/new/", {"prospects_file": upload()})
+    assert "the limit is 100\xa0bytes" in response.content.decode()
+    assert not QualificationRun.objects.exists()
+
+
+@override_settings(QUALIFIER_MAX_PROSPECTS=5)
+def test_new_run_refuses_more_prospects_than_allowed(signed_in):
+    response = signed_in.post("/runs/new/", {"prospects_file": upload()})
+    assert "at most 5 are allowed" in response.content.decode()
+    assert not QualificationRun.objects.exists()
+
+
+# --- run detail ------------------------------------------------------------------------------
+
+
+def test_run_detail_of_another_users_run_is_404(signed_in, bob, make_run):
+    theirs = make_run(RunStatus.COMPLETED, user=bob)
+    for url in (f"/runs/{theirs.pk}/", f"/runs/{theirs.pk}/results.csv"):
+        assert signed_in.get(url).status_code == 404
+    assert signed_in.post(f"/runs/{theirs.pk}/retry/").status_code == 404
+    assert signed_in.get("/runs/999999/").status_code == 404
+
+
+def test_run_detail_of_an_active_run_polls_its_api(signed_in, alice, make_run):
+    run = make_run(RunStatus.PROCESSING, total=8, completed=3, user=alice)
+    html = signed_in.get(f"/runs/{run.pk}/").content.decode()
+    assert f'data-run-url="/api/qualify/runs/{run.pk}"' in html
+    assert '<progress max="8" value="3"' in html
+    assert "Retry" not in html
+
+
+def scores_in(html: str) -> list[str]:
+    return re.findall(r'<td data-label="Score" class="num">([^<]*)</td>', html)
+
+
+def test_run_detail_sorts_results_by_score(signed_in, alice, make_run):
+    run = make_run(RunStatus.COMPLETED, total=4, completed=4, user=alice)
+    add_results(
+        run,
+        [
+            (Outcome.NOT_QUALIFIED, 40),
+            (Outcome.ERRORED, None),
+            (Outcome.QUALIFIED, 90),
+            (Outcome.QUALIFIED, 65),
+        ],
+    )
+    url = f"/runs/{run.pk}/"
+    assert scores_in(signed_in.get(url).content.decode()) == ["40", "—", "90", "65"]
+    assert scores_in(signed_in.get(url + "?sort=score").content.decode()) == [
+        "40",
+        "65",
+        "90",
+        "—",
+    ]
+    assert scores_in(signed_in.get(url + "?sort=-score").content.decode()) == [
+        "90",
+        "65",
+        "40",
+        "—",
+    ]
+    assert scores_in(signed_in.get(url + "?sort=bogus").content.decode())[0] == "40"
+
+
+def test_run_detail_paginates_results_and_keeps_the_sort(signed_in, alice, make_run):
+    run = make_run(RunStatus.COMPLETED, total=60, completed=60, user=alice)
+    add_results(run, [(Outcome.QUALIFIED, score) for score in range(60)])
+    first = signed_in.get(f"/runs/{run.pk}/?sort=-score").content.decode()
+    assert len(scores_in(first)) == 50
+    assert "Page 1 of 2" in first
+    assert 'href="?sort=-score&amp;page=2"' in first
+    second = signed_in.get(f"/runs/{run.pk}/?sort=-score&page=2").content.decode()
+    assert scores_in(second) == [str(score) for score in range(9, -1, -1)]
+
+
+def test_run_detail_shows_failure_reason_and_retry_button_on_a_failed_run(
+    signed_in, alice, make_run
+):
+    run = make_run(RunStatus.FAILED, user=alice, failure_reason="worker crashed")
+    html = signed_in.get(f"/runs/{run.pk}/").content.decode()
+    assert "worker crashed" in html
+    assert f'action="/runs/{run.pk}/retry/"' in html
+    assert 'name="csrfmiddlewaretoken"' in html
+
+
+# --- CSV download ----------------------------------------------------------------------------
+
+
+def test_results_download_is_a_csv_of_every_result(signed_in, alice, make_run):
+    run = make_run(RunStatus.COMPLETED, total=3, completed=3, user=alice)
+    add_results(run, [(Outcome.QUALIFIED, 80), (Outcome.ERRORED, None), (Outcome.NOT_QUALIFIED, 5)])
+    Prospect.objects.filter(run=run, position=2).update(
+        name='Ada "the first" Lovelace', company="Engines, Ltd", email="ada@x.io", domain="x.io"
+    )
+    response = signed_in.get(f"/runs/{run.pk}/results.csv")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert (
+        response["Content-Disposition"]
+        == f'attachment; filename="qualifier-run-{run.pk}-results.csv"'
+    )
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0] == [
+        "name",
+        "company",
+        "email",
+        "domain",
+        "score",
+        "outcome",
+        "reasons",
+        "error",
+    ]
+    assert rows[1] == [
+        'Ada "the first" Lovelace',
+        "Engines, Ltd",
+        "ada@x.io",
+        "x.io",
+        "80",
+        "Qualified",
+        "reason for Person 0",
+        "",
+    ]
+    assert rows[2][4:] == ["", "Errored", "reason for Person 1", "scorer exploded"]
+    assert len(rows) == 4
+
+
+# --- retry -----------------------------------------------------------------------------------
+
+
+@override_settings(TASKS=DUMMY)
+def test_retry_creates_a_linked_run_over_the_prospects_without_a_result(signed_in, alice, make_run):
+    original = make_run(RunStatus.FAILED, total=5, completed=2, user=alice, criteria={})
+    add_results(original, [(Outcome.QUALIFIED, 90), (Outcome.NOT_QUALIFIED, 10)])
+    Prospect.objects.bulk_create(
+        Prospect(run=original, position=position, name=f"Left {position}", company="Co")
+        for position in (4, 5, 6)
+    )
+    response = signed_in.post(f"/runs/{original.pk}/retry/")
+    retry = QualificationRun.objects.exclude(pk=original.pk).get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/runs/{retry.pk}/"
+    assert (retry.retry_of, retry.total, retry.status) == (original, 3, RunStatus.PENDING)
+    assert sorted(Prospect.objects.filter(run=retry).values_list("name", flat=True)) == [
+        "Left 4",
+        "Left 5",
+        "Left 6",
+    ]
+    assert ProspectResult.objects.filter(run=original).count() == 2
+    page = signed_in.get(response["Location"]).content.decode()
+    assert f'href="/runs/{original.pk}/"' in page
+    assert f"retries the 3 prospects of run {original.pk}" in page
+
+
+def test_retry_of_a_run_that_is_not_failed_shows_why_and_creates_nothing(
+    signed_in, alice, make_run
+):
+    run = make_run(RunStatus.COMPLETED, user=alice)
+    response = signed_in.post(f"/runs/{run.pk}/retry/", follow=True)
+    assert "only a failed run can be retried" in response.content.decode()
+    assert QualificationRun.objects.count() == 1
+
+
+def test_retry_is_post_only_and_needs_the_csrf_token(alice, make_run):
+    run = make_run(RunStatus.FAILED, user=alice)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert client.get(f"/runs/{run.pk}/retry/").status_code == 405
+    assert client.post(f"/runs/{run.pk}/retry/").status_code == 403
+    assert QualificationRun.objects.count() == 1
