@@ -325,6 +325,7 @@ class Heartbeat:
             return False
         self._last = time.monotonic()
         self.beats += 1
+        logger.debug("Run %s: heartbeat from the heartbeat thread", self.run.pk)
         if not alive:
             logger.warning("Run %s: heartbeat refused, the run is no longer ours", self.run.pk)
             self.lost.set()
