@@ -1,0 +1,419 @@
+"""The admin for qualification runs and their recovery events.
+
+Runs are created and moved through their lifecycle by the application, so the admin only
+shows them, and changes state through the recovery module (`recover_stuck_runs`), the same
+code path as the startup hook, the command and the API. Recovery events are an audit trail:
+read-only everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import Q
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.text import Truncator
+from django.utils.timesince import timesince
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
+
+from .conf import conf
+from .models import QualificationRun, RecoveryEvent, RecoverySource
+from .sweep import RecoveryInputError, RecoveryReport, recover_stuck_runs
+
+#: How many runs the force-fail confirmation page lists before it says "and N more".
+CONFIRMATION_MAX_DISPLAY = 100
+
+
+def time_ago(moment: dt.datetime | None, now: dt.datetime | None = None) -> str:
+    """How long ago, as "12 seconds" or "1 hour, 5 minutes": heartbeats come every few
+    seconds, so under a minute the seconds matter (timesince says "0 minutes")."""
+    if moment is None:
+        return ""
+    now = now or timezone.now()
+    seconds = int((now - moment).total_seconds())
+    if seconds < 60:
+        seconds = max(seconds, 0)
+        return ngettext("%(n)d\xa0second", "%(n)d\xa0seconds", seconds) % {"n": seconds}
+    return timesince(moment, now)
+
+
+# --- filters -----------------------------------------------------------------------------------
+
+
+class StuckFilter(admin.SimpleListFilter):
+    """Yes/no on the one definition of stuck (the query the sweep and the command use)."""
+
+    title = _("stuck")
+    parameter_name = "stuck"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        timeout = conf.STUCK_RUN_TIMEOUT_MINUTES
+        return [
+            ("yes", _("Yes (no sign of life for %(n)d+ min)") % {"n": timeout}),
+            ("no", _("No")),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        timeout = conf.STUCK_RUN_TIMEOUT_MINUTES
+        if self.value() == "yes":
+            return queryset.stuck(timeout)
+        if self.value() == "no":
+            return queryset.not_stuck(timeout)
+        return queryset
+
+
+#: Age buckets on created_at: (parameter value, label, lower bound, upper bound) in minutes.
+AGE_BUCKETS: Sequence[tuple[str, Any, int | None, int | None]] = (
+    ("lt5m", _("Less than 5 minutes"), None, 5),
+    ("5m-30m", _("5 to 30 minutes"), 5, 30),
+    ("30m-24h", _("30 minutes to 24 hours"), 30, 24 * 60),
+    ("gt24h", _("Older than 24 hours"), 24 * 60, None),
+)
+
+
+class AgeFilter(admin.SimpleListFilter):
+    """How long ago the run was created, in buckets that match how runs go wrong."""
+
+    title = _("age")
+    parameter_name = "age"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [(value, label) for value, label, _low, _high in AGE_BUCKETS]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        for value, _label, at_least, under in AGE_BUCKETS:
+            if self.value() == value:
+                now = timezone.now()
+                condition = Q()
+                if at_least is not None:
+                    condition &= Q(created_at__lte=now - dt.timedelta(minutes=at_least))
+                if under is not None:
+                    condition &= Q(created_at__gt=now - dt.timedelta(minutes=under))
+                return queryset.filter(condition)
+        return queryset
+
+
+# --- recovery events -----------------------------------------------------------------------
+
+
+class ReadOnlyEventMixin:
+    """Recovery events are written by the sweep only; nobody adds, edits or deletes them."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("from → to"))
+    def transition(self, event: RecoveryEvent) -> str:
+        return f"{event.get_from_status_display()} → {event.get_to_status_display()}"
+
+    @admin.display(description=_("progress"), ordering="completed")
+    def progress(self, event: RecoveryEvent) -> str:
+        return event.progress
+
+    @admin.display(description=_("host/pid"), ordering="host")
+    def origin(self, event: RecoveryEvent) -> str:
+        return f"{event.host}/{event.pid}"
+
+
+class RecoveryEventInline(ReadOnlyEventMixin, admin.TabularInline):
+    model = RecoveryEvent
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "transition", "source", "progress", "actor", "origin", "reason")
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).select_related("actor")
+
+
+@admin.register(RecoveryEvent)
+class RecoveryEventAdmin(ReadOnlyEventMixin, admin.ModelAdmin):
+    list_display = (
+        "run_link",
+        "created_at",
+        "transition",
+        "source",
+        "progress",
+        "actor",
+        "origin",
+        "short_reason",
+    )
+    list_filter = ("source", "created_at")
+    date_hierarchy = "created_at"
+    search_fields = ("run__id__exact", "actor__username", "host")
+    list_select_related = ("actor",)
+    ordering = ("-created_at", "-id")
+    fields = (
+        "run",
+        "created_at",
+        "from_status",
+        "to_status",
+        "source",
+        "actor",
+        "progress",
+        "heartbeat_at",
+        "host",
+        "pid",
+        "reason",
+    )
+    readonly_fields = fields
+
+    @admin.display(description=_("run"), ordering="run")
+    def run_link(self, event: RecoveryEvent) -> str:
+        url = reverse("admin:recovery_qualificationrun_change", args=[event.run_id])
+        return format_html('<a href="{}">{}</a>', url, event.run_id)
+
+    @admin.display(description=_("reason"))
+    def short_reason(self, event: RecoveryEvent) -> str:
+        return Truncator(event.reason).chars(80)
+
+
+# --- qualification runs ----------------------------------------------------------------------
+
+
+@admin.register(QualificationRun)
+class QualificationRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "user", "status", "progress", "age", "last_heartbeat", "stuck")
+    list_display_links = ("id",)
+    list_filter = ("status", StuckFilter, AgeFilter)
+    # "id__exact" is validated before it is queried: a search for "alice" skips the id lookup
+    # instead of failing to cast text to a number.
+    search_fields = ("id__exact", "user__username", "user__email")
+    search_help_text = _("Run id, or the user's username or email.")
+    list_select_related = ("user",)
+    ordering = ("-created_at", "-id")
+    actions = ("mark_stuck_failed", "force_fail_selected")
+    inlines = (RecoveryEventInline,)
+    raw_id_fields = ("user",)
+    # Only the run's user may be edited; everything else is the application's record.
+    fieldsets = (
+        (None, {"fields": ("user", "status", "progress", "attempts", "owner")}),
+        (
+            _("Timeline"),
+            {
+                "fields": (
+                    "created_at",
+                    "age",
+                    "started_at",
+                    "heartbeat_at",
+                    "last_heartbeat",
+                    "stuck",
+                    "completed_at",
+                )
+            },
+        ),
+        (_("Failure"), {"fields": ("failure_reason",)}),
+        (_("Input"), {"fields": ("criteria", "retry_of")}),
+    )
+    readonly_fields = (
+        "status",
+        "progress",
+        "attempts",
+        "owner",
+        "created_at",
+        "age",
+        "started_at",
+        "heartbeat_at",
+        "last_heartbeat",
+        "stuck",
+        "completed_at",
+        "failure_reason",
+        "criteria",
+        "retry_of",
+    )
+    force_fail_confirmation_template = (
+        "admin/recovery/qualificationrun/force_fail_confirmation.html"
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """Writes only the edited fields: a full save() would put the status and progress read
+        when the form was submitted back over whatever the worker or a sweep wrote since."""
+        obj.save(update_fields=form.changed_data)  # adding is disabled: always a change
+
+    # --- columns -------------------------------------------------------------------------------
+
+    @admin.display(description=_("progress"), ordering="completed")
+    def progress(self, run: QualificationRun) -> str:
+        return run.progress
+
+    @admin.display(description=_("age"), ordering="-created_at")
+    def age(self, run: QualificationRun) -> str:
+        return time_ago(run.created_at)
+
+    @admin.display(description=_("last heartbeat"), ordering="heartbeat_at", empty_value="—")
+    def last_heartbeat(self, run: QualificationRun) -> str | None:
+        if run.heartbeat_at is None:
+            return None
+        return format_html(
+            '<span title="{}">{}</span>',
+            run.heartbeat_at.isoformat(),
+            gettext("%(time)s ago") % {"time": time_ago(run.heartbeat_at)},
+        )
+
+    @admin.display(description=_("stuck"), boolean=True)
+    def stuck(self, run: QualificationRun) -> bool:
+        return run.is_stuck(conf.STUCK_RUN_TIMEOUT_MINUTES)
+
+    # --- actions -------------------------------------------------------------------------------
+
+    @admin.action(description=_("Mark selected stuck runs as failed"), permissions=["change"])
+    def mark_stuck_failed(self, request: HttpRequest, queryset: Any) -> None:
+        """Fails the selected runs that are stuck right now; live and finished ones are skipped
+        with the reason, so an operator never fails a run that is still working."""
+        selected = list(queryset.values_list("pk", flat=True))
+        try:
+            report = recover_stuck_runs(
+                source=RecoverySource.ADMIN, actor=request.user, run_ids=selected
+            )
+        except RecoveryInputError as exc:
+            self.message_user(request, gettext("Nothing changed: %s.") % exc, messages.ERROR)
+            return
+        self._report(
+            request,
+            report,
+            selected,
+            done=ngettext(
+                "Marked %(n)d stuck run as failed",
+                "Marked %(n)d stuck runs as failed",
+                report.recovered_count,
+            ),
+        )
+
+    @admin.action(description=_("Force-fail selected active runs"), permissions=["change"])
+    def force_fail_selected(self, request: HttpRequest, queryset: Any) -> TemplateResponse | None:
+        """Fails the selected active runs whatever their heartbeat says, for runs an operator
+        knows are dead; asks for confirmation first, like delete_selected."""
+        runs = list(queryset.order_by("pk"))
+        selected = [run.pk for run in runs]
+        active = [run for run in runs if run.is_active]
+        if request.POST.get("post") == "yes":
+            if not active:
+                self._report_all_finished(request, len(selected))
+                return None
+            try:
+                report = recover_stuck_runs(
+                    source=RecoverySource.ADMIN,
+                    actor=request.user,
+                    run_ids=selected,
+                    force=True,
+                )
+            except RecoveryInputError as exc:
+                self.message_user(request, gettext("Nothing changed: %s.") % exc, messages.ERROR)
+                return None
+            self._report(
+                request,
+                report,
+                selected,
+                done=ngettext(
+                    "Force-failed %(n)d run", "Force-failed %(n)d runs", report.recovered_count
+                ),
+            )
+            return None
+        if not active:
+            self._report_all_finished(request, len(selected))
+            return None
+        return self._force_fail_confirmation(request, runs, active)
+
+    def _force_fail_confirmation(
+        self,
+        request: HttpRequest,
+        runs: list[QualificationRun],
+        active: list[QualificationRun],
+    ) -> TemplateResponse:
+        finished = [run for run in runs if not run.is_active]
+        now = timezone.now()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": gettext("Force-fail qualification runs"),
+            "subtitle": None,
+            "opts": self.opts,
+            "runs": runs,
+            "active_rows": [
+                {
+                    "run": run,
+                    "last_seen": time_ago(run.last_seen, now),
+                    "stuck": run.is_stuck(conf.STUCK_RUN_TIMEOUT_MINUTES, now),
+                }
+                for run in active[:CONFIRMATION_MAX_DISPLAY]
+            ],
+            "active_count": len(active),
+            "active_hidden": max(len(active) - CONFIRMATION_MAX_DISPLAY, 0),
+            "finished": finished[:CONFIRMATION_MAX_DISPLAY],
+            "finished_count": len(finished),
+            "finished_hidden": max(len(finished) - CONFIRMATION_MAX_DISPLAY, 0),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "action_name": "force_fail_selected",
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.force_fail_confirmation_template, context)
+
+    def _report_all_finished(self, request: HttpRequest, count: int) -> None:
+        self.message_user(
+            request,
+            ngettext(
+                "Nothing to force-fail: the selected run has already finished.",
+                "Nothing to force-fail: all %(n)d selected runs have already finished.",
+                count,
+            )
+            % {"n": count},
+            messages.WARNING,
+        )
+
+    def _report(
+        self, request: HttpRequest, report: RecoveryReport, selected: list[int], *, done: str
+    ) -> None:
+        """One message: how many changed, how many were skipped and why."""
+        recovered = {run.id for run in report.recovered}
+        skipped = [run_id for run_id in selected if run_id not in recovered]
+        text = done % {"n": len(recovered)}
+        if skipped:
+            text += "; " + skipped_summary(skipped, report)
+        level = messages.WARNING if skipped else messages.SUCCESS
+        self.message_user(request, text + ".", level)
+
+
+def skipped_summary(skipped: list[int], report: RecoveryReport) -> str:
+    """Why runs were skipped, e.g. "2 skipped: 1 still showing signs of life within 5 min,
+    1 already finished", from their state after the sweep (two queries, whatever the count)."""
+    runs = QualificationRun.objects.filter(pk__in=skipped)
+    finished = runs.finished().count()
+    if report.force:
+        busy = len(skipped) - finished
+    else:
+        busy = runs.stuck(report.timeout_minutes, report.now).count()
+    alive = len(skipped) - finished - busy
+    reasons = []
+    if alive:
+        reasons.append(
+            gettext("%(n)d still showing signs of life within %(timeout)d min")
+            % {"n": alive, "timeout": report.timeout_minutes}
+        )
+    if finished:
+        reasons.append(gettext("%(n)d already finished") % {"n": finished})
+    if busy:
+        # Still active and eligible, but the sweep skips a row that another transaction holds
+        # locked (a heartbeat being written, another sweep) rather than wait for it.
+        reasons.append(gettext("%(n)d busy with a concurrent update, try again") % {"n": busy})
+    return gettext("%(n)d skipped: %(reasons)s") % {
+        "n": len(skipped),
+        "reasons": ", ".join(reasons),
+    }
