@@ -283,6 +283,7 @@ def test_new_run_shows_criteria_errors_on_their_fields(signed_in):
         },
     )
     html = response.content.decode()
+    assert "data-choose-again" in html
     assert re.search(r'id="id_min_score_error">&#x27;300&#x27; is not between 0 and 100\.<', html)
     assert re.search(r'id="id_excluded_domains_error">[^<]*not a domain', html)
     assert not QualificationRun.objects.exists()
