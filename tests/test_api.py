@@ -428,3 +428,21 @@ def test_retry_of_another_users_run_is_404(api, bob, make_run):
     theirs = make_run(RunStatus.FAILED, user=bob)
     assert post(api, f"{API}/runs/{theirs.pk}/retry").status_code == 404
     assert QualificationRun.objects.count() == 1
+
+
+def test_an_unexpected_error_is_a_json_500(alice, monkeypatch):
+    def broken(runs):
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr("qualifier.api.counts_for", broken)
+    client = Client(raise_request_exception=False)
+    client.force_login(alice)
+    response = client.get(f"{API}/runs")
+    assert response.status_code == 500
+    assert response.json() == {"error": "Internal server error; the error has been logged."}
+
+
+def test_unknown_api_urls_are_json_404(api):
+    response = api.get(f"{API}/runs/")
+    assert response.status_code == 404
+    assert response.json() == {"error": "There is no API endpoint at /api/qualify/runs/."}
