@@ -179,7 +179,7 @@ def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
                     {f"criteria.{name}": sentence(text) for name, text in exc.errors.items()}
                 )
     if errors:
-        summary = "; ".join(f"{name}: {text}" for name, text in errors.items())
+        summary = " ".join(f"{name}: {text}" for name, text in errors.items())
         raise ApiError(400, f"The run was not created. {summary}", errors)
     try:
         run = create_run(user=caller.user, prospects=prospects, criteria=criteria)

@@ -305,4 +305,4 @@ def _recovery_options(request: HttpRequest) -> dict[str, Any]:
 
 
 def _describe(errors: Mapping[str, str]) -> str:
-    return "; ".join(f"{name}: {message}" for name, message in errors.items())
+    return " ".join(f"{name}: {message}" for name, message in errors.items())
