@@ -38,7 +38,7 @@ from .scoring import Scorer, get_scorer, validate_score
 logger = logging.getLogger("qualifier")
 
 #: A batch is written once it holds this many results...
-BATCH_MAX_SIZE = 500
+BATCH_MAX_SIZE = 1_000
 #: ...or once it has been open this long, so results of slow prospects show up promptly.
 BATCH_MAX_SECONDS = 1.0
 #: A heartbeat that failed on a database error is retried after this many seconds.
@@ -182,13 +182,11 @@ class RunExecution:
         and how many already have one."""
         run = self.run_obj
         done = ProspectResult.objects.filter(run=run).count()
-        has_result = ProspectResult.objects.filter(run=run, prospect=OuterRef("pk"))
-        rows = (
-            Prospect.objects.filter(run=run)
-            .filter(~Exists(has_result))
-            .order_by("position")
-            .values_list("pk", *_DATA_FIELDS)
-        )
+        rows = Prospect.objects.filter(run=run)
+        if done:
+            has_result = ProspectResult.objects.filter(run=run, prospect=OuterRef("pk"))
+            rows = rows.filter(~Exists(has_result))
+        rows = rows.order_by("position").values_list("pk", *_DATA_FIELDS)
         return done, [(row[0], _prospect_data(row[1:])) for row in rows]
 
     def _process(
@@ -261,8 +259,21 @@ class RunExecution:
         return total
 
 
-def _prospect_data(values: Sequence[Any]) -> ProspectData:
-    return ProspectData(**dict(zip(_DATA_FIELDS, values, strict=True)))
+def _prospect_data(row: Sequence[Any]) -> ProspectData:
+    """A row of `_DATA_FIELDS` as ProspectData (spelled out: this runs once per prospect)."""
+    name, company, email, domain, title, industry, employees, country, extra, position = row
+    return ProspectData(
+        name,
+        company,
+        email=email,
+        domain=domain,
+        title=title,
+        industry=industry,
+        employees=employees,
+        country=country,
+        extra=extra,
+        position=position,
+    )
 
 
 class Heartbeat:

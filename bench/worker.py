@@ -1,0 +1,262 @@
+"""Benchmark: the worker pipeline against the bare scorer plus one bulk insert, on 10,000 prospects.
+
+Each round puts 10,000 prospects through the real pipeline: `create_run` (the run, the
+prospect rows, the task enqueued), then the `execute_run` task run synchronously in-process by
+django.tasks' immediate backend (start, prospects loaded, batches of results with progress
+fenced by `run.beat`, completion). In the same round it times the bare work: the default
+scorer over the same prospects plus one `bulk_create` of the results. The order alternates per
+round and the medians are compared. Target: the task at most 1.25x the bare work.
+
+    .venv/bin/python bench/worker.py [--database-url URL] [--prospects 10000] [--repeats 5]
+
+The database (default qualifier_workerbench on 127.0.0.1; sqlite:////path also works) is
+created and migrated if needed. Rows the benchmark creates are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/qualifier_workerbench"
+TARGET_RATIO = 1.25
+IMMEDIATE = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
+DUMMY = {"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
+    parser.add_argument("--prospects", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if not args.database_url.startswith(("postgres://", "postgresql://", "sqlite:///")):
+        parser.error("--database-url must be postgres://... or sqlite:////path")
+    if args.prospects < 1 or args.repeats < 1:
+        parser.error("--prospects and --repeats must be at least 1")
+    return args
+
+
+def create_database(url: str) -> None:
+    """Creates a PostgreSQL benchmark database if it does not exist."""
+    if url.startswith("sqlite:///"):
+        return
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def setup_django(url: str, prospects: int) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ["DJANGO_SETTINGS_MODULE"] = "qualifier.settings"
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
+    os.environ["RECOVERY_ON_STARTUP"] = "false"
+    os.environ["DEBUG"] = "false"
+    os.environ["QUALIFIER_SCORING_DELAY_MS"] = "0"
+    os.environ["QUALIFIER_MAX_PROSPECTS"] = str(max(prospects, 10_000))
+    os.environ.setdefault("QUALIFIER_LOG_LEVEL", "WARNING")
+    # Run as a script, sys.path[0] is bench/; the project must come first.
+    sys.path[0] = str(PROJECT_DIR)
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def make_prospects(count: int) -> list[Any]:
+    """A realistic mix: about a third qualify, a few are excluded, some fields unknown."""
+    from qualifier.prospects import ProspectData
+
+    rng = random.Random(42)
+    industries = ["Software", "SaaS", "Retail", "Fintech", "Manufacturing", "Healthcare", ""]
+    titles = ["VP Sales", "Head of Growth", "Engineer", "CTO", "Analyst", "Director IT", ""]
+    countries = ["Germany", "USA", "France", "United Kingdom", "Brazil", ""]
+    return [
+        ProspectData(
+            name=f"Person {i}",
+            company=f"Company {i}",
+            email=f"person{i}@company{i % 997}.example",
+            domain=f"company{i % 997}.example" if i % 50 else "rival.example",
+            title=rng.choice(titles),
+            industry=rng.choice(industries),
+            employees=rng.choice([None, 5, 40, 120, 800, 4000, 20000]),
+            country=rng.choice(countries),
+            extra={"source": "bench", "row": str(i)},
+            position=i + 2,
+        )
+        for i in range(count)
+    ]
+
+
+def criteria() -> Any:
+    from qualifier.criteria import Criteria
+
+    return Criteria.defaults().with_overrides({"excluded_domains": ["rival.example"]})
+
+
+def pipeline_once(prospects: list[Any]) -> tuple[float, float, int, dict[str, Any]]:
+    """create_run, then the task through the immediate backend; returns the times, the run
+    and the task's summary."""
+    from django.test.utils import override_settings
+
+    from qualifier.runs import create_run
+    from qualifier.tasks import execute_run
+
+    started = time.perf_counter()
+    with override_settings(TASKS=DUMMY):  # enqueued, not run: the task is timed on its own
+        run = create_run(user=None, prospects=prospects, criteria=criteria())
+    created = time.perf_counter() - started
+    with override_settings(TASKS=IMMEDIATE):
+        started = time.perf_counter()
+        result = execute_run.enqueue(run.pk)
+        executed = time.perf_counter() - started
+    summary = result.return_value
+    if summary["outcome"] != "completed" or summary["completed"] != len(prospects):
+        raise SystemExit(f"the run did not complete: {summary}")
+    return created, executed, run.pk, summary
+
+
+def bare_once(prospects: list[Any], prospect_ids: list[int]) -> tuple[float, float, int]:
+    """The default scorer over the same prospects, then one bulk insert of the results into a
+    run of their own; returns (scoring time, insert time, run id)."""
+    from django.db import transaction
+
+    from qualifier.models import Outcome, ProspectResult
+    from qualifier.scoring import rule_based_scorer
+    from recovery.models import QualificationRun, RunStatus
+
+    run = QualificationRun.objects.create(status=RunStatus.PROCESSING, total=len(prospects))
+    rules = criteria()
+    started = time.perf_counter()
+    scores = [rule_based_scorer(prospect, rules) for prospect in prospects]
+    scored = time.perf_counter() - started
+    started = time.perf_counter()
+    with transaction.atomic():
+        ProspectResult.objects.bulk_create(
+            ProspectResult(
+                run_id=run.pk,
+                prospect_id=prospect_id,
+                outcome=Outcome.QUALIFIED if score.qualified else Outcome.NOT_QUALIFIED,
+                score=score.score,
+                reasons=list(score.reasons),
+            )
+            for prospect_id, score in zip(prospect_ids, scores, strict=True)
+        )
+    inserted = time.perf_counter() - started
+    return scored, inserted, run.pk
+
+
+def cleanup(run_ids: list[int]) -> None:
+    from qualifier.models import Prospect, ProspectResult
+    from recovery.models import QualificationRun
+
+    ProspectResult.objects.filter(run_id__in=run_ids).delete()
+    ProspectResult.objects.filter(prospect__run_id__in=run_ids).delete()
+    Prospect.objects.filter(run_id__in=run_ids).delete()
+    QualificationRun.objects.filter(pk__in=run_ids).delete()
+
+
+def machine() -> str:
+    from django.db import connection
+
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            database = f"PostgreSQL {cursor.fetchone()[0].split()[0]}"
+    else:
+        import sqlite3
+
+        database = f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)"
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {database}"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def main() -> int:
+    args = parse_args()
+    create_database(args.database_url)
+    setup_django(args.database_url, args.prospects)
+    from qualifier.models import Prospect
+
+    out = sys.stdout
+    prospects = make_prospects(args.prospects)
+    out.write(f"Machine: {machine()}\n")
+    out.write(f"{args.prospects:,} prospects, {args.repeats} rounds (+1 warm-up), medians\n\n")
+    times: dict[str, list[float]] = {"create": [], "task": [], "score": [], "insert": []}
+    created_runs: list[int] = []
+    summary: dict[str, Any] = {}
+    try:
+        for round_number in range(args.repeats + 1):
+            pipeline_first = round_number % 2 == 0
+            if pipeline_first:
+                created, executed, run_id, summary = pipeline_once(prospects)
+            ids_run = run_id if pipeline_first else created_runs[0]
+            prospect_ids = list(
+                Prospect.objects.filter(run_id=ids_run)
+                .order_by("position")
+                .values_list("pk", flat=True)
+            )
+            scored, inserted, bare_run = bare_once(prospects, prospect_ids)
+            if not pipeline_first:
+                created, executed, run_id, summary = pipeline_once(prospects)
+            created_runs += [run_id, bare_run]
+            if round_number == 0:
+                continue  # warm-up: imports, compiled patterns, database caches
+            for name, value in (
+                ("create", created),
+                ("task", executed),
+                ("score", scored),
+                ("insert", inserted),
+            ):
+                times[name].append(value)
+            out.write(
+                f"round {round_number}: task {ms(executed)}; bare {ms(scored + inserted)} "
+                f"(scorer {ms(scored)} + insert {ms(inserted)}); create_run {ms(created)}\n"
+            )
+            out.flush()
+    finally:
+        cleanup(created_runs)
+
+    task = statistics.median(times["task"])
+    score = statistics.median(times["score"])
+    insert = statistics.median(times["insert"])
+    create = statistics.median(times["create"])
+    ratio = task / (score + insert)
+    out.write(
+        f"\nTask (start, load, {summary['batches']} batches of results + progress fenced by "
+        f"the beat, complete; {summary['heartbeats']} heartbeat-thread beats): {ms(task)}\n"
+    )
+    out.write(f"Bare: scorer {ms(score)} + one bulk insert {ms(insert)} = {ms(score + insert)}\n")
+    out.write(f"Ratio task / bare: {ratio:.2f}x (target <= {TARGET_RATIO:.2f}x)\n")
+    out.write(f"create_run (run + {args.prospects:,} prospect rows + enqueue): {ms(create)}\n")
+    return 0 if ratio <= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
