@@ -3,26 +3,35 @@
 `ready()` must not query the database, so it only decides whether this process serves
 requests or runs tasks and, if so, starts a daemon thread that waits for the app registry to
 be ready and then sweeps. The server never waits for it; a database that is down, slow or not
-migrated costs one warning line.
+migrated costs one warning line, and every statement of the sweep is bounded. The thread also
+re-runs the recovery system checks first: the server's own checks run beside it, and a sweep
+must never run with settings they are about to reject.
 
 Which processes recover: `runserver` (the serving child, not the autoreloader's watcher; also
-with --noreload), `db_worker` (likewise), gunicorn workers (with or without --preload: the
-master never opens a connection that forked workers would inherit), and uvicorn, daphne or
-hypercorn. Every other command, and pytest, never does.
+with --noreload), `db_worker` (likewise, and with --batch), gunicorn workers (with or without
+--preload: the master never sweeps and closes any connection before it forks), and uvicorn,
+daphne or hypercorn. Every other command, and pytest, never does. N processes starting at
+once make one recovery per stuck run: startup sweeps are single-flight in the database.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import io
 import logging
 import os
 import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import PurePath
+from types import FrameType
+from typing import Any
 
 from django.apps import apps
-from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connection, connections
+from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 
 from .conf import conf
 from .models import RecoverySource
@@ -31,7 +40,14 @@ logger = logging.getLogger("recovery")
 
 #: How long the thread waits for the app registry before giving up.
 APPS_READY_TIMEOUT_SECONDS = 60.0
+#: How long a process that exits right after starting (`db_worker --batch` with an empty
+#: queue) waits for its sweep to finish instead of cutting it off.
+EXIT_GRACE_SECONDS = 5.0
+THREAD_NAME = "startup-recovery"
 ASGI_SERVERS = frozenset({"uvicorn", "daphne", "hypercorn"})
+LAUNCHERS = frozenset({"gunicorn", *ASGI_SERVERS})
+#: The commands that serve requests or run tasks; each may run under Django's autoreloader.
+SERVER_COMMANDS = frozenset({"runserver", "db_worker"})
 
 _schedule_lock = threading.Lock()
 _scheduled = False
@@ -43,27 +59,72 @@ def server_role(
     """Names the kind of server this process is, or None if it serves nothing."""
     argv = list(sys.argv if argv is None else argv)
     environ = os.environ if environ is None else environ
-    # "…/bin/gunicorn" or, for `python -m gunicorn`, "…/gunicorn/__main__.py".
-    launcher = (argv[0] if argv else "").split(os.sep)[-2:]
-    for server in ("gunicorn", *sorted(ASGI_SERVERS)):
-        if any(part == server or part.startswith(f"{server}-") for part in launcher):
-            return server
+    launcher = launcher_name(argv[0] if argv else "")
+    if launcher in LAUNCHERS:
+        return launcher
     command = argv[1] if len(argv) > 1 else ""
-    if command == "runserver":
-        reloads = "--noreload" not in argv
-    elif command == "db_worker":
-        reloads = "--reload" in argv or (settings.DEBUG and "--no-reload" not in argv)
-    else:
+    if command not in SERVER_COMMANDS:
         return None
-    if reloads and environ.get("RUN_MAIN") != "true":
+    options = command_options(command, argv[2:])
+    if options is None:
+        return None
+    if command == "runserver":
+        reloads = options["use_reloader"]
+    else:  # db_worker turns its reloader off for --batch
+        reloads = options["reload"] and not options["batch"]
+    if reloads and environ.get(DJANGO_AUTORELOAD_ENV) != "true":
         return None  # the autoreloader's watcher: its child is the one that serves
     return command
+
+
+def launcher_name(path: str) -> str:
+    """ "gunicorn" for …/bin/gunicorn (or gunicorn3) and for `python -m gunicorn`.
+
+    Only the program's own name counts: a project folder called gunicorn does not make
+    `manage.py migrate` a server.
+    """
+    parts = PurePath(path).parts
+    name = parts[-1] if parts else ""
+    if name == "__main__.py" and len(parts) > 1:
+        name = parts[-2]
+    return name.rstrip("0123456789.-")
+
+
+def command_options(command: str, args: Sequence[str]) -> dict[str, Any] | None:
+    """The options the command will run with, decided by its own parser.
+
+    So abbreviations (`--norel`), the last of `--reload`/`--no-reload` and defaults that follow
+    DEBUG mean here exactly what they mean to the command. None when the arguments are bad or
+    ask for help: the command itself reports that and serves nothing.
+    """
+    from django.core.management import get_commands, load_command_class
+    from django.core.management.base import BaseCommand
+
+    try:
+        app = get_commands()[command]
+        cmd = app if isinstance(app, BaseCommand) else load_command_class(app, command)
+        parser = cmd.create_parser("manage.py", command)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            options, _unknown = parser.parse_known_args(list(args))
+    except SystemExit:  # --help, --version
+        return None
+    except Exception:  # bad arguments; startup must never break because of recovery
+        return None
+    return vars(options)
+
+
+def recovery_enabled() -> bool:
+    """RECOVERY_ON_STARTUP; an invalid value means off, and the system check stops the process."""
+    try:
+        return conf.RECOVERY_ON_STARTUP
+    except ValueError:
+        return False
 
 
 def schedule_startup_recovery() -> None:
     """Called from `ready()`: at most once per process, and never under pytest."""
     global _scheduled
-    if "pytest" in sys.modules or not conf.RECOVERY_ON_STARTUP:
+    if "pytest" in sys.modules:
         return
     role = server_role()
     if role is None:
@@ -72,29 +133,56 @@ def schedule_startup_recovery() -> None:
         if _scheduled:
             return
         _scheduled = True
-    if role == "gunicorn" and not _inside_gunicorn_worker():
-        # --preload: this is the master. Sweep in each forked worker instead (startup sweeps
-        # are single-flight in the database), so no connection is ever opened here and leaked
-        # into the children.
-        os.register_at_fork(after_in_child=lambda: _start_thread("gunicorn worker"))
+    enabled = recovery_enabled()
+    if role == "gunicorn" and not _on_stack(sys._getframe(), _is_gunicorn_spawn_worker):
+        # --preload: this is the master. It never sweeps; each worker it forks does. Whatever
+        # opened a connection here (the system checks open one on SQLite) is closed before a
+        # fork, so no worker inherits the master's connection.
+        hooks: dict[str, Any] = {"before": connections.close_all}
+        if enabled:
+            hooks["after_in_child"] = _after_gunicorn_fork
+        os.register_at_fork(**hooks)
         return
-    _start_thread(role)
+    if enabled:
+        _start_thread(role)
 
 
-def _inside_gunicorn_worker() -> bool:
-    """True when the app is being loaded by a gunicorn worker (no --preload)."""
-    frame = sys._getframe()
+def _is_gunicorn_spawn_worker(frame: FrameType) -> bool:
+    code = frame.f_code
+    return code.co_name == "spawn_worker" and PurePath(code.co_filename).parts[-2:] == (
+        "gunicorn",
+        "arbiter.py",
+    )
+
+
+def _on_stack(frame: FrameType | None, test: Any) -> bool:
     while frame is not None:
-        if f"gunicorn{os.sep}workers{os.sep}" in frame.f_code.co_filename:
+        if test(frame):
             return True
         frame = frame.f_back
     return False
 
 
+def _after_gunicorn_fork() -> None:
+    """Runs in every child the --preload master forks; only its HTTP workers sweep (not a
+    USR2 re-exec or the dirty arbiter, nor a process a worker forks itself)."""
+    caller = sys._getframe(1)  # the Python frame that called os.fork()
+    if _is_gunicorn_spawn_worker(caller):
+        _start_thread("gunicorn")
+
+
 def _start_thread(role: str) -> None:
-    threading.Thread(
-        target=run_startup_recovery, args=(role,), name="startup-recovery", daemon=True
-    ).start()
+    thread = threading.Thread(target=_thread_main, args=(role,), name=THREAD_NAME, daemon=True)
+    thread.start()
+    atexit.register(thread.join, EXIT_GRACE_SECONDS)
+
+
+def _thread_main(role: str) -> None:
+    try:
+        run_startup_recovery(role)
+    finally:
+        with contextlib.suppress(DatabaseError):
+            connections.close_all()  # this thread's connections only
 
 
 def run_startup_recovery(role: str) -> None:
@@ -105,12 +193,20 @@ def run_startup_recovery(role: str) -> None:
             logger.warning("[Startup] Recovery skipped: the apps did not finish loading in time")
             return
         time.sleep(0.05)
+    from .checks import check_recovery_settings
     from .sweep import recover_stuck_runs
 
-    logger.info(
-        "[Startup] Checking for stuck qualification runs (%s, pid %s)...", role, os.getpid()
-    )
+    # The server's own system checks report bad settings and stop it; they run beside this
+    # thread, so without this a sweep could run with the very settings they reject.
+    if check_recovery_settings():
+        logger.warning(
+            "[Startup] Recovery skipped: the recovery settings are invalid "
+            "(see the system check errors)"
+        )
+        return
+    logger.info("[Startup] Checking for stuck qualification runs...")
     try:
+        _bound_statements()
         report = recover_stuck_runs(source=RecoverySource.STARTUP)
     except DatabaseError as exc:
         logger.warning("[Startup] Recovery skipped: %s", describe_database_error(exc))
@@ -118,14 +214,26 @@ def run_startup_recovery(role: str) -> None:
     except Exception as exc:  # startup must never break because of recovery
         logger.warning("[Startup] Recovery failed: %s: %s", type(exc).__name__, exc)
         return
-    finally:
-        connections.close_all()
     if report.skipped_reason:
         logger.info("[Startup] %s", report.skipped_reason.capitalize())
     elif report.recovered:
         logger.info("[Startup] Recovered %d stuck runs", report.recovered_count)
     else:
         logger.info("[Startup] No stuck runs found")
+    logger.debug("[Startup] Recovery ran in the %s process %s", role, os.getpid())
+
+
+def _bound_statements() -> None:
+    """A table locked by a migration must not hold the sweep forever (PostgreSQL; SQLite's
+    busy timeout bounds its waits already)."""
+    from . import sweep
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('statement_timeout', %s, false)",
+                [str(sweep.STARTUP_STATEMENT_TIMEOUT_MS)],
+            )
 
 
 def describe_database_error(exc: DatabaseError) -> str:
@@ -136,4 +244,6 @@ def describe_database_error(exc: DatabaseError) -> str:
         return f"the database is not migrated yet (run: python manage.py migrate) [{text}]"
     if "timeout" in lowered or "canceling statement" in lowered:
         return f"the database did not answer in time [{text}]"
+    if "database is locked" in lowered:
+        return f"the database stayed locked by another process [{text}]"
     return f"the database is unavailable [{text}]"

@@ -1,0 +1,135 @@
+"""The recovery settings: parsing (recovery/conf.py) and the system checks that stop every
+server and command on a bad value (recovery/checks.py)."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import checks
+from django.test import override_settings
+
+from recovery.checks import check_recovery_settings
+from recovery.conf import DEFAULTS, conf, parse_bool, parse_positive_int
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("5", 5), (" 7 ", 7), ("0012", 12), (5, 5), (1440, 1440)]
+)
+def test_positive_int_accepts_whole_numbers_from_the_environment_or_python(value, expected):
+    assert parse_positive_int(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["abc", "0", "-3", "", " ", "1.5", "5min", 0, -3, 2.0, True, False, None]
+)
+def test_positive_int_rejects_anything_else_naming_the_value(value):
+    with pytest.raises(ValueError, match="is not a positive integer") as excinfo:
+        parse_positive_int(value)
+    assert repr(value) in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        (" yes ", True),
+        ("on", True),
+        ("1", True),
+        ("false", False),
+        ("False", False),
+        ("no", False),
+        ("off", False),
+        ("0", False),
+        (True, True),
+        (False, False),
+    ],
+)
+def test_bool_accepts_the_usual_words_in_any_case(value, expected):
+    assert parse_bool(value) is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", "", "2", "tru", None, 1, 0])
+def test_bool_rejects_anything_else_naming_the_value(value):
+    with pytest.raises(ValueError, match="is not a boolean") as excinfo:
+        parse_bool(value)
+    assert repr(value) in str(excinfo.value)
+
+
+def test_conf_reads_the_settings_at_each_access():
+    with override_settings(
+        STUCK_RUN_TIMEOUT_MINUTES="9", RECOVERY_ON_STARTUP="off", RECOVERY_HEARTBEAT_SECONDS="3"
+    ):
+        assert conf.STUCK_RUN_TIMEOUT_MINUTES == 9
+        assert conf.RECOVERY_ON_STARTUP is False
+        assert conf.RECOVERY_HEARTBEAT_SECONDS == 3
+    with override_settings(STUCK_RUN_TIMEOUT_MINUTES=11):
+        assert conf.STUCK_RUN_TIMEOUT_MINUTES == 11
+
+
+def test_conf_falls_back_to_the_defaults_when_a_setting_is_absent(settings):
+    for name in DEFAULTS:
+        delattr(settings, name)
+    assert conf.STUCK_RUN_TIMEOUT_MINUTES == 5
+    assert conf.RECOVERY_ON_STARTUP is True
+    assert conf.RECOVERY_HEARTBEAT_SECONDS == 10
+    assert check_recovery_settings() == []
+
+
+def test_conf_raises_on_a_bad_value_rather_than_guessing():
+    with override_settings(RECOVERY_ON_STARTUP="maybe"), pytest.raises(ValueError):
+        conf.RECOVERY_ON_STARTUP  # noqa: B018
+
+
+def test_the_project_defaults_pass_the_checks():
+    assert check_recovery_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "check_id"),
+    [
+        ("STUCK_RUN_TIMEOUT_MINUTES", "abc", "recovery.E001"),
+        ("STUCK_RUN_TIMEOUT_MINUTES", "0", "recovery.E001"),
+        ("STUCK_RUN_TIMEOUT_MINUTES", "-3", "recovery.E001"),
+        ("RECOVERY_ON_STARTUP", "maybe", "recovery.E002"),
+        ("RECOVERY_HEARTBEAT_SECONDS", "often", "recovery.E003"),
+        ("RECOVERY_HEARTBEAT_SECONDS", "0", "recovery.E003"),
+    ],
+)
+def test_a_bad_value_is_one_error_naming_the_setting_and_value_with_a_hint(name, value, check_id):
+    with override_settings(**{name: value}):
+        errors = check_recovery_settings()
+    assert len(errors) == 1
+    (error,) = errors
+    assert error.id == check_id
+    assert error.level == checks.ERROR
+    assert error.msg == f"Setting {name} is invalid: {value!r} is not a " + (
+        "boolean (use true or false)." if name == "RECOVERY_ON_STARTUP" else "positive integer."
+    )
+    assert error.hint
+
+
+def test_every_bad_setting_is_reported_at_once():
+    with override_settings(
+        STUCK_RUN_TIMEOUT_MINUTES="abc", RECOVERY_ON_STARTUP="maybe", RECOVERY_HEARTBEAT_SECONDS="x"
+    ):
+        ids = [error.id for error in check_recovery_settings()]
+    assert ids == ["recovery.E001", "recovery.E002", "recovery.E003"]
+
+
+def test_a_heartbeat_slower_than_half_the_timeout_is_an_error():
+    with override_settings(STUCK_RUN_TIMEOUT_MINUTES="1", RECOVERY_HEARTBEAT_SECONDS="31"):
+        errors = check_recovery_settings()
+    assert [error.id for error in errors] == ["recovery.E004"]
+    assert "RECOVERY_HEARTBEAT_SECONDS (31)" in errors[0].msg
+    assert "STUCK_RUN_TIMEOUT_MINUTES (1 min = 60 s)" in errors[0].msg
+
+
+def test_a_heartbeat_of_exactly_half_the_timeout_is_allowed():
+    with override_settings(STUCK_RUN_TIMEOUT_MINUTES="1", RECOVERY_HEARTBEAT_SECONDS="30"):
+        assert check_recovery_settings() == []
+
+
+def test_the_check_is_registered_so_django_runs_it_for_every_command(db):
+    with override_settings(STUCK_RUN_TIMEOUT_MINUTES="abc"):
+        ids = [message.id for message in checks.run_checks()]
+    assert "recovery.E001" in ids

@@ -1,0 +1,417 @@
+"""Which processes recover at start (`server_role()` with fake argv/environ), and the hook's
+guards; the real processes are started in test_startup_processes.py."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+import pytest
+from django.db import OperationalError, ProgrammingError
+from django.test import override_settings
+
+from recovery import startup
+from recovery.models import QualificationRun, RecoveryEvent, RunStatus
+
+VENV = "/srv/app/.venv/bin"
+RELOADER_CHILD = {"RUN_MAIN": "true"}
+
+
+def role(*argv: str, **environ: str) -> str | None:
+    return startup.server_role(list(argv), environ)
+
+
+# --- runserver -----------------------------------------------------------------------------
+
+
+def test_runserver_watcher_process_of_the_autoreloader_does_not_recover():
+    assert role("manage.py", "runserver") is None
+    assert role("manage.py", "runserver", "127.0.0.1:8000") is None
+
+
+def test_runserver_child_of_the_autoreloader_recovers():
+    assert role("manage.py", "runserver", **RELOADER_CHILD) == "runserver"
+
+
+def test_runserver_noreload_recovers_in_its_only_process():
+    assert role("manage.py", "runserver", "--noreload") == "runserver"
+    assert role("manage.py", "runserver", "0.0.0.0:80", "--noreload") == "runserver"
+
+
+def test_runserver_abbreviated_noreload_counts_as_noreload():
+    assert role("manage.py", "runserver", "--norel") == "runserver"
+
+
+def test_runserver_through_django_admin_or_python_m_django_recovers():
+    assert role(f"{VENV}/django-admin", "runserver", "--noreload") == "runserver"
+    assert role("/usr/lib/python3/django/__main__.py", "runserver", **RELOADER_CHILD) == (
+        "runserver"
+    )
+
+
+def test_runserver_help_is_not_a_server_and_prints_nothing(capsys):
+    assert role("manage.py", "runserver", "--help", **RELOADER_CHILD) is None
+    assert role("manage.py", "runserver", "--version", "--noreload") is None
+    assert capsys.readouterr() == ("", "")
+
+
+# --- db_worker -------------------------------------------------------------------------------
+
+
+@override_settings(DEBUG=False)
+def test_db_worker_without_debug_does_not_reload_and_recovers():
+    assert role("manage.py", "db_worker") == "db_worker"
+
+
+@override_settings(DEBUG=True)
+def test_db_worker_with_debug_reloads_so_only_its_child_recovers():
+    assert role("manage.py", "db_worker") is None
+    assert role("manage.py", "db_worker", **RELOADER_CHILD) == "db_worker"
+
+
+@override_settings(DEBUG=True)
+def test_db_worker_no_reload_recovers_even_with_debug():
+    assert role("manage.py", "db_worker", "--no-reload") == "db_worker"
+
+
+@override_settings(DEBUG=False)
+def test_db_worker_reload_flag_reloads_even_without_debug():
+    assert role("manage.py", "db_worker", "--reload") is None
+    assert role("manage.py", "db_worker", "--reload", **RELOADER_CHILD) == "db_worker"
+
+
+@override_settings(DEBUG=False)
+def test_db_worker_last_of_reload_and_no_reload_wins_as_in_the_command():
+    assert role("manage.py", "db_worker", "--reload", "--no-reload") == "db_worker"
+    assert role("manage.py", "db_worker", "--no-reload", "--reload") is None
+
+
+@override_settings(DEBUG=True)
+def test_db_worker_batch_turns_the_reloader_off_so_it_recovers_itself():
+    assert role("manage.py", "db_worker", "--batch") == "db_worker"
+
+
+def test_db_worker_with_bad_arguments_is_not_a_server():
+    assert role("manage.py", "db_worker", "--interval", "-1", "--no-reload") is None
+
+
+# --- servers launched by their own program ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv0",
+    [
+        f"{VENV}/gunicorn",
+        "gunicorn",
+        "/usr/bin/gunicorn3",
+        "/usr/lib/python3.13/site-packages/gunicorn/__main__.py",
+    ],
+)
+def test_gunicorn_is_a_server_however_it_is_launched(argv0):
+    assert role(argv0, "qualifier.wsgi", "-w", "3") == "gunicorn"
+    assert role(argv0, "--preload", "qualifier.wsgi") == "gunicorn"
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "daphne", "hypercorn"])
+def test_asgi_servers_are_servers(server):
+    assert role(f"{VENV}/{server}", "qualifier.asgi:application") == server
+
+
+def test_a_project_folder_named_like_a_server_does_not_make_commands_servers():
+    assert role("/srv/gunicorn/manage.py", "migrate") is None
+    assert role("/srv/gunicorn-app/manage.py", "runserver", "--noreload") == "runserver"
+    assert role("/srv/uvicorn/manage.py", "runserver") is None
+
+
+# --- everything else -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["manage.py", "migrate"],
+        ["manage.py", "makemigrations", "--check"],
+        ["manage.py", "check"],
+        ["manage.py", "shell", "-c", "print(1)"],
+        ["manage.py", "showmigrations"],
+        ["manage.py", "collectstatic", "--noinput"],
+        ["manage.py", "createsuperuser", "--noinput"],
+        ["manage.py", "recover_stuck_runs"],
+        ["manage.py", "test"],
+        ["manage.py"],
+        ["-c"],
+        [],
+        [f"{VENV}/pytest", "tests"],
+        [f"{VENV}/celery", "worker"],
+    ],
+)
+def test_other_commands_and_programs_are_not_servers(argv):
+    assert startup.server_role(argv, RELOADER_CHILD) is None
+    assert startup.server_role(argv, {}) is None
+
+
+def test_reads_the_real_argv_and_environment_by_default(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["manage.py", "runserver"])
+    monkeypatch.setenv("RUN_MAIN", "true")
+    assert startup.server_role() == "runserver"
+    monkeypatch.delenv("RUN_MAIN")
+    assert startup.server_role() is None
+
+
+# --- the hook --------------------------------------------------------------------------------
+
+
+def _recovery_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == startup.THREAD_NAME]
+
+
+def test_never_scheduled_under_pytest_even_for_a_server_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["manage.py", "runserver", "--noreload"])
+    monkeypatch.setattr(startup, "_scheduled", False)
+    startup.schedule_startup_recovery()
+    assert startup._scheduled is False
+    assert _recovery_threads() == []
+
+
+@pytest.fixture
+def outside_pytest(monkeypatch):
+    """The hook as a server process sees it: no pytest, nothing scheduled yet, and the thread
+    start and fork hooks recorded instead of done."""
+    monkeypatch.delitem(sys.modules, "pytest")
+    monkeypatch.setattr(startup, "_scheduled", False)
+    calls: dict[str, list] = {"threads": [], "fork_hooks": []}
+    monkeypatch.setattr(startup, "_start_thread", lambda role: calls["threads"].append(role))
+    monkeypatch.setattr(
+        startup.os, "register_at_fork", lambda **hooks: calls["fork_hooks"].append(hooks)
+    )
+    return calls
+
+
+def test_scheduled_at_most_once_per_process(monkeypatch, outside_pytest):
+    monkeypatch.setattr(sys, "argv", ["manage.py", "runserver", "--noreload"])
+    startup.schedule_startup_recovery()
+    startup.schedule_startup_recovery()
+    assert outside_pytest == {"threads": ["runserver"], "fork_hooks": []}
+
+
+def test_not_scheduled_when_switched_off(monkeypatch, outside_pytest):
+    monkeypatch.setattr(sys, "argv", ["manage.py", "runserver", "--noreload"])
+    with override_settings(RECOVERY_ON_STARTUP="false"):
+        startup.schedule_startup_recovery()
+    assert outside_pytest == {"threads": [], "fork_hooks": []}
+
+
+def test_gunicorn_preload_master_never_sweeps_but_closes_connections_before_forking(
+    monkeypatch, outside_pytest
+):
+    from django.db import connections
+
+    monkeypatch.setattr(sys, "argv", ["/srv/.venv/bin/gunicorn", "--preload", "qualifier.wsgi"])
+    startup.schedule_startup_recovery()
+    assert outside_pytest["threads"] == []
+    assert outside_pytest["fork_hooks"] == [
+        {"before": connections.close_all, "after_in_child": startup._after_gunicorn_fork}
+    ]
+
+
+def test_gunicorn_preload_master_still_closes_connections_when_switched_off(
+    monkeypatch, outside_pytest
+):
+    from django.db import connections
+
+    monkeypatch.setattr(sys, "argv", ["/srv/.venv/bin/gunicorn", "--preload", "qualifier.wsgi"])
+    with override_settings(RECOVERY_ON_STARTUP="false"):
+        startup.schedule_startup_recovery()
+    assert outside_pytest == {"threads": [], "fork_hooks": [{"before": connections.close_all}]}
+
+
+def _gunicorn_function(name: str):
+    """A function that looks to a stack inspection like gunicorn's own `name`."""
+    namespace: dict = {}
+    source = f"def {name}(call):\n    return call()\n"
+    exec(compile(source, "/srv/.venv/lib/gunicorn/arbiter.py", "exec"), namespace)
+    return namespace[name]
+
+
+def test_gunicorn_worker_loading_the_app_itself_sweeps_in_that_worker(monkeypatch, outside_pytest):
+    monkeypatch.setattr(sys, "argv", ["/srv/.venv/bin/gunicorn", "qualifier.wsgi"])
+    _gunicorn_function("spawn_worker")(startup.schedule_startup_recovery)
+    assert outside_pytest == {"threads": ["gunicorn"], "fork_hooks": []}
+
+
+def test_only_forks_for_http_workers_sweep_after_a_preload(outside_pytest):
+    startup._after_gunicorn_fork()  # a process some worker forked itself
+    _gunicorn_function("reexec")(startup._after_gunicorn_fork)  # USR2 re-exec
+    _gunicorn_function("spawn_dirty_arbiter")(startup._after_gunicorn_fork)
+    assert outside_pytest["threads"] == []
+    _gunicorn_function("spawn_worker")(startup._after_gunicorn_fork)
+    assert outside_pytest["threads"] == ["gunicorn"]
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"),
+    [("true", True), ("false", False), ("off", False), ("maybe", False), ("", False)],
+)
+def test_recovery_on_startup_invalid_means_off_and_is_left_to_the_system_check(value, enabled):
+    with override_settings(RECOVERY_ON_STARTUP=value):
+        assert startup.recovery_enabled() is enabled
+
+
+# --- the sweep itself, run in this process ---------------------------------------------------
+
+
+def test_startup_recovery_fails_stuck_runs_with_source_startup_and_logs_like_the_original(
+    make_run, caplog
+):
+    stuck = make_run(total=10, completed=5, created_minutes_ago=12, heartbeat_minutes_ago=12)
+    alive = make_run(total=3, completed=1, created_minutes_ago=12, heartbeat_minutes_ago=1)
+    with caplog.at_level(logging.INFO, logger="recovery"):
+        startup.run_startup_recovery("runserver")
+
+    stuck.refresh_from_db()
+    alive.refresh_from_db()
+    assert (stuck.status, alive.status) == (RunStatus.FAILED, RunStatus.PROCESSING)
+    assert list(RecoveryEvent.objects.values_list("run_id", "source")) == [(stuck.pk, "startup")]
+    assert caplog.messages[0] == "[Startup] Checking for stuck qualification runs..."
+    assert caplog.messages[1] == "[Recovery] Found 2 active run(s) in database:"
+    assert f"  - {stuck.pk}: PROCESSING, 5/10, age: 12min, last heartbeat 12min ago" in (
+        caplog.messages
+    )
+    assert caplog.messages[-4:] == [
+        "[Recovery] Found 1 stuck runs (no sign of life for 5+ minutes)",
+        "[Recovery] Marked 1 runs as FAILED",
+        f"  - Run {stuck.pk}: 5/10 completed (status: PROCESSING → FAILED)",
+        "[Startup] Recovered 1 stuck runs",
+    ]
+
+
+@pytest.mark.parametrize(
+    "settings_",
+    [
+        {"STUCK_RUN_TIMEOUT_MINUTES": "abc"},
+        {"STUCK_RUN_TIMEOUT_MINUTES": "0"},
+        {"STUCK_RUN_TIMEOUT_MINUTES": "1", "RECOVERY_HEARTBEAT_SECONDS": "40"},
+    ],
+)
+def test_startup_recovery_with_settings_the_system_checks_reject_touches_nothing(
+    make_run, caplog, settings_
+):
+    run = make_run(created_minutes_ago=12, heartbeat_minutes_ago=12)
+    with override_settings(**settings_), caplog.at_level(logging.INFO, logger="recovery"):
+        startup.run_startup_recovery("gunicorn")
+    run.refresh_from_db()
+    assert run.status == RunStatus.PROCESSING
+    assert not RecoveryEvent.objects.exists()
+    assert caplog.messages == [
+        "[Startup] Recovery skipped: the recovery settings are invalid "
+        "(see the system check errors)"
+    ]
+
+
+def test_startup_recovery_with_no_stuck_runs_says_so(db, caplog):
+    with caplog.at_level(logging.INFO, logger="recovery"):
+        startup.run_startup_recovery("db_worker")
+    assert caplog.messages[-1] == "[Startup] No stuck runs found"
+    assert QualificationRun.objects.count() == 0
+
+
+def test_database_error_during_startup_recovery_is_one_warning_line(monkeypatch, db, caplog):
+    def refuse(**kwargs):
+        raise OperationalError('connection to server at "127.0.0.1", port 1 failed: refused')
+
+    monkeypatch.setattr("recovery.sweep.recover_stuck_runs", refuse)
+    with caplog.at_level(logging.INFO, logger="recovery"):
+        startup.run_startup_recovery("runserver")
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [
+        "[Startup] Recovery skipped: the database is unavailable "
+        '[connection to server at "127.0.0.1", port 1 failed: refused]'
+    ]
+
+
+def test_unexpected_error_during_startup_recovery_never_propagates(monkeypatch, db, caplog):
+    def explode(**kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr("recovery.sweep.recover_stuck_runs", explode)
+    with caplog.at_level(logging.INFO, logger="recovery"):
+        startup.run_startup_recovery("runserver")
+    assert caplog.messages[-1] == "[Startup] Recovery failed: KeyError: 'boom'"
+
+
+@pytest.mark.parametrize(
+    ("error", "meaning"),
+    [
+        (OperationalError("no such table: recovery_qualificationrun"), "not migrated yet"),
+        (
+            ProgrammingError('relation "recovery_qualificationrun" does not exist\nLINE 1'),
+            "not migrated yet",
+        ),
+        (OperationalError("canceling statement due to statement timeout"), "did not answer"),
+        (OperationalError("connection timeout expired"), "did not answer in time"),
+        (OperationalError("database is locked"), "stayed locked by another process"),
+        (OperationalError("connection refused"), "unavailable"),
+    ],
+)
+def test_database_errors_are_described_in_one_line_an_operator_can_act_on(error, meaning):
+    text = startup.describe_database_error(error)
+    assert meaning in text
+    assert "\n" not in text
+
+
+# --- off the startup path, and bounded -------------------------------------------------------
+
+
+def test_the_hook_returns_at_once_and_sweeps_on_a_daemon_thread(monkeypatch):
+    started, release = threading.Event(), threading.Event()
+
+    def slow_sweep(role: str) -> None:
+        started.set()
+        release.wait(10)
+
+    monkeypatch.setattr(startup, "run_startup_recovery", slow_sweep)
+    joins: list[tuple] = []
+    monkeypatch.setattr(startup.atexit, "register", lambda *args: joins.append(args))
+    startup._start_thread("runserver")
+    try:
+        assert started.wait(5)
+        (thread,) = _recovery_threads()
+        assert thread.daemon and thread.is_alive()
+        # A process that exits at once waits a bounded time for the sweep, never forever.
+        assert joins == [(thread.join, startup.EXIT_GRACE_SECONDS)]
+    finally:
+        release.set()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+@pytest.mark.postgres
+def test_startup_sweep_gives_up_on_a_locked_table_after_its_statement_timeout(
+    transactional_db, make_run, monkeypatch, caplog
+):
+    import psycopg
+    from django.db import connection
+
+    run = make_run(created_minutes_ago=12, heartbeat_minutes_ago=12)
+    monkeypatch.setattr("recovery.sweep.STARTUP_STATEMENT_TIMEOUT_MS", 300)
+    db = connection.settings_dict
+    with (
+        psycopg.connect(
+            dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"] or 5432
+        ) as other,
+        caplog.at_level(logging.INFO, logger="recovery"),
+    ):
+        other.execute("LOCK TABLE recovery_qualificationrun IN ACCESS EXCLUSIVE MODE")
+        # On a thread of its own, as at startup: the timeout is set on that thread's
+        # connection, which is closed afterwards.
+        thread = threading.Thread(target=startup._thread_main, args=("runserver",))
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive()
+        other.rollback()
+    assert caplog.messages[-1].startswith(
+        "[Startup] Recovery skipped: the database did not answer in time [canceling statement"
+    )
+    run.refresh_from_db()
+    assert run.status == RunStatus.PROCESSING
