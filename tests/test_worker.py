@@ -203,7 +203,7 @@ def test_fast_prospects_cost_the_same_queries_however_many_there_are():
     def queries_for(count: int) -> list[str]:
         run = make_pending_run(count)
         with CaptureQueriesContext(connection) as captured:
-            execute(run.pk, scorer=CountingScorer())
+            execute(run.pk, scorer=CountingScorer(), batch_seconds=60)
         return [query["sql"].split()[0].upper() for query in captured.captured_queries]
 
     small, large = queries_for(10), queries_for(400)
