@@ -25,7 +25,6 @@ from typing import Any
 
 from django.db import DatabaseError, connections, transaction
 from django.db.models import Exists, OuterRef
-from django.utils import timezone
 
 from recovery.conf import conf as recovery_conf
 from recovery.models import QualificationRun, current_owner
@@ -247,9 +246,6 @@ class RunExecution:
     def _write(self, batch: list[ProspectResult], completed: int) -> int:
         """Results and progress in one transaction, fenced by the beat that ends it."""
         total = completed + len(batch)
-        now = timezone.now()
-        for result in batch:
-            result.created_at = now
         with self.heartbeat.lock, transaction.atomic():
             ProspectResult.objects.bulk_create(batch)
             if not self.run_obj.beat(completed=total):
