@@ -154,6 +154,9 @@ STUCK_RUN_TIMEOUT_MINUTES = env.str("STUCK_RUN_TIMEOUT_MINUTES", default="5")
 RECOVERY_ON_STARTUP = env.str("RECOVERY_ON_STARTUP", default="true")
 # How often a worker writes its heartbeat while it processes a run.
 RECOVERY_HEARTBEAT_SECONDS = env.str("RECOVERY_HEARTBEAT_SECONDS", default="10")
+# Each task worker also sweeps this often, so a run whose worker died is failed even when no
+# process restarts afterwards. 0 turns the periodic sweeps off.
+RECOVERY_SWEEP_INTERVAL_SECONDS = env.str("RECOVERY_SWEEP_INTERVAL_SECONDS", default="60")
 
 # --- Qualification (validated by qualifier/checks.py; read through qualifier.conf) ---
 # Most prospects one run may hold (a CSV upload or a JSON request).

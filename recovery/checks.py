@@ -12,11 +12,14 @@ HINTS = {
     "STUCK_RUN_TIMEOUT_MINUTES": "Set it to a whole number of minutes greater than 0, e.g. 5.",
     "RECOVERY_ON_STARTUP": "Set it to true or false.",
     "RECOVERY_HEARTBEAT_SECONDS": "Set it to a whole number of seconds greater than 0, e.g. 10.",
+    "RECOVERY_SWEEP_INTERVAL_SECONDS": "Set it to a whole number of seconds, e.g. 60, or 0 to "
+    "turn periodic sweeps off.",
 }
 IDS = {
     "STUCK_RUN_TIMEOUT_MINUTES": "recovery.E001",
     "RECOVERY_ON_STARTUP": "recovery.E002",
     "RECOVERY_HEARTBEAT_SECONDS": "recovery.E003",
+    "RECOVERY_SWEEP_INTERVAL_SECONDS": "recovery.E005",
 }
 
 

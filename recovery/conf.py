@@ -14,23 +14,33 @@ DEFAULTS: dict[str, Any] = {
     "STUCK_RUN_TIMEOUT_MINUTES": 5,
     "RECOVERY_ON_STARTUP": True,
     "RECOVERY_HEARTBEAT_SECONDS": 10,
+    "RECOVERY_SWEEP_INTERVAL_SECONDS": 60,
 }
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
+def _whole_number(value: Any, kind: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    raise ValueError(f"{value!r} is not a {kind}")
+
+
 def parse_positive_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a positive integer")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-    else:
-        raise ValueError(f"{value!r} is not a positive integer")
+    number = _whole_number(value, "positive integer")
     if number <= 0:
         raise ValueError(f"{value!r} is not a positive integer")
+    return number
+
+
+def parse_non_negative_int(value: Any) -> int:
+    number = _whole_number(value, "whole number (0 or more)")
+    if number < 0:
+        raise ValueError(f"{value!r} is not a whole number (0 or more)")
     return number
 
 
@@ -50,6 +60,7 @@ PARSERS = {
     "STUCK_RUN_TIMEOUT_MINUTES": parse_positive_int,
     "RECOVERY_ON_STARTUP": parse_bool,
     "RECOVERY_HEARTBEAT_SECONDS": parse_positive_int,
+    "RECOVERY_SWEEP_INTERVAL_SECONDS": parse_non_negative_int,
 }
 
 
@@ -71,6 +82,11 @@ class RecoverySettings:
     @property
     def RECOVERY_HEARTBEAT_SECONDS(self) -> int:
         return parse_positive_int(raw("RECOVERY_HEARTBEAT_SECONDS"))
+
+    @property
+    def RECOVERY_SWEEP_INTERVAL_SECONDS(self) -> int:
+        """Seconds between periodic sweeps in each task worker; 0 turns them off."""
+        return parse_non_negative_int(raw("RECOVERY_SWEEP_INTERVAL_SECONDS"))
 
 
 conf = RecoverySettings()

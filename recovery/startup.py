@@ -49,8 +49,14 @@ LAUNCHERS = frozenset({"gunicorn", *ASGI_SERVERS})
 #: The commands that serve requests or run tasks; each may run under Django's autoreloader.
 SERVER_COMMANDS = frozenset({"runserver", "db_worker"})
 
+#: The processes that keep sweeping after the startup sweep: task workers are long-lived and
+#: present wherever runs execute, so a run whose worker died is failed even when nothing
+#: restarts afterwards (a restarted worker's own startup sweep comes too early for it).
+PERIODIC_ROLES = frozenset({"db_worker"})
+
 _schedule_lock = threading.Lock()
 _scheduled = False
+_stopping = threading.Event()
 
 
 def server_role(
@@ -174,7 +180,12 @@ def _after_gunicorn_fork() -> None:
 def _start_thread(role: str) -> None:
     thread = threading.Thread(target=_thread_main, args=(role,), name=THREAD_NAME, daemon=True)
     thread.start()
-    atexit.register(thread.join, EXIT_GRACE_SECONDS)
+    atexit.register(_stop_thread, thread)
+
+
+def _stop_thread(thread: threading.Thread) -> None:
+    _stopping.set()  # ends the periodic sweeps; a startup sweep under way may finish
+    thread.join(EXIT_GRACE_SECONDS)
 
 
 def _thread_main(role: str) -> None:
@@ -183,6 +194,34 @@ def _thread_main(role: str) -> None:
     finally:
         with contextlib.suppress(DatabaseError):
             connections.close_all()  # this thread's connections only
+    if role in PERIODIC_ROLES:
+        run_periodic_sweeps()
+
+
+def run_periodic_sweeps(stop: threading.Event | None = None) -> None:
+    """Sweeps every RECOVERY_SWEEP_INTERVAL_SECONDS until `stop` is set; never raises.
+
+    Quiet unless it recovers something: a worker must not fill its log once a minute.
+    """
+    from .sweep import recover_stuck_runs
+
+    stop = stop or _stopping
+    interval = conf.RECOVERY_SWEEP_INTERVAL_SECONDS
+    if not interval:
+        return
+    while not stop.wait(interval):
+        try:
+            report = recover_stuck_runs(source=RecoverySource.SWEEPER, log=False)
+        except Exception as exc:  # a passing database outage must not end the sweeps
+            logger.warning("[Sweeper] Sweep failed: %s: %s", type(exc).__name__, exc)
+        else:
+            if report.recovered:
+                for line in report.lines():
+                    logger.info(line)
+                logger.info("[Sweeper] Recovered %d stuck runs", report.recovered_count)
+        finally:
+            with contextlib.suppress(DatabaseError):
+                connections.close_all()
 
 
 def run_startup_recovery(role: str) -> None:

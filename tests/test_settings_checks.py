@@ -19,7 +19,8 @@ def test_positive_int_accepts_whole_numbers_from_the_environment_or_python(value
 
 
 @pytest.mark.parametrize(
-    "value", ["abc", "0", "-3", "", " ", "1.5", "5min", 0, -3, 2.0, True, False, None]
+    "value",
+    ["abc", "0", "-3", "", " ", "1.5", "5min", "٣", "²", 0, -3, 2.0, True, False, None],
 )
 def test_positive_int_rejects_anything_else_naming_the_value(value):
     with pytest.raises(ValueError, match="is not a positive integer") as excinfo:
@@ -75,6 +76,12 @@ def test_conf_falls_back_to_the_defaults_when_a_setting_is_absent(settings):
     assert check_recovery_settings() == []
 
 
+def test_a_sweep_interval_of_zero_is_valid_and_means_off():
+    with override_settings(RECOVERY_SWEEP_INTERVAL_SECONDS="0"):
+        assert check_recovery_settings() == []
+        assert conf.RECOVERY_SWEEP_INTERVAL_SECONDS == 0
+
+
 def test_conf_raises_on_a_bad_value_rather_than_guessing():
     with override_settings(RECOVERY_ON_STARTUP="maybe"), pytest.raises(ValueError):
         conf.RECOVERY_ON_STARTUP  # noqa: B018
@@ -93,6 +100,8 @@ def test_the_project_defaults_pass_the_checks():
         ("RECOVERY_ON_STARTUP", "maybe", "recovery.E002"),
         ("RECOVERY_HEARTBEAT_SECONDS", "often", "recovery.E003"),
         ("RECOVERY_HEARTBEAT_SECONDS", "0", "recovery.E003"),
+        ("RECOVERY_SWEEP_INTERVAL_SECONDS", "-1", "recovery.E005"),
+        ("RECOVERY_SWEEP_INTERVAL_SECONDS", "hourly", "recovery.E005"),
     ],
 )
 def test_a_bad_value_is_one_error_naming_the_setting_and_value_with_a_hint(name, value, check_id):
@@ -102,9 +111,11 @@ def test_a_bad_value_is_one_error_naming_the_setting_and_value_with_a_hint(name,
     (error,) = errors
     assert error.id == check_id
     assert error.level == checks.ERROR
-    assert error.msg == f"Setting {name} is invalid: {value!r} is not a " + (
-        "boolean (use true or false)." if name == "RECOVERY_ON_STARTUP" else "positive integer."
-    )
+    kind = {
+        "RECOVERY_ON_STARTUP": "boolean (use true or false)",
+        "RECOVERY_SWEEP_INTERVAL_SECONDS": "whole number (0 or more)",
+    }.get(name, "positive integer")
+    assert error.msg == f"Setting {name} is invalid: {value!r} is not a {kind}."
     assert error.hint
 
 

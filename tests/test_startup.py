@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 
 import pytest
 from django.db import OperationalError, ProgrammingError
@@ -379,9 +380,15 @@ def test_the_hook_returns_at_once_and_sweeps_on_a_daemon_thread(monkeypatch):
         (thread,) = _recovery_threads()
         assert thread.daemon and thread.is_alive()
         # A process that exits at once waits a bounded time for the sweep, never forever.
-        assert joins == [(thread.join, startup.EXIT_GRACE_SECONDS)]
+        assert joins == [(startup._stop_thread, thread)]
+        monkeypatch.setattr(startup, "EXIT_GRACE_SECONDS", 0.05)
+        before = time.monotonic()
+        startup._stop_thread(thread)
+        assert time.monotonic() - before < 2
+        assert startup._stopping.is_set()
     finally:
         release.set()
+        startup._stopping.clear()
     thread.join(5)
     assert not thread.is_alive()
 
