@@ -25,7 +25,7 @@ def parse_whole_number(value: Any, *, minimum: int) -> int:
         raise ValueError(f"{value!r} is not a whole number")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         number = int(value.strip())
     else:
         raise ValueError(f"{value!r} is not a whole number")

@@ -223,6 +223,6 @@ def _parse_int(value: object) -> int:
         return int(value)
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
+        if text.isascii() and text.lstrip("-").isdigit():
             return int(text)
     raise ValueError(f"{value!r} is not a whole number")

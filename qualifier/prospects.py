@@ -44,7 +44,7 @@ MAX_LENGTHS = {
 }
 #: PositiveIntegerField's upper bound on every supported database.
 MAX_EMPLOYEES = 2_147_483_647
-_DIGITS_WITH_SEPARATORS = re.compile(r"^\d{1,3}(?:[,_ ]\d{3})+$")
+_DIGITS_WITH_SEPARATORS = re.compile(r"^[0-9]{1,3}(?:[,_ ][0-9]{3})+$")
 _SEPARATORS = re.compile(r"[\s\-]+")
 
 
@@ -118,7 +118,7 @@ def parse_employees(value: str) -> int | None:
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         number = int(text)
     elif _DIGITS_WITH_SEPARATORS.match(text):
         number = int(re.sub(r"[,_ ]", "", text))

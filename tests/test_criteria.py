@@ -117,6 +117,7 @@ def test_bad_overrides_are_rejected_naming_every_bad_field():
         ({"min_employees": -1}, "min_employees"),
         ({"min_score": True}, "min_score"),
         ({"min_score": "-5"}, "min_score"),
+        ({"min_score": "\u0665\u0660"}, "min_score"),
         ({"countries": ["Germany", 3]}, "countries"),
         ({"min_employees": 500, "max_employees": 10}, "max_employees"),
     ],
@@ -171,7 +172,7 @@ def test_the_project_settings_pass_the_checks():
     assert check_qualifier_settings() == []
 
 
-@pytest.mark.parametrize("value", ["0", "many", -5, True])
+@pytest.mark.parametrize("value", ["0", "many", -5, True, "\u0661\u0660\u0660", "\u00b2"])
 def test_a_bad_max_prospects_setting_is_reported(value):
     assert ids(QUALIFIER_MAX_PROSPECTS=value) == ["qualifier.E001"]
 

@@ -163,7 +163,9 @@ def test_the_row_limit_defaults_to_the_qualifier_max_prospects_setting():
         assert len(parse_csv(data)) == 4
 
 
-@pytest.mark.parametrize("value", ["lots", "12.5", "-3", "1e3", "99999999999"])
+@pytest.mark.parametrize(
+    "value", ["lots", "12.5", "-3", "1e3", "99999999999", "\u00b2", "\u0661\u0662\u0663"]
+)
 def test_a_non_numeric_employee_count_is_rejected_naming_line_and_column(value):
     error = rejected(csv_bytes("name,company,employees", "Ann,Acme,10", f"Bob,Beta,{value}"))
     assert (error.line, error.column) == (3, "employees")
