@@ -135,7 +135,9 @@ def test_a_real_worker_completes_a_run(process_database, tmp_path):
     finally:
         worker.stop()
     assert run_state(process_database, run_id) == ("COMPLETED", 30, 30)
-    [(task_status,)] = sql(process_database, "SELECT status FROM django_tasks_database_dbtaskresult")
+    [(task_status,)] = sql(
+        process_database, "SELECT status FROM django_tasks_database_dbtaskresult"
+    )
     assert task_status == "SUCCESSFUL"
 
 
