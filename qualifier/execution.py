@@ -31,7 +31,7 @@ from recovery.models import QualificationRun, current_owner
 
 from .criteria import Criteria
 from .models import Outcome, Prospect, ProspectResult
-from .prospects import ProspectData
+from .prospects import PROSPECT_FIELDS, ProspectData
 from .scoring import Scorer, get_scorer, validate_score
 
 logger = logging.getLogger("qualifier")
@@ -44,19 +44,6 @@ BATCH_MAX_SECONDS = 1.0
 HEARTBEAT_RETRY_SECONDS = 1.0
 #: The longest error text stored on an ERRORED result.
 MAX_ERROR_LENGTH = 2_000
-
-_DATA_FIELDS = (
-    "name",
-    "company",
-    "email",
-    "domain",
-    "title",
-    "industry",
-    "employees",
-    "country",
-    "extra",
-    "position",
-)
 
 
 class Fenced(Exception):
@@ -185,7 +172,7 @@ class RunExecution:
         if done:
             has_result = ProspectResult.objects.filter(run=run, prospect=OuterRef("pk"))
             rows = rows.filter(~Exists(has_result))
-        rows = rows.order_by("position").values_list("pk", *_DATA_FIELDS)
+        rows = rows.order_by("position").values_list("pk", *PROSPECT_FIELDS)
         return done, [(row[0], _prospect_data(row[1:])) for row in rows]
 
     def _process(
@@ -256,14 +243,14 @@ class RunExecution:
 
 
 def _prospect_data(row: Sequence[Any]) -> ProspectData:
-    """A row of `_DATA_FIELDS` as ProspectData.
+    """A row of `PROSPECT_FIELDS` as ProspectData.
 
     This runs once per prospect, and a frozen dataclass's __init__ sets each field through
     object.__setattr__, which costs more than scoring does. The row was validated when it was
     stored, so the instance's fields are filled in directly.
     """
     data = object.__new__(ProspectData)
-    data.__dict__.update(zip(_DATA_FIELDS, row, strict=True))
+    data.__dict__.update(zip(PROSPECT_FIELDS, row, strict=True))
     return data
 
 

@@ -13,7 +13,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, fields
 from typing import Any
 
 from .conf import conf
@@ -64,6 +64,10 @@ class ProspectData:
     extra: dict[str, str] = field(default_factory=dict)
     #: The CSV line number (header = line 1) or the JSON item number (index + 1).
     position: int
+
+
+#: ProspectData's fields, which are also the stored Prospect's columns.
+PROSPECT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ProspectData))
 
 
 class ProspectInputError(ValueError):

@@ -20,27 +20,15 @@ from recovery.models import QualificationRun, RunStatus
 from .conf import conf
 from .criteria import Criteria
 from .models import Outcome, Prospect, ProspectResult
-from .prospects import ProspectData, ProspectInputError, TooManyProspects
+from .prospects import PROSPECT_FIELDS, ProspectData, ProspectInputError, TooManyProspects
 
 logger = logging.getLogger("qualifier")
 
 #: Rows per INSERT when storing prospects (keeps statements under every database's limits).
 INSERT_BATCH_SIZE = 1_000
+
+
 #: The Prospect fields copied from the input (and by a retry).
-PROSPECT_FIELDS = (
-    "position",
-    "name",
-    "email",
-    "company",
-    "domain",
-    "title",
-    "industry",
-    "employees",
-    "country",
-    "extra",
-)
-
-
 class RetryNotAllowed(ValueError):
     """The run cannot be retried; the message says why."""
 
