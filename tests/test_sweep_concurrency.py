@@ -406,3 +406,50 @@ def test_a_sweep_of_300_stuck_runs_takes_as_many_queries_as_a_sweep_of_10(
         assert report.recovered_count == stuck
         sizes[stuck] = [query["sql"][:80] for query in queries.captured_queries]
     assert len(sizes[300]) == len(sizes[10]), sizes
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_sweep_whose_stuck_runs_fill_whole_batches_takes_no_extra_statement(monkeypatch):
+    """Batches stop at the count made before the sweep: exactly one batch of stuck runs is
+    one statement, not a second one that finds nothing."""
+    monkeypatch.setattr(sweep, "BATCH_SIZE", 10)
+    sizes = {}
+    for stuck in (3, 10, 30):
+        sweeper_child.seed(stuck=stuck, healthy=HEALTHY, finished=FINISHED)
+        with CaptureQueriesContext(connection) as queries:
+            report = sweep.recover_stuck_runs(source=RecoverySource.COMMAND, log=False)
+        assert report.recovered_count == report.stuck_count == stuck
+        sizes[stuck] = sum("WITH victims" in query["sql"] for query in queries.captured_queries)
+    assert sizes == {3: 1, 10: 1, 30: 3}
+
+
+# --- the bounded listing -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("limit", [0, 1, 5, 12, None])
+def test_the_listings_show_the_oldest_runs_of_every_active_status_in_creation_order(limit):
+    now = timezone.now()
+    for index in range(12):
+        # Statuses interleaved in time, and pairs of runs created at the same instant.
+        QualificationRun.objects.create(
+            status=RunStatus.PENDING if index % 3 else RunStatus.PROCESSING,
+            created_at=now - dt.timedelta(minutes=60 - (index // 2)),
+            total=10,
+        )
+    QualificationRun.objects.create(
+        status=RunStatus.COMPLETED, created_at=now - dt.timedelta(hours=9)
+    )
+    expected = list(
+        QualificationRun.objects.active().order_by("created_at", "pk").values_list("pk", flat=True)
+    )
+
+    report = sweep.recover_stuck_runs(
+        source=RecoverySource.COMMAND, dry_run=True, list_limit=limit, log=False
+    )
+
+    shown = expected if limit is None else expected[:limit]
+    assert [run.id for run in report.active] == shown
+    assert [run.id for run in report.stuck] == shown
+    assert report.active_count == report.stuck_count == 12
