@@ -1,0 +1,377 @@
+"""Benchmark: the recovery sweep against the original's single raw UPDATE, on 1,000,000 runs.
+
+The sweep (`recover_stuck_runs`, events included) and the bare UPDATE fail the same N stuck
+runs of the same table, in rotation, with the data restored and vacuumed before every
+measurement; the medians are compared. A third contender replays the sweep's own recovery
+statement alone, to show what the rest of the sweep costs. Also prints the queries per sweep and
+the plan of the stuck query. Target: at most 2.5x the raw UPDATE at N = 10,000, events included,
+and queries per sweep constant in N.
+
+    .venv/bin/python bench/sweep.py [--database-url URL] [--runs 1000000]
+                                    [--stuck 100,10000,100000] [--repeats 9]
+
+The database (default: qualifier_bench on 127.0.0.1) is created and migrated if needed and its
+runs are replaced, so its name must contain "bench". Exits with status 1 when a target is
+missed (or the stuck query does not use run_active_last_seen_idx).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/qualifier_bench"
+TIMEOUT_MINUTES = 5
+TARGET_N = 10_000
+TARGET_RATIO = 2.5
+#: Every tenth of the newest runs may be made stuck; the others of the pool rest COMPLETED.
+POOL_EVERY = 10
+#: One run in HEALTHY_EVERY is a live PROCESSING run, one more a fresh PENDING run.
+HEALTHY_EVERY = 1000
+#: The original's recovery, adapted to this project's definition of stuck (the same N rows).
+RAW_UPDATE = """
+    UPDATE recovery_qualificationrun
+    SET status = 'FAILED', completed_at = now()
+    WHERE status IN ('PENDING', 'PROCESSING')
+      AND COALESCE(heartbeat_at, started_at, created_at) < now() - interval '5 minutes'
+"""
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=DEFAULT_URL)
+    parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument(
+        "--stuck",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[100, 10_000, 100_000],
+        help="comma-separated numbers of stuck runs (default: 100,10000,100000)",
+    )
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+    parts = urlsplit(args.database_url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        parser.error("the benchmark needs PostgreSQL (--database-url postgres://...)")
+    if "bench" not in parts.path.lstrip("/"):
+        parser.error(
+            f"refusing to replace the runs of database {parts.path.lstrip('/')!r}: "
+            "use a database whose name contains 'bench'"
+        )
+    if min(args.stuck) < 1 or max(args.stuck) * POOL_EVERY > args.runs:
+        parser.error(f"each --stuck must be between 1 and --runs / {POOL_EVERY}")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
+
+
+def create_database(url: str) -> None:
+    """Creates the benchmark database if it does not exist (through the server's `postgres`)."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def setup_django(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ["DJANGO_SETTINGS_MODULE"] = "qualifier.settings"
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
+    os.environ["RECOVERY_ON_STARTUP"] = "false"
+    os.environ["DEBUG"] = "false"
+    # Run as a script, sys.path[0] is bench/; the project must come first.
+    sys.path[0] = str(PROJECT_DIR)
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def execute(statement: str) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
+        return cursor.rowcount
+
+
+def generate(runs: int) -> None:
+    """All runs in one INSERT ... SELECT generate_series: mostly completed, a tenth failed, a
+    thousandth live and as many fresh, and a pool (every tenth of the newest) that rests as
+    COMPLETED until `arrange` makes N of them stuck."""
+    execute("TRUNCATE recovery_recoveryevent, recovery_qualificationrun RESTART IDENTITY CASCADE")
+    live, fresh = 1, 2  # g % HEALTHY_EVERY
+    execute(
+        f"""
+        INSERT INTO recovery_qualificationrun (status, total, completed, criteria, created_at,
+            started_at, heartbeat_at, completed_at, failure_reason, attempts, owner)
+        SELECT CASE WHEN g % {HEALTHY_EVERY} = {live} THEN 'PROCESSING'
+                    WHEN g % {HEALTHY_EVERY} = {fresh} THEN 'PENDING'
+                    WHEN g % 10 = 3 THEN 'FAILED'
+                    ELSE 'COMPLETED' END,
+               50,
+               CASE WHEN g % {HEALTHY_EVERY} IN ({live}, {fresh}) THEN g % 20
+                    WHEN g % 10 = 3 THEN g % 50
+                    ELSE 50 END,
+               '{{}}'::jsonb,
+               created,
+               CASE WHEN g % {HEALTHY_EVERY} = {fresh} THEN NULL
+                    ELSE created + interval '10 seconds' END,
+               CASE WHEN g % {HEALTHY_EVERY} = {fresh} THEN NULL
+                    ELSE created + interval '1 minute' END,
+               CASE WHEN g % {HEALTHY_EVERY} IN ({live}, {fresh}) THEN NULL
+                    ELSE created + interval '3 minutes' END,
+               CASE WHEN g % 10 = 3 AND g % {HEALTHY_EVERY} NOT IN ({live}, {fresh})
+                    THEN 'worker error' ELSE '' END,
+               CASE WHEN g % {HEALTHY_EVERY} = {fresh} THEN 0 ELSE 1 END,
+               CASE WHEN g % {HEALTHY_EVERY} = {fresh} THEN '' ELSE 'bench-host:' || (g % 64) END
+        FROM (
+            SELECT g, now() - interval '1 hour' - ({runs} - g) * interval '7 seconds' AS created
+            FROM generate_series(1, {runs}) AS g
+        ) AS numbered
+        """
+    )
+
+
+def arrange(runs: int, stuck: int) -> None:
+    """Makes exactly the `stuck` newest pool runs stuck (as they were before any sweep), the
+    rest of the pool COMPLETED and the live runs live; drops the events; vacuums."""
+    first_stuck = runs - stuck * POOL_EVERY
+    # A checkpoint now rather than during a measurement; the updates below then log the full
+    # pages, so neither contender pays for full-page images (the steady state).
+    execute("CHECKPOINT")
+    # Stuck shapes: beat then went silent; started and never beat (every 30th); never
+    # started (every 40th, PENDING).
+    execute(
+        f"""
+        UPDATE recovery_qualificationrun
+        SET status = CASE WHEN id % 40 = 0 THEN 'PENDING' ELSE 'PROCESSING' END,
+            started_at = CASE WHEN id % 40 = 0 THEN NULL
+                              ELSE created_at + interval '10 seconds' END,
+            heartbeat_at = CASE WHEN id % 40 = 0 OR id % 30 = 0 THEN NULL
+                                ELSE created_at + interval '1 minute' END,
+            completed = CASE WHEN id % 40 = 0 THEN 0 ELSE id % 50 END,
+            completed_at = NULL, failure_reason = '',
+            attempts = CASE WHEN id % 40 = 0 THEN 0 ELSE 1 END
+        WHERE id % {POOL_EVERY} = 0 AND id > {first_stuck}
+          AND (status NOT IN ('PENDING', 'PROCESSING') OR failure_reason <> '')
+        """
+    )
+    execute(
+        f"""
+        UPDATE recovery_qualificationrun
+        SET status = 'COMPLETED', completed = 50, started_at = created_at + interval '10 seconds',
+            heartbeat_at = created_at + interval '1 minute',
+            completed_at = created_at + interval '3 minutes', failure_reason = '', attempts = 1
+        WHERE id % {POOL_EVERY} = 0 AND id <= {first_stuck} AND status <> 'COMPLETED'
+        """
+    )
+    execute(
+        f"UPDATE recovery_qualificationrun SET heartbeat_at = now() WHERE id % {HEALTHY_EVERY} = 1"
+    )
+    execute(
+        f"UPDATE recovery_qualificationrun SET created_at = now() WHERE id % {HEALTHY_EVERY} = 2"
+    )
+    execute("TRUNCATE recovery_recoveryevent")
+    execute("VACUUM ANALYZE recovery_qualificationrun")
+    execute("VACUUM ANALYZE recovery_recoveryevent")
+
+    from recovery.models import QualificationRun
+
+    found = QualificationRun.objects.stuck(TIMEOUT_MINUTES).count()
+    if found != stuck:
+        raise SystemExit(f"data error: {found} stuck runs instead of {stuck}")
+
+
+def sweep_once(stuck: int) -> float:
+    from recovery.models import RecoveryEvent, RecoverySource
+    from recovery.sweep import recover_stuck_runs
+
+    started = time.perf_counter()
+    report = recover_stuck_runs(
+        source=RecoverySource.COMMAND, timeout_minutes=TIMEOUT_MINUTES, log=False
+    )
+    elapsed = time.perf_counter() - started
+    if report.recovered_count != stuck or RecoveryEvent.objects.count() != stuck:
+        raise SystemExit(f"the sweep recovered {report.recovered_count} runs, not {stuck}")
+    return elapsed
+
+
+def raw_once(stuck: int) -> float:
+    started = time.perf_counter()
+    changed = execute(RAW_UPDATE)
+    elapsed = time.perf_counter() - started
+    if changed != stuck:
+        raise SystemExit(f"the raw UPDATE changed {changed} runs, not {stuck}")
+    return elapsed
+
+
+def warm_up(runs: int, stuck: int) -> tuple[int, str]:
+    """An untimed sweep under CaptureQueriesContext: its number of queries (BEGIN and COMMIT
+    are logged too) and the text of its recovery statement, as sent to the server."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    arrange(runs, stuck)
+    with CaptureQueriesContext(connection) as captured:
+        sweep_once(stuck)
+    queries = captured.captured_queries[:-1]  # the last one is sweep_once's own check
+    statements = [query["sql"] for query in queries if "WITH victims" in query["sql"]]
+    if len(statements) != 1:
+        raise SystemExit(f"expected one recovery statement, found {len(statements)}")
+    return len(queries), statements[0]
+
+
+def statement_once(stuck: int, statement: str) -> float:
+    """The sweep's own recovery statement replayed alone, in a transaction: what the sweep
+    costs without its counting queries and without turning the rows into Python objects."""
+    from django.db import connection, transaction
+
+    started = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(statement)
+        changed = cursor.rowcount
+    elapsed = time.perf_counter() - started
+    if changed != stuck:
+        raise SystemExit(f"the recovery statement returned {changed} runs, not {stuck}")
+    return elapsed
+
+
+def stuck_plan(runs: int, stuck: int) -> tuple[str, str]:
+    """The stuck query as the sweep builds it, and its EXPLAIN ANALYZE."""
+    from django.db import connection
+
+    from recovery.models import QualificationRun
+
+    arrange(runs, stuck)
+    query = QualificationRun.objects.stuck(TIMEOUT_MINUTES).order_by().values_list("pk")
+    text = connection.ops.compose_sql(*query.query.sql_with_params())
+    return text, query.explain(analyze=True)
+
+
+def measure(
+    runs: int, stuck: int, repeats: int, methods: dict[str, Callable[[int], float]]
+) -> dict[str, list[float]]:
+    """Rotates the contenders, each on freshly arranged data, so drift hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    names = list(methods)
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            arrange(runs, stuck)
+            times[name].append(methods[name](stuck))
+    return times
+
+
+def machine() -> str:
+    from django.db import connection
+
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        server = cursor.fetchone()[0]
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"PostgreSQL {server.split()[0]}"
+    )
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def main() -> int:
+    args = parse_args()
+    create_database(args.database_url)
+    setup_django(args.database_url)
+    out = sys.stdout
+    began = time.perf_counter()
+    generate(args.runs)
+    out.write(f"{args.runs:,} runs generated in {time.perf_counter() - began:.1f}s\n")
+    out.write(f"Machine: {machine()}\n")
+    out.write(f"Median of {args.repeats} rotating repeats, data restored before each.\n\n")
+    out.flush()
+    rows = []
+    for stuck in args.stuck:
+        queries, statement = warm_up(args.runs, stuck)
+        times = measure(
+            args.runs,
+            stuck,
+            args.repeats,
+            {
+                "raw": raw_once,
+                "statement": partial(statement_once, statement=statement),
+                "sweep": sweep_once,
+            },
+        )
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        # Each repeat measures all a moment apart: their ratio is steadier than either time.
+        pairs = zip(times["raw"], times["sweep"], strict=True)
+        paired = statistics.median(swept / raw for raw, swept in pairs)
+        rows.append((stuck, medians, paired, queries))
+        raw = medians["raw"]
+        out.write(
+            f"N={stuck:,}: raw UPDATE {ms(raw)}, sweep {ms(medians['sweep'])}, "
+            f"ratio {medians['sweep'] / raw:.2f}x (median of paired ratios {paired:.2f}x), "
+            f"its statement alone {medians['statement'] / raw:.2f}x, "
+            f"{queries} queries per sweep\n"
+        )
+        for name, values in times.items():
+            out.write(f"  {name + ':':10} {' '.join(f'{t * 1000:.0f}' for t in values)} ms\n")
+        out.flush()
+
+    out.write(
+        f"\n| stuck runs (of {args.runs:,}) | raw UPDATE | recover_stuck_runs, events "
+        "included | ratio | median of paired ratios | the sweep's statement alone | "
+        "queries per sweep |\n|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    for stuck, medians, paired, queries in rows:
+        raw, swept, statement = medians["raw"], medians["sweep"], medians["statement"]
+        out.write(
+            f"| {stuck:,} | {ms(raw)} | {ms(swept)} | {swept / raw:.2f}x | {paired:.2f}x "
+            f"| {ms(statement)} ({statement / raw:.2f}x) | {queries} |\n"
+        )
+
+    plan_n = 10_000 if 10_000 in args.stuck else args.stuck[0]
+    text, plan = stuck_plan(args.runs, plan_n)
+    out.write(f"\nThe stuck query on {args.runs:,} runs, {plan_n:,} of them stuck:\n\n")
+    out.write(f"    EXPLAIN ANALYZE {text}\n\n")
+    out.write("".join(f"    {line}\n" for line in plan.splitlines()))
+    uses_index = "run_active_last_seen_idx" in plan
+    out.write(f"\nIndex run_active_last_seen_idx used: {'yes' if uses_index else 'NO'}\n")
+    constant = len({queries for *_, queries in rows}) == 1
+    out.write(f"Queries per sweep constant in N: {'yes' if constant else 'NO'}\n")
+    ratios = {stuck: medians["sweep"] / medians["raw"] for stuck, medians, *_ in rows}
+    met = ratios.get(TARGET_N, 0.0) <= TARGET_RATIO
+    if TARGET_N in ratios:
+        out.write(
+            f"Target sweep <= {TARGET_RATIO}x raw UPDATE at N={TARGET_N:,}: "
+            f"{'met' if met else 'MISSED'} ({ratios[TARGET_N]:.2f}x)\n"
+        )
+    out.write(f"Total time: {time.perf_counter() - began:.0f}s\n")
+    return 0 if uses_index and constant and met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
