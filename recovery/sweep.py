@@ -63,8 +63,8 @@ class RecoveryInputError(ValueError):
     """Bad arguments to a sweep: nothing was changed."""
 
 
-@dataclass(frozen=True)
-class RunSnapshot:
+@dataclass(slots=True)  # not frozen: a sweep builds one per recovered run, and frozen
+class RunSnapshot:  # dataclasses pay an object.__setattr__ per field for it
     """An active run as a sweep saw it."""
 
     id: int
@@ -104,7 +104,7 @@ class RunSnapshot:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RecoveredRun(RunSnapshot):
     """A run a sweep moved to FAILED; `status` is the status it had before."""
 
@@ -112,7 +112,7 @@ class RecoveredRun(RunSnapshot):
 
     def as_dict(self, now: dt.datetime) -> dict[str, Any]:
         return {
-            **super().as_dict(now),
+            **RunSnapshot.as_dict(self, now),  # slots dataclasses lose zero-argument super()
             "previous_status": self.status,
             "new_status": RunStatus.FAILED.value,
             "reason": self.reason,

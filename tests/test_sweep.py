@@ -260,3 +260,26 @@ def test_sweeps_larger_than_a_batch_recover_everything(make_run, monkeypatch):
 
     assert sorted(r.id for r in report.recovered) == sorted(r.pk for r in runs)
     assert RecoveryEvent.objects.count() == 7
+
+
+def test_the_audit_trail_is_kept_a_recovered_run_cannot_be_deleted(make_run):
+    from django.db.models import ProtectedError
+
+    run = make_run(created_minutes_ago=30)
+    recover_stuck_runs(source="command", log=False)
+
+    with pytest.raises(ProtectedError):
+        run.delete()
+    assert RecoveryEvent.objects.filter(run_id=run.pk).count() == 1
+
+
+def test_an_event_outlives_its_actor(make_run):
+    admin = get_user_model().objects.create_user("bob")
+    make_run(created_minutes_ago=30)
+    recover_stuck_runs(source="admin", actor=admin, log=False)
+
+    admin.delete()
+
+    event = RecoveryEvent.objects.get()
+    assert event.actor is None
+    assert event.reason.endswith("by bob")
