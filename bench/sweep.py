@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -278,25 +277,6 @@ def measure(
     return times
 
 
-def machine() -> str:
-    from django.db import connection
-
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        server = cursor.fetchone()[0]
-    return (
-        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"PostgreSQL {server.split()[0]}"
-    )
-
-
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -305,11 +285,13 @@ def main() -> int:
     args = parse_args()
     create_database(args.database_url)
     setup_django(args.database_url)
+    from bench.machine import describe_machine
+
     out = sys.stdout
     began = time.perf_counter()
     generate(args.runs)
     out.write(f"{args.runs:,} runs generated in {time.perf_counter() - began:.1f}s\n")
-    out.write(f"Machine: {machine()}\n")
+    out.write(f"Machine: {describe_machine()}\n")
     out.write(f"Median of {args.repeats} rotating repeats, data restored before each.\n\n")
     out.flush()
     rows = []

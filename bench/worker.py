@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import random
 import statistics
 import sys
@@ -197,27 +196,6 @@ def cleanup(run_ids: list[int]) -> None:
     QualificationRun.objects.filter(pk__in=run_ids).delete()
 
 
-def machine() -> str:
-    from django.db import connection
-
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            database = f"PostgreSQL {cursor.fetchone()[0].split()[0]}"
-    else:
-        import sqlite3
-
-        database = f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)"
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {database}"
-
-
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
@@ -226,11 +204,12 @@ def main() -> int:
     args = parse_args()
     create_database(args.database_url)
     setup_django(args.database_url, args.prospects)
+    from bench.machine import describe_machine
     from qualifier.models import Prospect
 
     out = sys.stdout
     prospects = make_prospects(args.prospects)
-    out.write(f"Machine: {machine()}, load average {os.getloadavg()[0]:.1f}\n")
+    out.write(f"Machine: {describe_machine()}, load average {os.getloadavg()[0]:.1f}\n")
     out.write(f"{args.prospects:,} prospects, {args.repeats} rounds (+1 warm-up)\n\n")
     pipelines: list[Pipeline] = []
     bares: list[Bare] = []
