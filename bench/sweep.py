@@ -18,16 +18,20 @@ missed (or the stuck query does not use run_active_last_seen_idx).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Run as a script, sys.path[0] is bench/; the project must come first.
+sys.path[0] = str(PROJECT_DIR)
+
+from bench.common import create_database, describe_machine, setup_django  # noqa: E402
+
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/qualifier_bench"
 TIMEOUT_MINUTES = 5
 TARGET_N = 10_000
@@ -70,35 +74,6 @@ def parse_args() -> argparse.Namespace:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     return args
-
-
-def create_database(url: str) -> None:
-    """Creates the benchmark database if it does not exist (through the server's `postgres`)."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "qualifier.settings"
-    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
-    os.environ["RECOVERY_ON_STARTUP"] = "false"
-    os.environ["DEBUG"] = "false"
-    # Run as a script, sys.path[0] is bench/; the project must come first.
-    sys.path[0] = str(PROJECT_DIR)
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
 
 
 def execute(statement: str) -> int:
@@ -285,7 +260,6 @@ def main() -> int:
     args = parse_args()
     create_database(args.database_url)
     setup_django(args.database_url)
-    from bench.machine import describe_machine
 
     out = sys.stdout
     began = time.perf_counter()

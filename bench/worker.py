@@ -25,9 +25,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Run as a script, sys.path[0] is bench/; the project must come first.
+sys.path[0] = str(PROJECT_DIR)
+
+from bench.common import create_database, describe_machine, setup_django  # noqa: E402
+
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/qualifier_workerbench"
 TARGET_RATIO = 1.25
 IMMEDIATE = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
@@ -45,40 +49,6 @@ def parse_args() -> argparse.Namespace:
     if args.prospects < 1 or args.repeats < 1:
         parser.error("--prospects and --repeats must be at least 1")
     return args
-
-
-def create_database(url: str) -> None:
-    """Creates a PostgreSQL benchmark database if it does not exist."""
-    if url.startswith("sqlite:///"):
-        return
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def setup_django(url: str, prospects: int) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "qualifier.settings"
-    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
-    os.environ["RECOVERY_ON_STARTUP"] = "false"
-    os.environ["DEBUG"] = "false"
-    os.environ["QUALIFIER_SCORING_DELAY_MS"] = "0"
-    os.environ["QUALIFIER_MAX_PROSPECTS"] = str(max(prospects, 10_000))
-    os.environ.setdefault("QUALIFIER_LOG_LEVEL", "WARNING")
-    # Run as a script, sys.path[0] is bench/; the project must come first.
-    sys.path[0] = str(PROJECT_DIR)
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
 
 
 def make_prospects(count: int) -> list[Any]:
@@ -203,8 +173,12 @@ def ms(seconds: float) -> str:
 def main() -> int:
     args = parse_args()
     create_database(args.database_url)
-    setup_django(args.database_url, args.prospects)
-    from bench.machine import describe_machine
+    setup_django(
+        args.database_url,
+        QUALIFIER_SCORING_DELAY_MS="0",
+        QUALIFIER_MAX_PROSPECTS=str(max(args.prospects, 10_000)),
+        QUALIFIER_LOG_LEVEL=os.environ.get("QUALIFIER_LOG_LEVEL", "WARNING"),
+    )
     from qualifier.models import Prospect
 
     out = sys.stdout

@@ -105,3 +105,17 @@ def process_database(tmp_path, _process_templates) -> Any:
 
     with processes.fresh_database(tmp_path, _process_templates) as url:
         yield url
+
+
+@pytest.fixture
+def alice(db: Any) -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("alice", "alice@corp.test")
+
+
+@pytest.fixture
+def bob(db: Any) -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("bob", "bob@other.test")

@@ -63,16 +63,6 @@ def viewer_client(client, viewer):
     return client
 
 
-@pytest.fixture
-def alice() -> User:
-    return User.objects.create_user("alice", "alice@corp.test")
-
-
-@pytest.fixture
-def bob() -> User:
-    return User.objects.create_user("bob", "bob@other.test")
-
-
 def text(html: Any) -> str:
     return " ".join(strip_tags(str(html)).replace("\xa0", " ").split())
 

@@ -5,20 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 
 from qualifier.models import Outcome, Prospect, ProspectResult
 from recovery.models import QualificationRun, RunStatus
+from tests.helpers import CSRF_SECRET, DUMMY, IMMEDIATE
 
 pytestmark = pytest.mark.django_db
 
 API = "/api/qualify"
-IMMEDIATE = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
-DUMMY = {"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}
-CSRF_SECRET = "abcdefghijklmnopqrstuvwxyzABCDEF"
 PROSPECTS = [
     {
         "name": "Ada Lovelace",
@@ -32,16 +29,6 @@ PROSPECTS = [
     },
     {"name": "Linus Pauling", "company": "Helix Bio", "industry": "Biotech", "employees": 40},
 ]
-
-
-@pytest.fixture
-def alice(db):
-    return get_user_model().objects.create_user("alice")
-
-
-@pytest.fixture
-def bob(db):
-    return get_user_model().objects.create_user("bob")
 
 
 @pytest.fixture

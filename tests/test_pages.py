@@ -17,23 +17,11 @@ from django.utils import timezone
 
 from qualifier.models import Outcome, Prospect, ProspectResult
 from recovery.models import QualificationRun, RunStatus
+from tests.helpers import DUMMY, IMMEDIATE
 
 pytestmark = pytest.mark.django_db
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "prospects.csv"
-IMMEDIATE = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
-DUMMY = {"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}
-CSRF_SECRET = "abcdefghijklmnopqrstuvwxyzABCDEF"
-
-
-@pytest.fixture
-def alice(db):
-    return get_user_model().objects.create_user("alice")
-
-
-@pytest.fixture
-def bob(db):
-    return get_user_model().objects.create_user("bob")
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 
 from recovery.models import QualificationRun, RecoveryEvent, RecoverySource, RunStatus
+from tests.helpers import CSRF_SECRET
 
 URL = "/api/qualify/recovery"
 TOKEN = "s3cret-recovery-token-for-tests"
-CSRF_SECRET = "abcdefghijklmnopqrstuvwxyzABCDEF"  # a well-formed 32-character CSRF secret
 
 pytestmark = pytest.mark.django_db
 

@@ -13,9 +13,7 @@ from qualifier.models import Outcome, Prospect, ProspectResult
 from qualifier.prospects import ProspectData, ProspectInputError, TooManyProspects
 from qualifier.runs import RetryNotAllowed, RunCounts, counts_for, create_run, retry_run
 from recovery.models import QualificationRun, RunStatus
-
-IMMEDIATE = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
-DUMMY = {"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}
+from tests.helpers import DUMMY, IMMEDIATE
 
 pytestmark = pytest.mark.django_db
 

@@ -28,9 +28,8 @@ from recovery.models import (
     current_owner,
 )
 from recovery.sweep import recover_stuck_runs
+from tests.helpers import DUMMY, IMMEDIATE
 
-DUMMY = {"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}
-IMMEDIATE = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
 CRITERIA = Criteria(
     industries=("Software",), min_employees=50, title_keywords=("VP",), min_score=60
 )

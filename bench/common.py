@@ -1,0 +1,60 @@
+"""What both benchmarks share: their database, their settings, and the machine line."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sqlite3
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+
+def create_database(url: str) -> None:
+    """Creates a PostgreSQL benchmark database if it does not exist (SQLite makes its file)."""
+    if url.startswith("sqlite:///"):
+        return
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def setup_django(url: str, **extra_env: str) -> None:
+    """The project's settings on this database (no startup recovery, DEBUG off), migrated."""
+    os.environ["DATABASE_URL"] = url
+    os.environ["DJANGO_SETTINGS_MODULE"] = "qualifier.settings"
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
+    os.environ["RECOVERY_ON_STARTUP"] = "false"
+    os.environ["DEBUG"] = "false"
+    os.environ.update(extra_env)
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def describe_machine() -> str:
+    """CPU model, cores, Python, and the database server (call after django.setup())."""
+    from django.db import connection
+
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            database = f"PostgreSQL {cursor.fetchone()[0].split()[0]}"
+    else:
+        database = f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)"
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {database}"
