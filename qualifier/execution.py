@@ -1,33 +1,36 @@
 """Executing one run: the worker's side of the run lifecycle.
 
-The worker takes the run with `run.start(owner)` (a compare-and-set, so a run that was already
-taken, failed or recovered is left alone), scores its prospects and writes the results in
-small batches. Each batch is one transaction: the result rows, then the progress, written by
-the conditional `run.beat(completed=...)` as its last statement. If that beat finds the run no
-longer PROCESSING under this owner (recovery failed it meanwhile), the batch is rolled back and
-the worker stops: it is fenced off and writes nothing more.
+The worker takes the run with `run.start(worker)` (a compare-and-set, so a run that was already
+taken, failed or recovered is left alone), skips every prospect that already has a result (a
+run handed back continues where it stopped), scores the rest and writes the results in small
+batches. Each batch is one transaction: the result rows, then the progress, written by the
+conditional `run.beat(completed=...)` as its last statement. If that beat finds the run no
+longer PROCESSING under this worker and attempt (recovery took it meanwhile), the batch is
+rolled back and the worker stops: it is fenced off and writes nothing more.
 
-Between batches a small heartbeat thread, with its own database connection, beats whenever
-`RECOVERY_HEARTBEAT_SECONDS` pass without a write, so a single slow prospect (an LLM call) does
-not make a live run look stuck. When prospects are fast, the batch writes are the heartbeats
-and the thread never writes.
+Liveness is not this module's business: the worker's row beats from the supervising
+`db_worker` process (`recovery.workers`), so a slow prospect, or a scorer that holds the GIL,
+cannot make a live run look dead. The run's own `heartbeat_at` is its last progress.
+
+When the worker is asked to stop, the batch in hand is written and the task ends with
+`WorkerStopping`; the supervisor then hands the run back to the queue. A database that goes
+away while a batch is written is retried, with the batch kept, until it is back.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Exists, OuterRef
 
-from recovery.conf import conf as recovery_conf
-from recovery.models import QualificationRun, current_owner
+from recovery import workers
+from recovery.exceptions import WorkerStopping
+from recovery.models import QualificationRun
 
 from .criteria import Criteria
 from .models import Outcome, Prospect, ProspectResult
@@ -40,8 +43,6 @@ logger = logging.getLogger("qualifier")
 BATCH_MAX_SIZE = 1_000
 #: ...or once it has been open this long, so results of slow prospects show up promptly.
 BATCH_MAX_SECONDS = 1.0
-#: A heartbeat that failed on a database error is retried after this many seconds.
-HEARTBEAT_RETRY_SECONDS = 1.0
 #: The longest error text stored on an ERRORED result.
 MAX_ERROR_LENGTH = 2_000
 
@@ -62,7 +63,6 @@ class ExecutionSummary:
     scored: int = 0
     errored: int = 0
     batches: int = 0
-    heartbeats: int = 0
     error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,8 +81,8 @@ def execute(
     if run is None:
         logger.warning("Run %s does not exist; nothing to do", run_id)
         return ExecutionSummary(run_id=run_id, outcome="missing")
-    owner = current_owner()
-    if not run.start(owner):
+    worker = workers.current()
+    if not run.start(worker):
         status = QualificationRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
         logger.info("Run %s was not started: it is %s, not pending", run_id, status)
         return ExecutionSummary(run_id=run_id, outcome="skipped", status=status or "")
@@ -105,7 +105,6 @@ class RunExecution:
         self.batch_size = batch_size
         self.batch_seconds = batch_seconds
         self.summary = ExecutionSummary(run_id=run.pk, outcome="", total=run.total)
-        self.heartbeat = Heartbeat(run, recovery_conf.RECOVERY_HEARTBEAT_SECONDS)
 
     def run(self) -> ExecutionSummary:
         run, summary = self.run_obj, self.summary
@@ -115,8 +114,7 @@ class RunExecution:
             criteria = Criteria.from_dict(run.criteria)
             scorer = self.scorer or get_scorer()
             completed, pending = self._pending()
-            with self.heartbeat:
-                completed = self._process(pending, completed, criteria, scorer)
+            completed = self._process(pending, completed, criteria, scorer)
             if not run.complete():
                 raise Fenced
         except Fenced:
@@ -129,13 +127,19 @@ class RunExecution:
                 run.completed,
                 run.total,
             )
+        except WorkerStopping:
+            # The batch in hand is written; the run stays PROCESSING under this worker, and the
+            # supervisor hands it back to the queue once this task has ended.
+            logger.warning(
+                "Run %s: the worker is stopping; stopped after %s/%s, the run goes back to "
+                "the queue",
+                run.pk,
+                run.completed,
+                run.total,
+            )
+            raise
         except Exception as exc:
             self._fail(f"unexpected error: {type(exc).__name__}: {exc}", exc)
-        except BaseException as exc:
-            # The worker process is being stopped (a second SIGTERM, Ctrl+C): say so on the
-            # run now instead of leaving it for recovery, then let the process stop.
-            self._fail(f"the worker was stopped ({type(exc).__name__})", exc)
-            raise
         else:
             summary.outcome = "completed"
             logger.info(
@@ -146,8 +150,6 @@ class RunExecution:
                 summary.errored,
                 time.monotonic() - started,
             )
-        finally:
-            summary.heartbeats = self.heartbeat.beats
         summary.status = run.status
         summary.completed = run.completed
         return summary
@@ -185,17 +187,17 @@ class RunExecution:
         batch: list[ProspectResult] = []
         opened = time.monotonic()
         for prospect_id, data in pending:
-            if self.heartbeat.lost.is_set():
-                raise Fenced
+            if workers.stop_requested.is_set():
+                break
             batch.append(self._score(prospect_id, data, criteria, scorer))
             if len(batch) >= self.batch_size or time.monotonic() - opened >= self.batch_seconds:
                 completed = self._write(batch, completed)
                 batch = []
                 opened = time.monotonic()
-        if self.heartbeat.lost.is_set():
-            raise Fenced
         if batch:
             completed = self._write(batch, completed)
+        if workers.stop_requested.is_set() and completed < self.run_obj.total:
+            raise WorkerStopping("the worker is shutting down; the run goes back to the queue")
         return completed
 
     def _score(
@@ -231,15 +233,28 @@ class RunExecution:
         )
 
     def _write(self, batch: list[ProspectResult], completed: int) -> int:
-        """Results and progress in one transaction, fenced by the beat that ends it."""
+        """Results and progress in one transaction, fenced by the beat that ends it. A database
+        that is away is waited for (the batch is kept) rather than failing the run."""
         total = completed + len(batch)
-        with self.heartbeat.lock, transaction.atomic():
-            ProspectResult.objects.bulk_create(batch)
-            if not self.run_obj.beat(completed=total):
-                raise Fenced  # rolls the batch back
-        self.heartbeat.beaten()
+        written = workers.retry_until_done(
+            f"Run {self.run_obj.pk}",
+            lambda: self._write_once(batch, total),
+            stop=workers.stop_requested,
+        )
+        if written is None:
+            raise WorkerStopping("the worker stopped while the database was unavailable")
+        if not written:
+            raise Fenced
         self.summary.batches += 1
         return total
+
+    def _write_once(self, batch: list[ProspectResult], total: int) -> bool:
+        with transaction.atomic():
+            ProspectResult.objects.bulk_create(batch)
+            if not self.run_obj.beat(completed=total):
+                transaction.set_rollback(True)
+                return False
+        return True
 
 
 def _prospect_data(row: Sequence[Any]) -> ProspectData:
@@ -252,70 +267,3 @@ def _prospect_data(row: Sequence[Any]) -> ProspectData:
     data = object.__new__(ProspectData)
     data.__dict__.update(zip(PROSPECT_FIELDS, row, strict=True))
     return data
-
-
-class Heartbeat:
-    """Beats for the run from a thread whenever `interval` seconds pass without a write.
-
-    `lock` serialises this process's writes to the run (a batch and a beat never race), and
-    `lost` is set when a beat finds the run no longer ours.
-    """
-
-    def __init__(self, run: QualificationRun, interval: float) -> None:
-        self.run = copy.copy(run)  # the thread's own instance: same pk, owner and attempt
-        self.interval = interval
-        self.lock = threading.Lock()
-        self.lost = threading.Event()
-        self.beats = 0
-        self._stop = threading.Event()
-        self._last = time.monotonic()
-        self._thread: threading.Thread | None = None
-
-    def beaten(self) -> None:
-        """Called after every write that beat for the run."""
-        self._last = time.monotonic()
-
-    def __enter__(self) -> Heartbeat:
-        self._last = time.monotonic()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"heartbeat-run-{self.run.pk}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _loop(self) -> None:
-        try:
-            while not self._stop.wait(max(0.0, self._last + self.interval - time.monotonic())):
-                if time.monotonic() - self._last < self.interval:
-                    continue  # a batch was written while we waited
-                with self.lock:
-                    if self._stop.is_set():
-                        return
-                    if not self._beat():
-                        continue
-                if self.lost.is_set():
-                    return
-        finally:
-            connections.close_all()  # this thread's own connection
-
-    def _beat(self) -> bool:
-        """One beat; False if it could not be written (retried shortly)."""
-        try:
-            alive = self.run.beat()
-        except DatabaseError as exc:
-            logger.warning("Run %s: heartbeat failed, retrying: %s", self.run.pk, exc)
-            connections.close_all()  # reconnect on the next try
-            self._last = time.monotonic() - self.interval + HEARTBEAT_RETRY_SECONDS
-            return False
-        self._last = time.monotonic()
-        self.beats += 1
-        logger.debug("Run %s: heartbeat from the heartbeat thread", self.run.pk)
-        if not alive:
-            logger.warning("Run %s: heartbeat refused, the run is no longer ours", self.run.pk)
-            self.lost.set()
-        return True

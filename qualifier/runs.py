@@ -1,8 +1,10 @@
 """Creating, retrying and counting qualification runs: what the web pages and the API call.
 
-A run, its prospects and its task are created together: the run and the prospects in one
-transaction, the task enqueued only once that transaction has committed (so a worker never
-picks up a run it cannot see yet).
+A run, its prospects and its task are created together. When the task queue lives in the
+same database (django-tasks-db), the task is enqueued in the run's own transaction, so a crash
+can never leave a run without its task; with a queue elsewhere, it is enqueued once the run has
+committed (a worker must not pick up a run it cannot see yet), and a run whose enqueue failed
+is found by the sweep. Either way the run keeps its task's id.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 
+from recovery import queue
 from recovery.models import QualificationRun, RunStatus
 
 from .conf import conf
@@ -75,22 +78,12 @@ def create_run(
             ),
             batch_size=INSERT_BATCH_SIZE,
         )
-        transaction.on_commit(lambda: enqueue_run(run.pk))
+        task_id = queue.queue_run(run.pk)
+        if task_id:
+            QualificationRun.objects.filter(pk=run.pk).update(task_id=task_id)
+            run.task_id = task_id
         logger.info("Run %s created with %s prospects", run.pk, run.total)
     return run
-
-
-def enqueue_run(run_id: int) -> None:
-    """Queues the run's task; if the queue fails, the run stays PENDING and recovery fails it
-    after the timeout, so the error is logged rather than raised after the commit."""
-    from .tasks import execute_run
-
-    try:
-        execute_run.enqueue(run_id)
-    except Exception:
-        logger.exception(
-            "Run %s could not be queued; it stays pending until recovery fails it", run_id
-        )
 
 
 def retry_run(run: QualificationRun, *, user: Any) -> QualificationRun:

@@ -57,8 +57,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django_tasks_db",
+    # Before django_tasks_db: recovery's db_worker (a supervised worker that registers, beats
+    # and hands its run back on shutdown) extends and replaces django-tasks-db's.
     "recovery",
+    "django_tasks_db",
     "qualifier",
 ]
 
@@ -106,9 +108,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # A database that does not answer must not hang a server start for minutes.
+    # A database that does not answer must not hang a server start for minutes, and a client
+    # that died or froze inside a transaction must not hold a run's row (and so keep a dead run
+    # PROCESSING) for as long as its session lives: the server ends idle transactions, and TCP
+    # keepalives notice a vanished client within about a minute instead of two hours.
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 10)
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "options",
+        "-c idle_in_transaction_session_timeout="
+        + str(env.int("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60_000)),
+    )
+    for _name, _value in {
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }.items():
+        DATABASES["default"]["OPTIONS"].setdefault(_name, _value)
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=None)}
 
@@ -153,15 +170,22 @@ RECOVERY_API_TOKEN = env.str("RECOVERY_API_TOKEN", default="")
 QUALIFIER_MAX_UPLOAD_BYTES = _positive_bytes("QUALIFIER_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
 
 # --- Recovery (validated by recovery/checks.py; read through recovery.conf) ---
-# Minutes without a sign of life (heartbeat) after which an active run counts as stuck.
+# Minutes without progress after which a processing run counts as hung (the backstop for a
+# worker that is alive but stuck on one run).
 STUCK_RUN_TIMEOUT_MINUTES = env.str("STUCK_RUN_TIMEOUT_MINUTES", default="5")
-# Recover stuck runs automatically whenever a server or worker process starts.
+# Recover dead runs whenever a server or worker process starts.
 RECOVERY_ON_STARTUP = env.str("RECOVERY_ON_STARTUP", default="true")
-# How often a worker writes its heartbeat while it processes a run.
+# How often each worker process beats (registers that it is alive) on the database.
 RECOVERY_HEARTBEAT_SECONDS = env.str("RECOVERY_HEARTBEAT_SECONDS", default="10")
-# Each task worker also sweeps this often, so a run whose worker died is failed even when no
-# process restarts afterwards. 0 turns the periodic sweeps off.
-RECOVERY_SWEEP_INTERVAL_SECONDS = env.str("RECOVERY_SWEEP_INTERVAL_SECONDS", default="60")
+# A worker that has not beaten for this long is dead; at least three heartbeats.
+RECOVERY_WORKER_TIMEOUT_SECONDS = env.str("RECOVERY_WORKER_TIMEOUT_SECONDS", default="30")
+# Every server and worker process sweeps this often (one at a time across all of them);
+# 0 turns the periodic sweeps off. Independent of RECOVERY_ON_STARTUP.
+RECOVERY_SWEEP_INTERVAL_SECONDS = env.str("RECOVERY_SWEEP_INTERVAL_SECONDS", default="10")
+# How long a stopping worker may take to finish its batch and hand its run back.
+RECOVERY_SHUTDOWN_GRACE_SECONDS = env.str("RECOVERY_SHUTDOWN_GRACE_SECONDS", default="10")
+# A run whose worker died this many times is failed instead of handed back once more.
+RECOVERY_MAX_ATTEMPTS = env.str("RECOVERY_MAX_ATTEMPTS", default="3")
 
 # --- Qualification (validated by qualifier/checks.py; read through qualifier.conf) ---
 # Most prospects one run may hold (a CSV upload or a JSON request).

@@ -11,5 +11,6 @@ from . import execution
 
 @task
 def execute_run(run_id: int) -> dict[str, Any]:
-    """Scores a run's prospects; enqueued by `qualifier.runs.create_run` once it committed."""
+    """Scores a run's prospects; enqueued by `qualifier.runs.create_run` and by recovery when a
+    run goes back to the queue (`RECOVERY_RUN_TASK`)."""
     return execution.execute(run_id).as_dict()

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db.models import Q
+from django.db.models import Case, Exists, OuterRef, Q, Value, When
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -26,8 +26,8 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from .conf import conf
-from .models import QualificationRun, RecoveryEvent, RecoverySource
-from .sweep import RecoveryInputError, RecoveryReport, recover_stuck_runs
+from .models import QualificationRun, RecoveryEvent, RecoverySource, RunStatus, Worker, ago
+from .sweep import RecoveryInputError, RecoveryReport, recover_stuck_runs, stuck_runs
 
 #: How many runs the force-fail confirmation page lists before it says "and N more".
 CONFIRMATION_MAX_DISPLAY = 100
@@ -50,24 +50,26 @@ def time_ago(moment: dt.datetime | None, now: dt.datetime | None = None) -> str:
 
 
 class StuckFilter(admin.SimpleListFilter):
-    """Yes/no on the one definition of stuck (the query the sweep and the command use)."""
+    """Yes/no on the one definition of a dead run (the query the sweep and the command use)."""
 
     title = _("stuck")
     parameter_name = "stuck"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
-        timeout = conf.STUCK_RUN_TIMEOUT_MINUTES
         return [
-            ("yes", _("Yes (no sign of life for %(n)d+ min)") % {"n": timeout}),
+            (
+                "yes",
+                _("Yes (worker dead, or no progress for %(n)d+ min)")
+                % {"n": conf.STUCK_RUN_TIMEOUT_MINUTES},
+            ),
             ("no", _("No")),
         ]
 
     def queryset(self, request: HttpRequest, queryset: Any) -> Any:
-        timeout = conf.STUCK_RUN_TIMEOUT_MINUTES
         if self.value() == "yes":
-            return queryset.stuck(timeout)
+            return queryset.filter(pk__in=stuck_runs().values("pk"))
         if self.value() == "no":
-            return queryset.not_stuck(timeout)
+            return queryset.exclude(pk__in=stuck_runs().values("pk"))
         return queryset
 
 
@@ -243,6 +245,14 @@ class QualificationRunAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def get_queryset(self, request: HttpRequest) -> Any:
+        """Each run says whether it is dead right now, in the page's one query."""
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(is_dead=Exists(stuck_runs().filter(pk=OuterRef("pk"))))
+        )
+
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         """Writes only the edited fields: a full save() would put the status and progress read
         when the form was submitted back over whatever the worker or a sweep wrote since."""
@@ -270,7 +280,7 @@ class QualificationRunAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("stuck"), boolean=True)
     def stuck(self, run: QualificationRun) -> bool:
-        return run.is_stuck(conf.STUCK_RUN_TIMEOUT_MINUTES)
+        return bool(getattr(run, "is_dead", False))
 
     # --- actions -------------------------------------------------------------------------------
 
@@ -340,6 +350,9 @@ class QualificationRunAdmin(admin.ModelAdmin):
     ) -> TemplateResponse:
         finished = [run for run in runs if not run.is_active]
         now = timezone.now()
+        dead = set(
+            stuck_runs().filter(pk__in=[run.pk for run in active]).values_list("pk", flat=True)
+        )
         context = {
             **self.admin_site.each_context(request),
             "title": gettext("Force-fail qualification runs"),
@@ -350,7 +363,7 @@ class QualificationRunAdmin(admin.ModelAdmin):
                 {
                     "run": run,
                     "last_seen": time_ago(run.last_seen, now),
-                    "stuck": run.is_stuck(conf.STUCK_RUN_TIMEOUT_MINUTES, now),
+                    "stuck": run.pk in dead,
                 }
                 for run in active[:CONFIRMATION_MAX_DISPLAY]
             ],
@@ -399,12 +412,12 @@ def skipped_summary(skipped: list[int], report: RecoveryReport) -> str:
     if report.force:
         busy = len(skipped) - finished
     else:
-        busy = runs.stuck(report.timeout_minutes, report.now).count()
+        busy = runs.filter(pk__in=stuck_runs(report.timeout_minutes).values("pk")).count()
     alive = len(skipped) - finished - busy
     reasons = []
     if alive:
         reasons.append(
-            gettext("%(n)d still showing signs of life within %(timeout)d min")
+            gettext("%(n)d still alive (a live worker, progress within %(timeout)d min)")
             % {"n": alive, "timeout": report.timeout_minutes}
         )
     if finished:
@@ -417,3 +430,65 @@ def skipped_summary(skipped: list[int], report: RecoveryReport) -> str:
         "n": len(skipped),
         "reasons": ", ".join(reasons),
     }
+
+
+# --- workers ----------------------------------------------------------------------------------
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    """The registered worker processes, read-only: the sweep removes dead ones."""
+
+    list_display = ("id", "host", "pid", "registered_at", "last_beat", "current_run", "alive")
+    list_filter = ("host",)
+    ordering = ("host", "pid")
+    readonly_fields = (
+        "host",
+        "pid",
+        "process_started_at",
+        "executor_pid",
+        "registered_at",
+        "last_beat_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        """Alive or not on the database's clock, and the run in progress, in one query."""
+        timeout = conf.RECOVERY_WORKER_TIMEOUT_SECONDS
+        current = QualificationRun.objects.filter(
+            worker=OuterRef("pk"), status=RunStatus.PROCESSING
+        ).values("pk")[:1]
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                is_alive=Case(
+                    When(last_beat_at__gte=ago(timeout), then=Value(True)), default=Value(False)
+                ),
+                current_run_id=current,
+            )
+        )
+
+    @admin.display(description=_("last beat"), ordering="last_beat_at")
+    def last_beat(self, worker: Worker) -> str:
+        return gettext("%(time)s ago") % {"time": time_ago(worker.last_beat_at)}
+
+    @admin.display(description=_("current run"), empty_value="—")
+    def current_run(self, worker: Worker) -> str | None:
+        run_id = getattr(worker, "current_run_id", None)
+        if run_id is None:
+            return None
+        url = reverse("admin:recovery_qualificationrun_change", args=[run_id])
+        return format_html('<a href="{}">{}</a>', url, gettext("Run %(id)s") % {"id": run_id})
+
+    @admin.display(description=_("alive"))
+    def alive(self, worker: Worker) -> str:
+        return gettext("alive") if getattr(worker, "is_alive", False) else gettext("not responding")

@@ -12,14 +12,25 @@ HINTS = {
     "STUCK_RUN_TIMEOUT_MINUTES": "Set it to a whole number of minutes greater than 0, e.g. 5.",
     "RECOVERY_ON_STARTUP": "Set it to true or false.",
     "RECOVERY_HEARTBEAT_SECONDS": "Set it to a whole number of seconds greater than 0, e.g. 10.",
-    "RECOVERY_SWEEP_INTERVAL_SECONDS": "Set it to a whole number of seconds, e.g. 60, or 0 to "
+    "RECOVERY_WORKER_TIMEOUT_SECONDS": "Set it to a whole number of seconds, at least three "
+    "heartbeats, e.g. 30.",
+    "RECOVERY_SWEEP_INTERVAL_SECONDS": "Set it to a whole number of seconds, e.g. 10, or 0 to "
     "turn periodic sweeps off.",
+    "RECOVERY_SHUTDOWN_GRACE_SECONDS": "Set it to a whole number of seconds greater than 0, "
+    "e.g. 10.",
+    "RECOVERY_MAX_ATTEMPTS": "Set it to a whole number greater than 0, e.g. 3.",
+    "RECOVERY_RUN_TASK": "Set it to the dotted path of the task that executes a run, e.g. "
+    "qualifier.tasks.execute_run.",
 }
 IDS = {
     "STUCK_RUN_TIMEOUT_MINUTES": "recovery.E001",
     "RECOVERY_ON_STARTUP": "recovery.E002",
     "RECOVERY_HEARTBEAT_SECONDS": "recovery.E003",
     "RECOVERY_SWEEP_INTERVAL_SECONDS": "recovery.E005",
+    "RECOVERY_WORKER_TIMEOUT_SECONDS": "recovery.E006",
+    "RECOVERY_SHUTDOWN_GRACE_SECONDS": "recovery.E008",
+    "RECOVERY_MAX_ATTEMPTS": "recovery.E009",
+    "RECOVERY_RUN_TASK": "recovery.E010",
 }
 
 
@@ -35,7 +46,24 @@ def check_recovery_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
             )
     if not errors:
         errors.extend(check_heartbeat_fits_timeout())
+        errors.extend(check_worker_timeout_covers_beats())
     return errors
+
+
+def check_worker_timeout_covers_beats() -> list[CheckMessage]:
+    """A worker may miss a beat or two (a slow database); three missed beats mean it is dead."""
+    heartbeat = PARSERS["RECOVERY_HEARTBEAT_SECONDS"](raw("RECOVERY_HEARTBEAT_SECONDS"))
+    timeout = PARSERS["RECOVERY_WORKER_TIMEOUT_SECONDS"](raw("RECOVERY_WORKER_TIMEOUT_SECONDS"))
+    if timeout >= 3 * heartbeat:
+        return []
+    return [
+        Error(
+            f"RECOVERY_WORKER_TIMEOUT_SECONDS ({timeout}) must be at least three heartbeats "
+            f"(3 x RECOVERY_HEARTBEAT_SECONDS = {3 * heartbeat} s).",
+            hint="Otherwise one slow beat would make a live worker look dead and fail its runs.",
+            id="recovery.E007",
+        )
+    ]
 
 
 def check_heartbeat_fits_timeout() -> list[CheckMessage]:

@@ -14,7 +14,11 @@ DEFAULTS: dict[str, Any] = {
     "STUCK_RUN_TIMEOUT_MINUTES": 5,
     "RECOVERY_ON_STARTUP": True,
     "RECOVERY_HEARTBEAT_SECONDS": 10,
-    "RECOVERY_SWEEP_INTERVAL_SECONDS": 60,
+    "RECOVERY_WORKER_TIMEOUT_SECONDS": 30,
+    "RECOVERY_SWEEP_INTERVAL_SECONDS": 10,
+    "RECOVERY_SHUTDOWN_GRACE_SECONDS": 10,
+    "RECOVERY_MAX_ATTEMPTS": 3,
+    "RECOVERY_RUN_TASK": "qualifier.tasks.execute_run",
 }
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -56,11 +60,23 @@ def parse_bool(value: Any) -> bool:
     raise ValueError(f"{value!r} is not a boolean (use true or false)")
 
 
+def parse_dotted_path(value: Any) -> str:
+    text = value.strip() if isinstance(value, str) else ""
+    parts = text.split(".")
+    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+        raise ValueError(f"{value!r} is not a dotted path such as 'myapp.tasks.execute_run'")
+    return text
+
+
 PARSERS = {
     "STUCK_RUN_TIMEOUT_MINUTES": parse_positive_int,
     "RECOVERY_ON_STARTUP": parse_bool,
     "RECOVERY_HEARTBEAT_SECONDS": parse_positive_int,
+    "RECOVERY_WORKER_TIMEOUT_SECONDS": parse_positive_int,
     "RECOVERY_SWEEP_INTERVAL_SECONDS": parse_non_negative_int,
+    "RECOVERY_SHUTDOWN_GRACE_SECONDS": parse_positive_int,
+    "RECOVERY_MAX_ATTEMPTS": parse_positive_int,
+    "RECOVERY_RUN_TASK": parse_dotted_path,
 }
 
 
@@ -84,9 +100,29 @@ class RecoverySettings:
         return parse_positive_int(raw("RECOVERY_HEARTBEAT_SECONDS"))
 
     @property
+    def RECOVERY_WORKER_TIMEOUT_SECONDS(self) -> int:
+        """A worker that has not beaten for this long is dead, and so are its runs."""
+        return parse_positive_int(raw("RECOVERY_WORKER_TIMEOUT_SECONDS"))
+
+    @property
     def RECOVERY_SWEEP_INTERVAL_SECONDS(self) -> int:
-        """Seconds between periodic sweeps in each task worker; 0 turns them off."""
+        """Seconds between periodic sweeps in each server and worker; 0 turns them off."""
         return parse_non_negative_int(raw("RECOVERY_SWEEP_INTERVAL_SECONDS"))
+
+    @property
+    def RECOVERY_SHUTDOWN_GRACE_SECONDS(self) -> int:
+        """How long a stopping worker may take to finish its batch before it is cut off."""
+        return parse_positive_int(raw("RECOVERY_SHUTDOWN_GRACE_SECONDS"))
+
+    @property
+    def RECOVERY_MAX_ATTEMPTS(self) -> int:
+        """A run whose worker died this many times is failed instead of handed back again."""
+        return parse_positive_int(raw("RECOVERY_MAX_ATTEMPTS"))
+
+    @property
+    def RECOVERY_RUN_TASK(self) -> str:
+        """The django.tasks task that executes a run, called with the run's id."""
+        return parse_dotted_path(raw("RECOVERY_RUN_TASK"))
 
 
 conf = RecoverySettings()

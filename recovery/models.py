@@ -11,12 +11,23 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
-from django.db.models.functions import Coalesce
+from django.db.models import (
+    BooleanField,
+    Case,
+    DateTimeField,
+    F,
+    Func,
+    IntegerField,
+    Q,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -26,6 +37,19 @@ class RunStatus(models.TextChoices):
     PROCESSING = "PROCESSING", _("Processing")
     COMPLETED = "COMPLETED", _("Completed")
     FAILED = "FAILED", _("Failed")
+
+
+class RecoveryCause(models.TextChoices):
+    """Why a run was recovered: the definition of "dead" names one of these for every run."""
+
+    WORKER_GONE = "worker_gone", _("Worker gone")
+    WORKER_SILENT = "worker_silent", _("Worker stopped responding")
+    PROCESS_GONE = "process_gone", _("Worker process exited")
+    NO_PROGRESS = "no_progress", _("No progress")
+    NO_TASK = "no_task", _("Queued task gone")
+    FORCED = "forced", _("Forced by an operator")
+    SHUTDOWN = "shutdown", _("Handed back at shutdown")
+    CRASHED = "crashed", _("Executor crashed")
 
 
 ACTIVE_STATUSES: tuple[str, ...] = (RunStatus.PENDING, RunStatus.PROCESSING)
@@ -46,6 +70,70 @@ def current_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def ago(seconds: float) -> Any:
+    """The database's now minus `seconds`: every liveness comparison uses the one clock that all
+    hosts share, in the same statement, never a host's own clock."""
+    return Now() - dt.timedelta(seconds=seconds)
+
+
+class SecondsSince(Func):
+    """Whole seconds from a timestamp to the database's now (for reasons written in SQL)."""
+
+    output_field = IntegerField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler,
+            connection,
+            template="FLOOR(EXTRACT(EPOCH FROM (STATEMENT_TIMESTAMP() - %(expressions)s)))::bigint",
+            **extra,
+        )
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler,
+            connection,
+            template="CAST((julianday('now') - julianday(%(expressions)s)) * 86400 AS INTEGER)",
+            **extra,
+        )
+
+
+class WorkerQuerySet(models.QuerySet["Worker"]):
+    def alive(self, timeout_seconds: int) -> WorkerQuerySet:
+        return self.filter(last_beat_at__gte=ago(timeout_seconds))
+
+    def silent(self, timeout_seconds: int) -> WorkerQuerySet:
+        return self.filter(last_beat_at__lt=ago(timeout_seconds))
+
+    def on_host(self, host: str) -> WorkerQuerySet:
+        return self.filter(host=host)
+
+
+class Worker(models.Model):
+    """A process that executes runs: registered when it starts, beating while it lives, removed
+    on a clean exit. A run's owner is its worker's row, so a run is dead when that row is gone,
+    silent, or names a process that no longer exists on its host."""
+
+    host = models.CharField(_("host"), max_length=255)
+    pid = models.PositiveIntegerField(_("pid"))
+    # The OS's start time of the process: a pid reused by another process has another one.
+    process_started_at = models.DateTimeField(_("process started"), null=True, blank=True)
+    registered_at = models.DateTimeField(_("registered at"), db_default=Now())
+    last_beat_at = models.DateTimeField(_("last beat"), db_default=Now())
+    executor_pid = models.PositiveIntegerField(_("executor pid"), null=True, blank=True)
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("worker")
+        verbose_name_plural = _("workers")
+        ordering = ["host", "pid"]
+        indexes = [models.Index(fields=["host"], name="worker_host_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+
 class QualificationRunQuerySet(models.QuerySet["QualificationRun"]):
     def active(self) -> QualificationRunQuerySet:
         return self.filter(status__in=ACTIVE_STATUSES)
@@ -53,30 +141,84 @@ class QualificationRunQuerySet(models.QuerySet["QualificationRun"]):
     def finished(self) -> QualificationRunQuerySet:
         return self.filter(status__in=FINISHED_STATUSES)
 
-    def silent_since(self, cutoff: dt.datetime) -> QualificationRunQuerySet:
-        """Active runs whose last sign of life is older than `cutoff`."""
-        return self.active().alias(last_seen=last_sign_of_life()).filter(last_seen__lt=cutoff)
+    def dead(self, liveness: Liveness) -> QualificationRunQuerySet:
+        """The one definition of a dead run, each annotated with its `cause`.
 
-    def stuck(
-        self, timeout_minutes: int, now: dt.datetime | None = None
-    ) -> QualificationRunQuerySet:
-        """The one definition of "stuck": active, and silent for longer than the timeout."""
-        return self.silent_since(stuck_cutoff(timeout_minutes, now))
+        A PROCESSING run is dead when its worker's row is gone, its worker's process has exited
+        on its host, its worker has missed beats for the worker timeout, or the run itself has
+        made no progress for the stuck timeout (a worker alive but hung on it). A PENDING run is
+        dead when no live task is behind it. Every age is measured on the database's clock; on
+        PostgreSQL no one is judged silent until the database itself has been up that long (no
+        one could beat while it was down).
+        """
+        worker_cutoff = ago(liveness.worker_timeout_seconds)
+        progress_cutoff = ago(liveness.stuck_timeout_minutes * 60)
+        silent = Q(worker__last_beat_at__lt=worker_cutoff, database_started__lt=worker_cutoff)
+        no_progress = Q(last_seen__lt=progress_cutoff, database_started__lt=progress_cutoff)
+        processing = Q(worker_id__isnull=True) | silent | no_progress
+        causes = [When(status=RunStatus.PENDING, then=Value(RecoveryCause.NO_TASK))]
+        causes.append(When(worker_id__isnull=True, then=Value(RecoveryCause.WORKER_GONE)))
+        if liveness.exited_worker_ids:
+            exited = Q(worker_id__in=liveness.exited_worker_ids)
+            processing |= exited
+            causes.append(When(exited, then=Value(RecoveryCause.PROCESS_GONE)))
+        causes.append(When(silent, then=Value(RecoveryCause.WORKER_SILENT)))
+        dead = Q(status=RunStatus.PROCESSING) & processing
+        if liveness.orphaned_pending_ids:
+            dead |= Q(status=RunStatus.PENDING, pk__in=liveness.orphaned_pending_ids)
+        return (
+            self.alias(database_started=DatabaseStartedAt(), last_seen=last_sign_of_life())
+            .filter(dead)
+            .annotate(cause=Case(*causes, default=Value(RecoveryCause.NO_PROGRESS)))
+        )
 
-    def not_stuck(
-        self, timeout_minutes: int, now: dt.datetime | None = None
-    ) -> QualificationRunQuerySet:
-        cutoff = stuck_cutoff(timeout_minutes, now)
-        return self.alias(last_seen=last_sign_of_life()).filter(
-            ~Q(status__in=ACTIVE_STATUSES) | Q(last_seen__gte=cutoff)
+    def forced(self) -> QualificationRunQuerySet:
+        """Active runs an operator fails by name, whatever their state."""
+        return self.active().annotate(cause=Value(RecoveryCause.FORCED))
+
+    def with_liveness(self, worker_timeout_seconds: int) -> QualificationRunQuerySet:
+        """What the pages show: seconds since the last activity, seconds in the queue, and
+        whether the worker still answers (all on the database's clock)."""
+        return self.annotate(
+            activity_seconds=SecondsSince(Coalesce("heartbeat_at", "started_at")),
+            queued_seconds=SecondsSince("queued_at"),
+            worker_silent=Case(
+                When(
+                    Q(status=RunStatus.PROCESSING)
+                    & (
+                        Q(worker_id__isnull=True)
+                        | Q(worker__last_beat_at__lt=ago(worker_timeout_seconds))
+                    ),
+                    then=Value(True),
+                ),
+                default=Value(False),
+                output_field=BooleanField(),
+            ),
         )
 
     def with_last_seen(self) -> QualificationRunQuerySet:
         return self.annotate(last_seen=last_sign_of_life())
 
 
-def stuck_cutoff(timeout_minutes: int, now: dt.datetime | None = None) -> dt.datetime:
-    return (now or timezone.now()) - dt.timedelta(minutes=timeout_minutes)
+@dataclass(frozen=True)
+class Liveness:
+    """What a sweep knows besides the rows: the timeouts, this host's workers whose process has
+    exited, and the PENDING runs that the task backend says have no live task."""
+
+    worker_timeout_seconds: int
+    stuck_timeout_minutes: int
+    exited_worker_ids: tuple[int, ...] = ()
+    orphaned_pending_ids: tuple[int, ...] = ()
+
+
+class DatabaseStartedAt(Func):
+    """When the database server started (PostgreSQL); a date long past elsewhere."""
+
+    output_field = DateTimeField()
+    template = "'1970-01-01 00:00:00'"
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return "pg_postmaster_start_time()", []
 
 
 class QualificationRun(models.Model):
@@ -109,6 +251,20 @@ class QualificationRun(models.Model):
     failure_reason = models.TextField(_("failure reason"), blank=True)
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     owner = models.CharField(_("owner (host:pid)"), max_length=255, blank=True)
+    # The worker executing the run (the fencing token, with `attempts`); SET_NULL when its row
+    # is removed, so a PROCESSING run without a worker is one whose worker is gone.
+    worker = models.ForeignKey(
+        Worker,
+        verbose_name=_("worker"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+    )
+    # The task that executes it, read back through the tasks API's get_result().
+    task_id = models.CharField(_("task id"), max_length=64, blank=True)
+    # When it last entered the queue (creation, hand-back), on the database's clock.
+    queued_at = models.DateTimeField(_("queued at"), null=True, blank=True, db_default=Now())
 
     objects = QualificationRunQuerySet.as_manager()
 
@@ -159,29 +315,30 @@ class QualificationRun(models.Model):
             return None
         return (self.completed_at or timezone.now()) - self.started_at
 
-    def is_stuck(self, timeout_minutes: int, now: dt.datetime | None = None) -> bool:
-        return self.is_active and self.last_seen < stuck_cutoff(timeout_minutes, now)
-
     # --- lifecycle: every transition is a compare-and-set -------------------------------------
 
     def _owned(self) -> QualificationRunQuerySet:
-        """This run, only while PROCESSING under this owner and attempt (the fencing token)."""
+        """This run, only while PROCESSING under this worker and attempt (the fencing token)."""
         return QualificationRun.objects.filter(
-            pk=self.pk, status=RunStatus.PROCESSING, owner=self.owner, attempts=self.attempts
+            pk=self.pk,
+            status=RunStatus.PROCESSING,
+            worker_id=self.worker_id,
+            attempts=self.attempts,
         )
 
     def _apply(self, changes: dict[str, Any]) -> None:
         for field, value in changes.items():
-            setattr(self, field, value)
+            if not hasattr(value, "resolve_expression"):  # database-clock values are read back
+                setattr(self, field, value)
 
-    def start(self, owner: str | None = None) -> bool:
-        """PENDING → PROCESSING under `owner`, with the start time and a first heartbeat."""
-        now = timezone.now()
+    def start(self, worker: Worker) -> bool:
+        """PENDING → PROCESSING under `worker`, with the start time (database clock)."""
         changes = {
             "status": RunStatus.PROCESSING,
-            "owner": owner or current_owner(),
-            "started_at": now,
-            "heartbeat_at": now,
+            "worker_id": worker.pk,
+            "owner": str(worker),
+            "started_at": Now(),
+            "heartbeat_at": Now(),
             "attempts": self.attempts + 1,
         }
         started = QualificationRun.objects.filter(
@@ -189,11 +346,12 @@ class QualificationRun(models.Model):
         ).update(**changes)
         if started:
             self._apply(changes)
+            self.refresh_from_db(fields=["started_at", "heartbeat_at"])
         return bool(started)
 
     def beat(self, *, completed: int | None = None) -> bool:
-        """Records a sign of life (and progress); False means the run is no longer ours."""
-        changes: dict[str, Any] = {"heartbeat_at": timezone.now()}
+        """Records progress; False means the run is no longer ours."""
+        changes: dict[str, Any] = {"heartbeat_at": Now()}
         if completed is not None:
             changes["completed"] = completed
         beaten = self._owned().update(**changes)
@@ -202,8 +360,7 @@ class QualificationRun(models.Model):
         return bool(beaten)
 
     def complete(self) -> bool:
-        now = timezone.now()
-        changes = {"status": RunStatus.COMPLETED, "completed_at": now, "heartbeat_at": now}
+        changes = {"status": RunStatus.COMPLETED, "completed_at": Now(), "heartbeat_at": Now()}
         done = self._owned().update(**changes)
         if done:
             self._apply(changes)
@@ -213,7 +370,7 @@ class QualificationRun(models.Model):
         """The worker gives up on its own run (an unexpected error)."""
         changes = {
             "status": RunStatus.FAILED,
-            "completed_at": timezone.now(),
+            "completed_at": Now(),
             "failure_reason": reason[:2000],
         }
         failed = self._owned().update(**changes)
@@ -228,6 +385,8 @@ class RecoverySource(models.TextChoices):
     ADMIN = "admin", _("Admin action")
     API = "api", _("API")
     SWEEPER = "sweeper", _("Periodic sweeper")
+    SHUTDOWN = "shutdown", _("Worker shutdown")
+    SUPERVISOR = "supervisor", _("Worker supervisor")
 
 
 class RecoveryEvent(models.Model):
@@ -248,6 +407,9 @@ class RecoveryEvent(models.Model):
     from_status = models.CharField(_("from status"), max_length=16, choices=RunStatus.choices)
     to_status = models.CharField(_("to status"), max_length=16, choices=RunStatus.choices)
     source = models.CharField(_("source"), max_length=16, choices=RecoverySource.choices)
+    cause = models.CharField(
+        _("cause"), max_length=16, choices=RecoveryCause.choices, blank=True, default=""
+    )
     reason = models.TextField(_("reason"))
     completed = models.PositiveIntegerField(_("prospects done"))
     total = models.PositiveIntegerField(_("prospects"))

@@ -7,11 +7,14 @@ migrated costs one warning line, and every statement of the sweep is bounded. Th
 re-runs the recovery system checks first: the server's own checks run beside it, and a sweep
 must never run with settings they are about to reject.
 
-Which processes recover: `runserver` (the serving child, not the autoreloader's watcher; also
-with --noreload), `db_worker` (likewise, and with --batch), gunicorn workers (with or without
---preload: the master never sweeps and closes any connection before it forks), and uvicorn,
-daphne or hypercorn. Every other command, and pytest, never does. N processes starting at
-once make one recovery per stuck run: startup sweeps are single-flight in the database.
+Which processes recover here: `runserver` (the serving child, not the autoreloader's watcher;
+also with --noreload), gunicorn workers (with or without --preload: the master never sweeps and
+closes any connection before it forks), and uvicorn, daphne or hypercorn. `db_worker` sweeps
+from its supervisor instead (`recovery.supervisor`), at its start before it takes any work.
+Every other command, and pytest, never does. Each of these long-lived processes then keeps
+sweeping every RECOVERY_SWEEP_INTERVAL_SECONDS, so a dead worker's runs are recovered even when
+no worker is left. N processes sweeping at once make one recovery per dead run: sweeps are
+single-flight in the database. RECOVERY_ON_STARTUP and the sweep interval are independent.
 """
 
 from __future__ import annotations
@@ -46,13 +49,9 @@ EXIT_GRACE_SECONDS = 5.0
 THREAD_NAME = "startup-recovery"
 ASGI_SERVERS = frozenset({"uvicorn", "daphne", "hypercorn"})
 LAUNCHERS = frozenset({"gunicorn", *ASGI_SERVERS})
-#: The commands that serve requests or run tasks; each may run under Django's autoreloader.
-SERVER_COMMANDS = frozenset({"runserver", "db_worker"})
-
-#: The processes that keep sweeping after the startup sweep: task workers are long-lived and
-#: present wherever runs execute, so a run whose worker died is failed even when nothing
-#: restarts afterwards (a restarted worker's own startup sweep comes too early for it).
-PERIODIC_ROLES = frozenset({"db_worker"})
+#: The commands that serve requests; each may run under Django's autoreloader. (`db_worker`
+#: sweeps from its own supervisor.)
+SERVER_COMMANDS = frozenset({"runserver"})
 
 _schedule_lock = threading.Lock()
 _scheduled = False
@@ -74,11 +73,7 @@ def server_role(
     options = command_options(command, argv[2:])
     if options is None:
         return None
-    if command == "runserver":
-        reloads = options["use_reloader"]
-    else:  # db_worker turns its reloader off for --batch
-        reloads = options["reload"] and not options["batch"]
-    if reloads and environ.get(DJANGO_AUTORELOAD_ENV) != "true":
+    if options["use_reloader"] and environ.get(DJANGO_AUTORELOAD_ENV) != "true":
         return None  # the autoreloader's watcher: its child is the one that serves
     return command
 
@@ -127,6 +122,14 @@ def recovery_enabled() -> bool:
         return False
 
 
+def sweeps_enabled() -> bool:
+    """RECOVERY_SWEEP_INTERVAL_SECONDS > 0; an invalid value means off (the check reports it)."""
+    try:
+        return conf.RECOVERY_SWEEP_INTERVAL_SECONDS > 0
+    except ValueError:
+        return False
+
+
 def schedule_startup_recovery() -> None:
     """Called from `ready()`: at most once per process, and never under pytest."""
     global _scheduled
@@ -139,7 +142,7 @@ def schedule_startup_recovery() -> None:
         if _scheduled:
             return
         _scheduled = True
-    enabled = recovery_enabled()
+    enabled = recovery_enabled() or sweeps_enabled()
     if role == "gunicorn" and not _on_stack(sys._getframe(), _is_gunicorn_spawn_worker):
         # --preload: this is the master. It never sweeps; each worker it forks does. Whatever
         # opened a connection here (the system checks open one on SQLite) is closed before a
@@ -189,13 +192,13 @@ def _stop_thread(thread: threading.Thread) -> None:
 
 
 def _thread_main(role: str) -> None:
-    try:
-        run_startup_recovery(role)
-    finally:
-        with contextlib.suppress(DatabaseError):
-            connections.close_all()  # this thread's connections only
-    if role in PERIODIC_ROLES:
-        run_periodic_sweeps()
+    if recovery_enabled():
+        try:
+            run_startup_recovery(role)
+        finally:
+            with contextlib.suppress(DatabaseError):
+                connections.close_all()  # this thread's connections only
+    run_periodic_sweeps()
 
 
 def run_periodic_sweeps(stop: threading.Event | None = None) -> None:
@@ -204,17 +207,22 @@ def run_periodic_sweeps(stop: threading.Event | None = None) -> None:
     Quiet unless it recovers something: a worker must not fill its log once a minute.
     """
     from .sweep import recover_stuck_runs
+    from .workers import Outage
 
     stop = stop or _stopping
-    interval = conf.RECOVERY_SWEEP_INTERVAL_SECONDS
-    if not interval:
+    if not sweeps_enabled():
         return
+    interval = conf.RECOVERY_SWEEP_INTERVAL_SECONDS
+    outage = Outage("Sweeper")
     while not stop.wait(interval):
         try:
             report = recover_stuck_runs(source=RecoverySource.SWEEPER, log=False)
-        except Exception as exc:  # a passing database outage must not end the sweeps
+        except DatabaseError as exc:  # a passing database outage must not end the sweeps
+            outage.failed(exc)
+        except Exception as exc:
             logger.warning("[Sweeper] Sweep failed: %s: %s", type(exc).__name__, exc)
         else:
+            outage.succeeded()
             if report.recovered:
                 for line in report.lines():
                     logger.info(line)

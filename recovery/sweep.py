@@ -1,8 +1,9 @@
-"""Finding and recovering stuck runs: the one module that every entry point calls.
+"""Finding and recovering dead runs: the one module that every entry point calls.
 
-The startup hook, the `recover_stuck_runs` command, the admin actions and the API all go
-through `recover_stuck_runs()`, so "stuck", the FAILED transition, the failure reason and the
-audit event are defined once.
+The startup hook, the periodic sweeper, the `recover_stuck_runs` command, the admin actions and
+the API all go through `recover_stuck_runs()`, and a stopping or crashed worker through
+`hand_back_runs()`, so "dead" (`QualificationRunQuerySet.dead`), the transitions, the failure
+reasons and the audit events are defined once. Every age is measured on the database's clock.
 
 Exactly once: on PostgreSQL each batch is one statement that locks its victims with
 `FOR UPDATE SKIP LOCKED`, fails them and inserts their events; concurrent sweepers take disjoint
@@ -23,17 +24,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, Value, When
+from django.db.models import Case, CharField, F, Q, Value, When
+from django.db.models.functions import Cast, Coalesce, Concat, Now
 from django.utils import timezone
 
+from . import queue, workers
 from .conf import conf
 from .models import (
     ACTIVE_STATUSES,
+    DatabaseStartedAt,
+    Liveness,
     QualificationRun,
     QualificationRunQuerySet,
+    RecoveryCause,
     RecoveryEvent,
     RecoverySource,
     RunStatus,
+    SecondsSince,
+    Worker,
+    ago,
     last_sign_of_life,
 )
 
@@ -45,8 +54,10 @@ BATCH_SIZE = 100_000
 GENERIC_BATCH_SIZE = 2_000
 #: How many runs a log listing shows before it ends with "... and N more".
 DEFAULT_LIST_LIMIT = 20
-#: Startup sweeps on PostgreSQL are single-flight across hosts under this advisory lock key.
+#: Sweeps on PostgreSQL are single-flight across hosts under this advisory lock key.
 STARTUP_LOCK_KEY = 0x5155414C  # "QUAL"
+#: The sources that skip a sweep while another one runs (an operator's sweep waits instead).
+AUTOMATIC_SOURCES = frozenset({RecoverySource.STARTUP, RecoverySource.SWEEPER})
 #: A startup sweep never holds a server's start for longer than this (PostgreSQL).
 STARTUP_STATEMENT_TIMEOUT_MS = 30_000
 
@@ -56,6 +67,8 @@ SOURCE_PHRASES = {
     RecoverySource.ADMIN: "recovered from the admin",
     RecoverySource.API: "recovered through the recovery API",
     RecoverySource.SWEEPER: "recovered by the periodic sweeper",
+    RecoverySource.SHUTDOWN: "handed back when its worker shut down",
+    RecoverySource.SUPERVISOR: "noticed by its worker's supervisor",
 }
 
 
@@ -106,22 +119,25 @@ class RunSnapshot:  # dataclasses pay an object.__setattr__ per field for it
 
 @dataclass(slots=True)
 class RecoveredRun(RunSnapshot):
-    """A run a sweep moved to FAILED; `status` is the status it had before."""
+    """A run a sweep recovered; `status` is the status it had before."""
 
     reason: str = ""
+    cause: str = ""
+    new_status: str = RunStatus.FAILED
 
     def as_dict(self, now: dt.datetime) -> dict[str, Any]:
         return {
             **RunSnapshot.as_dict(self, now),  # slots dataclasses lose zero-argument super()
             "previous_status": self.status,
-            "new_status": RunStatus.FAILED.value,
+            "new_status": str(self.new_status),
+            "cause": self.cause,
             "reason": self.reason,
         }
 
     def recovered_line(self) -> str:
         return (
             f"  - Run {self.id}: {self.completed}/{self.total} completed "
-            f"(status: {self.status} → {RunStatus.FAILED})"
+            f"(status: {self.status} → {self.new_status}; {self.cause.replace('_', ' ')})"
         )
 
 
@@ -134,16 +150,30 @@ class RecoveryReport:
     dry_run: bool
     force: bool
     now: dt.datetime
+    worker_timeout_seconds: int = 0
     active_count: int = 0
     active: list[RunSnapshot] = field(default_factory=list)
     stuck_count: int = 0
     stuck: list[RunSnapshot] = field(default_factory=list)
     recovered: list[RecoveredRun] = field(default_factory=list)
     skipped_reason: str = ""
+    #: Dead runs another transaction held locked: left for the next sweep.
+    locked_count: int = 0
+    #: Rows of dead workers removed.
+    workers_removed: int = 0
 
     @property
     def recovered_count(self) -> int:
         return len(self.recovered)
+
+    @property
+    def rule(self) -> str:
+        if self.force:
+            return "named by the operator, forced"
+        return (
+            f"worker gone, exited or silent for {self.worker_timeout_seconds}+ s, "
+            f"no progress for {self.timeout_minutes}+ minutes, or queued without a live task"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -159,6 +189,8 @@ class RecoveryReport:
             "stuck": [run.as_dict(self.now) for run in self.stuck],
             "recovered": [run.as_dict(self.now) for run in self.recovered],
             "skipped_reason": self.skipped_reason,
+            "locked_count": self.locked_count,
+            "worker_timeout_seconds": self.worker_timeout_seconds,
         }
 
     def lines(self, list_limit: int | None = DEFAULT_LIST_LIMIT) -> list[str]:
@@ -170,11 +202,7 @@ class RecoveryReport:
         if self.skipped_reason:
             lines.append(f"[Recovery] Skipped: {self.skipped_reason}")
             return lines
-        rule = (
-            "named by the operator, forced"
-            if self.force
-            else f"no sign of life for {self.timeout_minutes}+ minutes"
-        )
+        rule = self.rule
         if not self.stuck_count:
             lines.append(f"[Recovery] No stuck runs found ({rule})")
             return lines
@@ -191,6 +219,11 @@ class RecoveryReport:
         lines += _bounded(
             [run.recovered_line() for run in self.recovered], self.recovered_count, list_limit
         )
+        if self.locked_count:
+            lines.append(
+                f"[Recovery] Skipped {self.locked_count} runs held locked by another transaction "
+                "(the next sweep retries them)"
+            )
         return lines
 
 
@@ -212,23 +245,94 @@ def active_runs() -> QualificationRunQuerySet:
     return QualificationRun.objects.active()
 
 
-def stuck_runs(timeout_minutes: int | None = None, now: dt.datetime | None = None):
-    """The stuck runs for a timeout: a query only, it changes nothing (the original's getStuckRuns)."""
-    return QualificationRun.objects.stuck(_timeout(timeout_minutes), now)
+def liveness(timeout_minutes: int | None = None) -> Liveness:
+    """What the rows cannot tell: this host's exited workers, and queued runs whose task is gone.
+
+    Asks only about runs queued longer than the worker timeout (a task just enqueued is live),
+    through the task backend's get_result().
+    """
+    worker_timeout = conf.RECOVERY_WORKER_TIMEOUT_SECONDS
+    alive = {str(pk) for pk in Worker.objects.alive(worker_timeout).values_list("pk", flat=True)}
+    waiting = QualificationRun.objects.filter(
+        status=RunStatus.PENDING, queued_at__lt=ago(worker_timeout)
+    ).values_list("pk", "task_id")
+    return Liveness(
+        worker_timeout_seconds=worker_timeout,
+        stuck_timeout_minutes=_timeout(timeout_minutes),
+        exited_worker_ids=workers.exited_worker_ids(),
+        orphaned_pending_ids=queue.orphaned_pending(waiting, alive),
+    )
+
+
+def stuck_runs(timeout_minutes: int | None = None) -> QualificationRunQuerySet:
+    """The dead runs right now: a query only, it changes nothing (the original's getStuckRuns)."""
+    return QualificationRun.objects.dead(liveness(timeout_minutes))
 
 
 def candidates(
     *,
     timeout_minutes: int,
-    now: dt.datetime,
     run_ids: Sequence[int] | None = None,
     force: bool = False,
 ) -> QualificationRunQuerySet:
-    """The runs a sweep may fail: stuck ones, or with `force` any named active one."""
-    runs = QualificationRun.objects.active() if force else stuck_runs(timeout_minutes, now)
+    """The runs a sweep may fail: dead ones, or with `force` any named active one."""
+    runs = QualificationRun.objects.forced() if force else stuck_runs(timeout_minutes)
     if run_ids is not None:
         runs = runs.filter(pk__in=run_ids)
     return runs
+
+
+def failure_reason(source: str, actor: Any) -> Case:
+    """The failure reason of each cause, written for the run's owner and computed by the
+    database (its clock, the worker's host) in the statement that fails the run."""
+    where = SOURCE_PHRASES[RecoverySource(source)]
+    if actor is not None:
+        where += f" by {actor.get_username()}"
+    tail = Value(f" ({where}).")
+    quiet_minutes = Cast(SecondsSince(last_sign_of_life()) / 60, CharField())
+    host = Coalesce(F("worker__host"), Value("?"))
+
+    def text(*parts: Any) -> Concat:
+        return Concat(*(Value(p) if isinstance(p, str) else p for p in parts), tail)
+
+    return Case(
+        When(
+            cause=RecoveryCause.NO_TASK,
+            then=text("It waited in the queue, but its queued task is no longer there"),
+        ),
+        When(
+            cause=RecoveryCause.WORKER_GONE,
+            then=text(
+                "Its worker shut down or was removed; last activity ", quiet_minutes, " min ago"
+            ),
+        ),
+        When(
+            cause=RecoveryCause.PROCESS_GONE,
+            then=text(
+                "The worker process on host ",
+                host,
+                " (pid ",
+                Cast(F("worker__pid"), CharField()),
+                ") has exited",
+            ),
+        ),
+        When(
+            cause=RecoveryCause.WORKER_SILENT,
+            then=text(
+                "The worker on host ",
+                host,
+                " stopped responding ",
+                Cast(SecondsSince("worker__last_beat_at"), CharField()),
+                " s ago",
+            ),
+        ),
+        When(
+            cause=RecoveryCause.FORCED,
+            then=text("Stopped by an operator; last activity ", quiet_minutes, " min ago"),
+        ),
+        default=text("No progress for ", quiet_minutes, " min; the worker seems stuck on this run"),
+        output_field=CharField(),
+    )
 
 
 def _timeout(timeout_minutes: int | None) -> int:
@@ -301,46 +405,40 @@ def recover_stuck_runs(
         raise RecoveryInputError("force needs the ids of the runs to fail")
     if run_ids is not None:
         run_ids = check_run_ids(run_ids)
-    now = timezone.now()
+    now = timezone.now()  # for the report's ages only: every decision uses the database's clock
     report = RecoveryReport(
-        timeout_minutes=timeout, source=source, dry_run=dry_run, force=force, now=now
+        timeout_minutes=timeout,
+        source=source,
+        dry_run=dry_run,
+        force=force,
+        now=now,
+        worker_timeout_seconds=conf.RECOVERY_WORKER_TIMEOUT_SECONDS,
     )
     report.active_count = active_runs().count()
     report.active = _snapshots(active_runs(), list_limit)
-    victims = candidates(timeout_minutes=timeout, now=now, run_ids=run_ids, force=force)
+    victims = candidates(timeout_minutes=timeout, run_ids=run_ids, force=force)
     report.stuck_count = victims.count() if report.active_count else 0
     if dry_run:
         report.stuck = _snapshots(victims, list_limit) if report.stuck_count else []
     elif report.stuck_count:
-        reason = ReasonTemplate.for_sweep(source=source, force=force, actor=actor)
+        victims = victims.annotate(reason=failure_reason(source, actor))
         if connection.vendor == "postgresql":
-            _sweep_postgresql(report, victims, reason, actor)
+            _sweep_postgresql(report, victims, actor)
         else:
-            _sweep_generic(report, victims, reason, actor)
+            _sweep_generic(report, victims, actor)
+        report.locked_count = max(0, report.stuck_count - report.recovered_count)
+        queue.fail_tasks(
+            QualificationRun.objects.filter(
+                pk__in=[run.id for run in report.recovered]
+            ).values_list("task_id", flat=True),
+            "The run was recovered: its worker is gone.",
+        )
+    if not dry_run and not force and not report.skipped_reason:
+        report.workers_removed = remove_dead_workers()
     if log:
         for line in report.lines(list_limit):
             logger.info(line)
     return report
-
-
-@dataclass(frozen=True)
-class ReasonTemplate:
-    """The failure reason is `prefix + <minutes silent> + suffix`, built in SQL or in Python."""
-
-    prefix: str
-    suffix: str
-
-    @classmethod
-    def for_sweep(cls, *, source: str, force: bool, actor: Any) -> ReasonTemplate:
-        where = SOURCE_PHRASES[RecoverySource(source)]
-        if actor is not None:
-            where += f" by {actor.get_username()}"
-        if force:
-            return cls("force-failed by an operator (last sign of life ", f" min ago); {where}")
-        return cls("no sign of life for ", f" min; {where}")
-
-    def render(self, silent_minutes: int) -> str:
-        return f"{self.prefix}{silent_minutes}{self.suffix}"
 
 
 def _event_origin() -> tuple[str, int]:
@@ -348,62 +446,53 @@ def _event_origin() -> tuple[str, int]:
 
 
 def _sweep_postgresql(
-    report: RecoveryReport,
-    victims: QualificationRunQuerySet,
-    reason: ReasonTemplate,
-    actor: Any,
+    report: RecoveryReport, victims: QualificationRunQuerySet, actor: Any
 ) -> None:
-    """One statement per batch: lock the victims (skipping rows others hold), fail them,
-    insert their events, and return what was done."""
+    """One statement per batch: lock the victims (skipping rows others hold), fail them with
+    the reason the database wrote, insert their events, and return what was done."""
     runs_table = connection.ops.quote_name(QualificationRun._meta.db_table)
     events_table = connection.ops.quote_name(RecoveryEvent._meta.db_table)
     host, pid = _event_origin()
     while True:
         with transaction.atomic():
-            if report.source == RecoverySource.STARTUP and not _startup_lock():
+            if not _sweep_lock(report.source):
                 report.skipped_reason = "another process is recovering stuck runs right now"
                 return
             locked = (
                 victims.annotate(last_seen=last_sign_of_life())
                 .order_by()
-                .values_list("pk", "status", "last_seen")
+                .values_list("pk", "status", "last_seen", "cause", "reason")
                 .select_for_update(skip_locked=True, of=("self",))[:BATCH_SIZE]
             )
             select_sql, select_params = locked.query.sql_with_params()
             sql = f"""
-                WITH victims (id, status, last_seen) AS ({select_sql}),
+                WITH victims (id, status, last_seen, cause, reason) AS ({select_sql}),
                 updated AS (
                     UPDATE {runs_table} AS run
                     SET status = %s,
-                        completed_at = %s,
-                        failure_reason = %s
-                            || FLOOR(EXTRACT(EPOCH FROM (%s - victims.last_seen)) / 60)::bigint
-                            || %s
+                        completed_at = STATEMENT_TIMESTAMP(),
+                        failure_reason = victims.reason
                     FROM victims
                     WHERE run.id = victims.id
                     RETURNING run.id, victims.status AS from_status, run.completed, run.total,
                               run.created_at, run.heartbeat_at, victims.last_seen,
-                              run.failure_reason
+                              run.failure_reason, victims.cause
                 ),
                 events AS (
                     INSERT INTO {events_table} (run_id, created_at, from_status, to_status,
-                        source, reason, completed, total, heartbeat_at, host, pid, actor_id)
-                    SELECT id, %s, from_status, %s, %s, failure_reason, completed, total,
-                           heartbeat_at, %s, %s, %s
+                        source, cause, reason, completed, total, heartbeat_at, host, pid,
+                        actor_id)
+                    SELECT id, STATEMENT_TIMESTAMP(), from_status, %s, %s, cause,
+                           failure_reason, completed, total, heartbeat_at, %s, %s, %s
                     FROM updated
                 )
                 SELECT id, from_status, completed, total, created_at, heartbeat_at, last_seen,
-                       failure_reason
+                       failure_reason, cause
                 FROM updated
             """  # noqa: S608 - only table names are formatted in; values are parameters
             params = [
                 *select_params,
                 RunStatus.FAILED,
-                report.now,
-                reason.prefix,
-                report.now,
-                reason.suffix,
-                report.now,
                 RunStatus.FAILED,
                 report.source,
                 host,
@@ -420,23 +509,22 @@ def _sweep_postgresql(
             return
 
 
-def _startup_lock() -> bool:
-    """Startup sweeps are single-flight: N workers starting at once make one sweep, not N."""
+def _sweep_lock(source: str) -> bool:
+    """Sweeps are single-flight on PostgreSQL: the automatic ones (N servers starting or
+    sweeping at once) skip while another runs; an operator's waits for it."""
     with connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL statement_timeout = {STARTUP_STATEMENT_TIMEOUT_MS}")
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [STARTUP_LOCK_KEY])
-        return bool(cursor.fetchone()[0])
+        if source in AUTOMATIC_SOURCES:
+            cursor.execute(f"SET LOCAL statement_timeout = {STARTUP_STATEMENT_TIMEOUT_MS}")
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [STARTUP_LOCK_KEY])
+            return bool(cursor.fetchone()[0])
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [STARTUP_LOCK_KEY])
+        return True
 
 
-def _sweep_generic(
-    report: RecoveryReport,
-    victims: QualificationRunQuerySet,
-    reason: ReasonTemplate,
-    actor: Any,
-) -> None:
-    """Portable sweep: per batch, read the victims, fail them in one UPDATE and bulk-insert
-    their events, all in one transaction that holds the write lock (SQLite IMMEDIATE mode)
-    or row locks (databases with SELECT ... FOR UPDATE)."""
+def _sweep_generic(report: RecoveryReport, victims: QualificationRunQuerySet, actor: Any) -> None:
+    """Portable sweep: per batch, read the victims and the reasons the database wrote, fail
+    them in one UPDATE and bulk-insert their events, all in one transaction that holds the
+    write lock (SQLite IMMEDIATE mode) or row locks (databases with SELECT ... FOR UPDATE)."""
     host, pid = _event_origin()
     actor_id = getattr(actor, "pk", None)
     while True:
@@ -445,22 +533,29 @@ def _sweep_generic(
             if connection.features.has_select_for_update_skip_locked:
                 rows = rows.select_for_update(skip_locked=True, of=("self",))
             batch = [
-                RunSnapshot(*row)
+                RecoveredRun(*row)
                 for row in rows.values_list(
-                    "pk", "status", "completed", "total", "created_at", "heartbeat_at", "last_seen"
+                    "pk",
+                    "status",
+                    "completed",
+                    "total",
+                    "created_at",
+                    "heartbeat_at",
+                    "last_seen",
+                    "reason",
+                    "cause",
                 )[:GENERIC_BATCH_SIZE]
             ]
             if not batch:
                 return
-            reasons = {run.id: reason.render(run.silent_minutes(report.now)) for run in batch}
             by_reason: dict[str, list[int]] = defaultdict(list)
-            for run_id, text in reasons.items():
-                by_reason[text].append(run_id)
+            for run in batch:
+                by_reason[run.reason].append(run.id)
             changed = QualificationRun.objects.filter(
-                pk__in=list(reasons), status__in=ACTIVE_STATUSES
+                pk__in=[run.id for run in batch], status__in=ACTIVE_STATUSES
             ).update(
                 status=RunStatus.FAILED,
-                completed_at=report.now,
+                completed_at=Now(),
                 failure_reason=Case(
                     *(When(pk__in=ids, then=Value(text)) for text, ids in by_reason.items()),
                     default=Value(""),
@@ -471,11 +566,12 @@ def _sweep_generic(
             RecoveryEvent.objects.bulk_create(
                 RecoveryEvent(
                     run_id=run.id,
-                    created_at=report.now,
+                    created_at=Now(),
                     from_status=run.status,
                     to_status=RunStatus.FAILED,
                     source=report.source,
-                    reason=reasons[run.id],
+                    cause=run.cause,
+                    reason=run.reason,
                     completed=run.completed,
                     total=run.total,
                     heartbeat_at=run.heartbeat_at,
@@ -485,18 +581,97 @@ def _sweep_generic(
                 )
                 for run in batch
             )
-        report.recovered += [
-            RecoveredRun(
-                run.id,
-                run.status,
-                run.completed,
-                run.total,
-                run.created_at,
-                run.heartbeat_at,
-                run.last_seen,
-                reasons[run.id],
-            )
-            for run in batch
-        ]
+        report.recovered += batch
         if len(batch) < GENERIC_BATCH_SIZE:
             return
+
+
+def remove_dead_workers() -> int:
+    """Removes the rows of workers that stopped beating or whose process exited on this host
+    (their runs were recovered first). On PostgreSQL a row is kept until the database has been
+    up for a worker timeout, so a worker that could not beat during an outage is not removed."""
+    cutoff = ago(conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
+    dead = Q(last_beat_at__lt=cutoff, database_started__lt=cutoff)
+    exited = workers.exited_worker_ids()
+    if exited:
+        dead |= Q(pk__in=exited)
+    ids = list(
+        Worker.objects.alias(database_started=DatabaseStartedAt())
+        .filter(dead)
+        .exclude(runs__status=RunStatus.PROCESSING)
+        .values_list("pk", flat=True)
+    )
+    if not ids:
+        return 0
+    Worker.objects.filter(pk__in=ids).delete()
+    logger.info("[Recovery] Removed %d dead workers", len(ids))
+    return len(ids)
+
+
+# --- handing runs back --------------------------------------------------------------------------
+
+
+def hand_back_runs(worker: Worker, *, source: str, cause: str) -> list[QualificationRun]:
+    """The runs `worker` was executing go back to the queue: PENDING, a new task, results kept,
+    one event each. A run whose worker already died RECOVERY_MAX_ATTEMPTS times is failed
+    instead, so a prospect that kills its worker every time cannot loop forever.
+
+    Called by a stopping worker (source `shutdown`) and by a supervisor whose executor crashed
+    (source `supervisor`). Each run is one conditional UPDATE under the worker and attempt that
+    own it, in one transaction with its new task (when the queue lives in the database) and its
+    event: a run that completed or was recovered meanwhile is left alone.
+    """
+    handed: list[QualificationRun] = []
+    host, pid = _event_origin()
+    max_attempts = conf.RECOVERY_MAX_ATTEMPTS
+    where = SOURCE_PHRASES[RecoverySource(source)]
+    for run in QualificationRun.objects.filter(worker=worker, status=RunStatus.PROCESSING):
+        owned = QualificationRun.objects.filter(
+            pk=run.pk, status=RunStatus.PROCESSING, worker=worker, attempts=run.attempts
+        )
+        give_up = cause == RecoveryCause.CRASHED and run.attempts >= max_attempts
+        with transaction.atomic():
+            if give_up:
+                reason = (
+                    f"Gave up after {run.attempts} attempts; the worker died each time "
+                    f"(the last time with {run.completed} of {run.total} prospects done) "
+                    f"({where})."
+                )
+                changed = owned.update(
+                    status=RunStatus.FAILED, completed_at=Now(), failure_reason=reason
+                )
+                to_status = RunStatus.FAILED
+            else:
+                reason = (
+                    f"Back in the queue with {run.completed} of {run.total} prospects done "
+                    f"({where})."
+                )
+                changed = owned.update(
+                    status=RunStatus.PENDING, worker=None, queued_at=Now(), task_id=""
+                )
+                to_status = RunStatus.PENDING
+                if changed:
+                    task_id = queue.queue_run(run.pk)
+                    if task_id:
+                        QualificationRun.objects.filter(pk=run.pk).update(task_id=task_id)
+            if not changed:
+                continue
+            RecoveryEvent.objects.create(
+                run_id=run.pk,
+                created_at=Now(),
+                from_status=RunStatus.PROCESSING,
+                to_status=to_status,
+                source=source,
+                cause=cause,
+                reason=reason,
+                completed=run.completed,
+                total=run.total,
+                heartbeat_at=run.heartbeat_at,
+                host=host,
+                pid=pid,
+            )
+        queue.fail_tasks([run.task_id], reason)
+        logger.info("[Recovery] Run %s: %s", run.pk, reason)
+        run.refresh_from_db()
+        handed.append(run)
+    return handed

@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from recovery.models import QualificationRun, RunStatus
+from recovery.models import QualificationRun, RunStatus, Worker
 
 PG_URL = os.environ.get("POSTGRES_CHECK_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -53,7 +53,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def make_run(db: Any) -> Callable[..., QualificationRun]:
-    """Creates a run whose clock fields are given in minutes ago."""
+    """Creates a run whose clock fields are given in minutes ago.
+
+    A PROCESSING run gets a live worker on another host unless `worker_beat_seconds_ago` says
+    otherwise (None: no worker row at all, as if it had been removed); a PENDING run is queued
+    when it was created and has no task (so it is dead once queued longer than the worker
+    timeout) unless `task_id` is given.
+    """
 
     def make(
         status: str = RunStatus.PROCESSING,
@@ -64,6 +70,7 @@ def make_run(db: Any) -> Callable[..., QualificationRun]:
         started_minutes_ago: float | None = None,
         heartbeat_minutes_ago: float | None = None,
         owner: str = "",
+        worker_beat_seconds_ago: float | None = 0,
         **fields: Any,
     ) -> QualificationRun:
         now = timezone.now()
@@ -71,11 +78,14 @@ def make_run(db: Any) -> Callable[..., QualificationRun]:
         def ago(minutes: float | None) -> dt.datetime | None:
             return None if minutes is None else now - dt.timedelta(minutes=minutes)
 
+        if status == RunStatus.PROCESSING and worker_beat_seconds_ago is not None:
+            fields.setdefault("worker", make_worker(beat_seconds_ago=worker_beat_seconds_ago))
         return QualificationRun.objects.create(
             status=status,
             total=total,
             completed=completed,
             created_at=ago(created_minutes_ago),
+            queued_at=ago(created_minutes_ago),
             started_at=ago(started_minutes_ago),
             heartbeat_at=ago(heartbeat_minutes_ago),
             owner=owner,
@@ -83,6 +93,23 @@ def make_run(db: Any) -> Callable[..., QualificationRun]:
         )
 
     return make
+
+
+def make_worker(
+    *, host: str = "worker-host.test", pid: int = 4242, beat_seconds_ago: float = 0
+) -> Worker:
+    """A registered worker on another host (its process is not checked locally)."""
+    beat = timezone.now() - dt.timedelta(seconds=beat_seconds_ago)
+    return Worker.objects.create(host=host, pid=pid, last_beat_at=beat, registered_at=beat)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_worker_identity():
+    """Each test starts as a process that has executed no run yet (no worker, no beat)."""
+    from recovery import workers
+
+    yield
+    workers.release()
 
 
 @pytest.fixture

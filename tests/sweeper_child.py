@@ -25,15 +25,20 @@ START_TIMEOUT_SECONDS = 60.0
 
 
 def seed(*, stuck: int, healthy: int, finished: int) -> dict[str, list[int]]:
-    """Stuck runs of every shape (beat long ago, started and never beat, never started),
-    healthy active runs, and finished runs as old as the stuck ones."""
+    """Stuck runs of every shape (beat long ago, started and never beat, queued without a task),
+    healthy active runs (a live worker; queued just now), and finished runs as old as the stuck
+    ones."""
     from django.utils import timezone
 
-    from recovery.models import QualificationRun, RunStatus
+    from recovery.models import QualificationRun, RunStatus, Worker
 
     now = timezone.now()
     old = now - dt.timedelta(minutes=STUCK_SILENT_MINUTES)
     ancient = now - dt.timedelta(minutes=STUCK_SILENT_MINUTES * 4)
+    # On another host, and beating far into the future: alive for as long as the test runs.
+    live = Worker.objects.create(
+        host="live-host.test", pid=1, last_beat_at=now + dt.timedelta(days=1)
+    )
 
     def stuck_run(index: int) -> QualificationRun:
         shape = index % 3
@@ -57,12 +62,15 @@ def seed(*, stuck: int, healthy: int, finished: int) -> dict[str, list[int]]:
                 owner="dead-host:2",
                 attempts=1,
             )
-        return QualificationRun(status=RunStatus.PENDING, total=10, created_at=old)
+        return QualificationRun(status=RunStatus.PENDING, total=10, created_at=old, queued_at=old)
 
     def healthy_run(index: int) -> QualificationRun:
         if index % 2:
-            return QualificationRun(status=RunStatus.PENDING, total=10, created_at=now)
+            return QualificationRun(
+                status=RunStatus.PENDING, total=10, created_at=now, queued_at=now
+            )
         return QualificationRun(
+            worker=live,
             status=RunStatus.PROCESSING,
             total=10,
             completed=3,

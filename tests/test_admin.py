@@ -19,13 +19,13 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import strip_tags
-from django.utils.text import capfirst
+from django.utils.text import Truncator, capfirst
 
 from recovery import admin as recovery_admin
 from recovery import sweep
 from recovery.admin import QualificationRunAdmin
 from recovery.models import QualificationRun, RecoveryEvent, RecoverySource, RunStatus
-from recovery.sweep import recover_stuck_runs
+from recovery.sweep import recover_stuck_runs, stuck_runs
 
 RUNS_URL = reverse("admin:recovery_qualificationrun_changelist")
 EVENTS_URL = reverse("admin:recovery_recoveryevent_changelist")
@@ -184,7 +184,7 @@ def mixed_runs(make_run) -> dict[str, QualificationRun]:
         "stuck": make_run(created_minutes_ago=20, heartbeat_minutes_ago=6),
         "stuck_pending": make_run(RunStatus.PENDING, created_minutes_ago=8),
         "alive": make_run(created_minutes_ago=20, heartbeat_minutes_ago=1),
-        "fresh_pending": make_run(RunStatus.PENDING, created_minutes_ago=1),
+        "fresh_pending": make_run(RunStatus.PENDING, created_minutes_ago=0.2),
         "old_finished": make_run(
             RunStatus.COMPLETED, created_minutes_ago=3000, heartbeat_minutes_ago=2900
         ),
@@ -196,7 +196,7 @@ def test_stuck_filter_yes_lists_exactly_what_the_sweep_would_recover(operator_cl
     shown = set(listed(operator_client.get(RUNS_URL, {"stuck": "yes"})))
 
     assert shown == {mixed_runs["stuck"].pk, mixed_runs["stuck_pending"].pk}
-    assert shown == set(QualificationRun.objects.stuck(5).values_list("pk", flat=True))
+    assert shown == set(stuck_runs(5).values_list("pk", flat=True))
 
 
 def test_stuck_filter_no_lists_live_and_finished_runs(operator_client, mixed_runs):
@@ -213,7 +213,7 @@ def test_stuck_filter_uses_the_configured_timeout(operator_client, mixed_runs, s
     response = operator_client.get(RUNS_URL, {"stuck": "yes"})
 
     assert listed(response) == [mixed_runs["stuck_pending"].pk]
-    assert "Yes (no sign of life for 7+ min)" in response.text
+    assert "Yes (worker dead, or no progress for 7+ min)" in response.text
 
 
 @pytest.mark.parametrize(
@@ -361,8 +361,8 @@ def test_mark_stuck_fails_only_stuck_runs_and_says_why_others_were_skipped(
     assert messages_of(response) == [
         (
             message_levels.WARNING,
-            "Marked 2 stuck runs as failed; 2 skipped: 1 still showing signs of life "
-            "within 5 min, 1 already finished.",
+            "Marked 2 stuck runs as failed; 2 skipped: 1 still alive (a live worker, progress "
+            "within 5 min), 1 already finished.",
         )
     ]
     assert refreshed(stuck, stuck_pending, alive, finished) == [
@@ -398,8 +398,8 @@ def test_mark_stuck_uses_the_configured_timeout(operator_client, make_run, setti
     assert messages_of(response) == [
         (
             message_levels.WARNING,
-            "Marked 0 stuck runs as failed; 1 skipped: 1 still showing signs of life "
-            "within 10 min.",
+            "Marked 0 stuck runs as failed; 1 skipped: 1 still alive (a live worker, progress "
+            "within 10 min).",
         )
     ]
     assert refreshed(silent_9) == [RunStatus.PROCESSING]
@@ -484,7 +484,7 @@ def test_confirmed_force_fail_fails_live_runs_and_skips_finished_ones(
         (alive.pk, RecoverySource.ADMIN, operator, RunStatus.PROCESSING),
         (pending.pk, RecoverySource.ADMIN, operator, RunStatus.PENDING),
     ]
-    assert events[0].reason.startswith("force-failed by an operator")
+    assert events[0].reason.startswith("Stopped by an operator")
     assert events[0].progress == "2/8"
 
 
@@ -670,7 +670,7 @@ def test_event_list_shows_run_time_transition_source_progress_actor_origin_reaso
         "0/4",
         "operator",
         f"{event.host}/{event.pid}",
-        event.reason,
+        Truncator(event.reason).chars(80),
     ]
     cells = rows(response)[events["command"].pk]
     shown = [text(cells[name]) for name in ("transition", "source", "progress", "actor")]

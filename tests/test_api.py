@@ -309,7 +309,7 @@ def test_a_run_leaves_the_active_list_once_it_is_recovered(api, alice, make_run)
     assert api.get(f"{API}/runs/active").json() == {"count": 0, "results": []}
     detail = api.get(f"{API}/runs/{run.pk}").json()
     assert detail["status"] == "FAILED"
-    assert "no sign of life" in detail["failure_reason"]
+    assert "No progress for" in detail["failure_reason"]
 
 
 # --- GET /runs/<id> and /runs/<id>/results ---------------------------------------------------

@@ -33,9 +33,15 @@ def test_recovers_stuck_runs_and_prints_the_original_log_lines(runs):
 
     assert "[Recovery] Found 3 active run(s) in database:" in output
     assert f"  - {runs['stuck'].pk}: PROCESSING, 5/10, age: 12min" in output
-    assert "[Recovery] Found 2 stuck runs (no sign of life for 5+ minutes)" in output
+    assert (
+        "[Recovery] Found 2 stuck runs (worker gone, exited or silent for 30+ s, no progress "
+        "for 5+ minutes, or queued without a live task)" in output
+    )
     assert "[Recovery] Marked 2 runs as FAILED" in output
-    assert f"  - Run {runs['stuck'].pk}: 5/10 completed (status: PROCESSING → FAILED)" in output
+    assert (
+        f"  - Run {runs['stuck'].pk}: 5/10 completed (status: PROCESSING → FAILED; no progress)"
+        in output
+    )
     assert set(QualificationRun.objects.filter(status="FAILED").values_list("pk", flat=True)) == {
         runs["stuck"].pk,
         runs["pending"].pk,
@@ -48,10 +54,15 @@ def test_no_stuck_runs(db):
 
 
 def test_timeout_option_overrides_the_setting(runs):
-    output = run_command("--timeout", "10")
+    """The timeout is the no-progress backstop; a queued run without a task is dead anyway."""
+    output = run_command("--timeout", "15")
 
-    assert "Found 1 stuck runs (no sign of life for 10+ minutes)" in output
-    assert QualificationRun.objects.get(pk=runs["pending"].pk).status == RunStatus.PENDING
+    assert (
+        "Found 1 stuck runs (worker gone, exited or silent for 30+ s, no progress for 15+ "
+        "minutes, or queued without a live task)" in output
+    )
+    assert QualificationRun.objects.get(pk=runs["stuck"].pk).status == RunStatus.PROCESSING
+    assert QualificationRun.objects.get(pk=runs["pending"].pk).status == RunStatus.FAILED
 
 
 def test_dry_run_says_would_and_changes_nothing(runs):
@@ -99,7 +110,7 @@ def test_force_with_run_fails_a_live_run(runs):
     assert "Marked 1 runs as FAILED" in output
     healthy = QualificationRun.objects.get(pk=runs["healthy"].pk)
     assert healthy.status == RunStatus.FAILED
-    assert healthy.failure_reason.startswith("force-failed by an operator")
+    assert healthy.failure_reason.startswith("Stopped by an operator")
 
 
 def test_verbosity_zero_prints_nothing(runs):

@@ -47,9 +47,12 @@ def test_a_periodic_sweep_recovers_with_source_sweeper_and_says_so(make_run, cap
 
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
-    assert run.failure_reason == "no sign of life for 9 min; recovered by the periodic sweeper"
+    assert run.failure_reason == (
+        "No progress for 9 min; the worker seems stuck on this run "
+        "(recovered by the periodic sweeper)."
+    )
     assert RecoveryEvent.objects.get().source == "sweeper"
-    assert stop.waits == [60, 60]
+    assert stop.waits == [10, 10]
     assert "[Sweeper] Recovered 1 stuck runs" in caplog.messages
 
 

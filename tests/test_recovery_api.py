@@ -217,7 +217,7 @@ def test_post_with_timeout_run_ids_and_force(staff_client, stuck_and_live):
     )
     assert response.status_code == 200, response.content
     assert [run["id"] for run in response.json()["recovered"]] == [live.pk]
-    assert "force-failed" in response.json()["recovered"][0]["reason"]
+    assert "Stopped by an operator" in response.json()["recovered"][0]["reason"]
     stuck.refresh_from_db()
     assert stuck.status == RunStatus.PROCESSING
 

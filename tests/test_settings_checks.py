@@ -102,6 +102,10 @@ def test_the_project_defaults_pass_the_checks():
         ("RECOVERY_HEARTBEAT_SECONDS", "0", "recovery.E003"),
         ("RECOVERY_SWEEP_INTERVAL_SECONDS", "-1", "recovery.E005"),
         ("RECOVERY_SWEEP_INTERVAL_SECONDS", "hourly", "recovery.E005"),
+        ("RECOVERY_WORKER_TIMEOUT_SECONDS", "0", "recovery.E006"),
+        ("RECOVERY_WORKER_TIMEOUT_SECONDS", "\u0663\u0660", "recovery.E006"),
+        ("RECOVERY_SHUTDOWN_GRACE_SECONDS", "soon", "recovery.E008"),
+        ("RECOVERY_MAX_ATTEMPTS", "0", "recovery.E009"),
     ],
 )
 def test_a_bad_value_is_one_error_naming_the_setting_and_value_with_a_hint(name, value, check_id):
@@ -128,7 +132,11 @@ def test_every_bad_setting_is_reported_at_once():
 
 
 def test_a_heartbeat_slower_than_half_the_timeout_is_an_error():
-    with override_settings(STUCK_RUN_TIMEOUT_MINUTES="1", RECOVERY_HEARTBEAT_SECONDS="31"):
+    with override_settings(
+        STUCK_RUN_TIMEOUT_MINUTES="1",
+        RECOVERY_HEARTBEAT_SECONDS="31",
+        RECOVERY_WORKER_TIMEOUT_SECONDS="93",
+    ):
         errors = check_recovery_settings()
     assert [error.id for error in errors] == ["recovery.E004"]
     assert "RECOVERY_HEARTBEAT_SECONDS (31)" in errors[0].msg
@@ -136,8 +144,27 @@ def test_a_heartbeat_slower_than_half_the_timeout_is_an_error():
 
 
 def test_a_heartbeat_of_exactly_half_the_timeout_is_allowed():
-    with override_settings(STUCK_RUN_TIMEOUT_MINUTES="1", RECOVERY_HEARTBEAT_SECONDS="30"):
+    with override_settings(
+        STUCK_RUN_TIMEOUT_MINUTES="1",
+        RECOVERY_HEARTBEAT_SECONDS="30",
+        RECOVERY_WORKER_TIMEOUT_SECONDS="90",
+    ):
         assert check_recovery_settings() == []
+
+
+def test_the_worker_timeout_must_cover_three_heartbeats():
+    with override_settings(RECOVERY_HEARTBEAT_SECONDS="10", RECOVERY_WORKER_TIMEOUT_SECONDS="29"):
+        errors = check_recovery_settings()
+    assert [error.id for error in errors] == ["recovery.E007"]
+    assert "RECOVERY_WORKER_TIMEOUT_SECONDS (29)" in errors[0].msg
+    with override_settings(RECOVERY_HEARTBEAT_SECONDS="10", RECOVERY_WORKER_TIMEOUT_SECONDS="30"):
+        assert check_recovery_settings() == []
+
+
+def test_the_run_task_must_be_a_dotted_path():
+    with override_settings(RECOVERY_RUN_TASK="not a path"):
+        errors = check_recovery_settings()
+    assert [error.id for error in errors] == ["recovery.E010"]
 
 
 def test_the_check_is_registered_so_django_runs_it_for_every_command(db):

@@ -60,41 +60,16 @@ def test_runserver_help_is_not_a_server_and_prints_nothing(capsys):
 # --- db_worker -------------------------------------------------------------------------------
 
 
-@override_settings(DEBUG=False)
-def test_db_worker_without_debug_does_not_reload_and_recovers():
-    assert role("manage.py", "db_worker") == "db_worker"
-
-
-@override_settings(DEBUG=True)
-def test_db_worker_with_debug_reloads_so_only_its_child_recovers():
-    assert role("manage.py", "db_worker") is None
-    assert role("manage.py", "db_worker", **RELOADER_CHILD) == "db_worker"
-
-
-@override_settings(DEBUG=True)
-def test_db_worker_no_reload_recovers_even_with_debug():
-    assert role("manage.py", "db_worker", "--no-reload") == "db_worker"
-
-
-@override_settings(DEBUG=False)
-def test_db_worker_reload_flag_reloads_even_without_debug():
-    assert role("manage.py", "db_worker", "--reload") is None
-    assert role("manage.py", "db_worker", "--reload", **RELOADER_CHILD) == "db_worker"
-
-
-@override_settings(DEBUG=False)
-def test_db_worker_last_of_reload_and_no_reload_wins_as_in_the_command():
-    assert role("manage.py", "db_worker", "--reload", "--no-reload") == "db_worker"
-    assert role("manage.py", "db_worker", "--no-reload", "--reload") is None
-
-
-@override_settings(DEBUG=True)
-def test_db_worker_batch_turns_the_reloader_off_so_it_recovers_itself():
-    assert role("manage.py", "db_worker", "--batch") == "db_worker"
-
-
-def test_db_worker_with_bad_arguments_is_not_a_server():
-    assert role("manage.py", "db_worker", "--interval", "-1", "--no-reload") is None
+@pytest.mark.parametrize(
+    "args",
+    [(), ("--no-reload",), ("--reload",), ("--batch",), ("--executor-of", "3", "--no-reload")],
+)
+@pytest.mark.parametrize("reloader_child", [False, True])
+def test_db_worker_never_sweeps_from_the_hook_its_supervisor_does(args, reloader_child):
+    """The supervisor sweeps before it takes work (recovery.supervisor); its executor child,
+    which runs the same command, must not sweep at all."""
+    env = RELOADER_CHILD if reloader_child else {}
+    assert role("manage.py", "db_worker", *args, **env) is None
 
 
 # --- servers launched by their own program ---------------------------------------------------
@@ -196,11 +171,29 @@ def test_scheduled_at_most_once_per_process(monkeypatch, outside_pytest):
     assert outside_pytest == {"threads": ["runserver"], "fork_hooks": []}
 
 
-def test_not_scheduled_when_switched_off(monkeypatch, outside_pytest):
+def test_startup_recovery_off_still_sweeps_periodically(monkeypatch, outside_pytest):
+    """RECOVERY_ON_STARTUP and RECOVERY_SWEEP_INTERVAL_SECONDS are independent switches."""
     monkeypatch.setattr(sys, "argv", ["manage.py", "runserver", "--noreload"])
     with override_settings(RECOVERY_ON_STARTUP="false"):
         startup.schedule_startup_recovery()
+    assert outside_pytest == {"threads": ["runserver"], "fork_hooks": []}
+
+
+def test_not_scheduled_when_both_switched_off(monkeypatch, outside_pytest):
+    monkeypatch.setattr(sys, "argv", ["manage.py", "runserver", "--noreload"])
+    with override_settings(RECOVERY_ON_STARTUP="false", RECOVERY_SWEEP_INTERVAL_SECONDS="0"):
+        startup.schedule_startup_recovery()
     assert outside_pytest == {"threads": [], "fork_hooks": []}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_startup_recovery_off_the_thread_only_sweeps_periodically(monkeypatch, make_run):
+    calls: list[str] = []
+    monkeypatch.setattr(startup, "run_startup_recovery", lambda role: calls.append("startup"))
+    monkeypatch.setattr(startup, "run_periodic_sweeps", lambda: calls.append("periodic"))
+    with override_settings(RECOVERY_ON_STARTUP="false"):
+        startup._thread_main("runserver")
+    assert calls == ["periodic"]
 
 
 def test_gunicorn_preload_master_never_sweeps_but_closes_connections_before_forking(
@@ -222,7 +215,7 @@ def test_gunicorn_preload_master_still_closes_connections_when_switched_off(
     from django.db import connections
 
     monkeypatch.setattr(sys, "argv", ["/srv/.venv/bin/gunicorn", "--preload", "qualifier.wsgi"])
-    with override_settings(RECOVERY_ON_STARTUP="false"):
+    with override_settings(RECOVERY_ON_STARTUP="false", RECOVERY_SWEEP_INTERVAL_SECONDS="0"):
         startup.schedule_startup_recovery()
     assert outside_pytest == {"threads": [], "fork_hooks": [{"before": connections.close_all}]}
 
@@ -280,9 +273,10 @@ def test_startup_recovery_fails_stuck_runs_with_source_startup_and_logs_like_the
         caplog.messages
     )
     assert caplog.messages[-4:] == [
-        "[Recovery] Found 1 stuck runs (no sign of life for 5+ minutes)",
+        "[Recovery] Found 1 stuck runs (worker gone, exited or silent for 30+ s, no progress "
+        "for 5+ minutes, or queued without a live task)",
         "[Recovery] Marked 1 runs as FAILED",
-        f"  - Run {stuck.pk}: 5/10 completed (status: PROCESSING → FAILED)",
+        f"  - Run {stuck.pk}: 5/10 completed (status: PROCESSING → FAILED; no progress)",
         "[Startup] Recovered 1 stuck runs",
     ]
 
@@ -372,6 +366,7 @@ def test_the_hook_returns_at_once_and_sweeps_on_a_daemon_thread(monkeypatch):
         release.wait(10)
 
     monkeypatch.setattr(startup, "run_startup_recovery", slow_sweep)
+    monkeypatch.setattr(startup, "run_periodic_sweeps", lambda: None)
     joins: list[tuple] = []
     monkeypatch.setattr(startup.atexit, "register", lambda *args: joins.append(args))
     startup._start_thread("runserver")
@@ -402,6 +397,7 @@ def test_startup_sweep_gives_up_on_a_locked_table_after_its_statement_timeout(
 
     run = make_run(created_minutes_ago=12, heartbeat_minutes_ago=12)
     monkeypatch.setattr("recovery.sweep.STARTUP_STATEMENT_TIMEOUT_MS", 300)
+    monkeypatch.setattr(startup, "run_periodic_sweeps", lambda: None)
     db = connection.settings_dict
     with (
         psycopg.connect(

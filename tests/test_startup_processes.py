@@ -64,8 +64,8 @@ def seed_stuck_runs(url: str, count: int = 1) -> list[int]:
         execute(
             url,
             "INSERT INTO recovery_qualificationrun (status, total, completed, criteria,"
-            " created_at, started_at, heartbeat_at, failure_reason, attempts, owner)"
-            " VALUES ('PROCESSING', 10, 5, '{}', %s, %s, %s, '', 1, 'gone-host:1')"
+            " created_at, started_at, heartbeat_at, failure_reason, attempts, owner, task_id)"
+            " VALUES ('PROCESSING', 10, 5, '{}', %s, %s, %s, '', 1, 'gone-host:1', '')"
             " RETURNING id",
             [when, when, when],
         )[0][0]
@@ -190,9 +190,10 @@ def assert_original_log_lines(output: str, run_id: int) -> None:
         CHECKING,
         "[Recovery] Found 1 active run(s) in database:",
         f"  - {run_id}: PROCESSING, 5/10, age: 12min, last heartbeat 12min ago",
-        "[Recovery] Found 1 stuck runs (no sign of life for 5+ minutes)",
+        "[Recovery] Found 1 stuck runs (worker gone, exited or silent for 30+ s, no progress "
+        "for 5+ minutes, or queued without a live task)",
         "[Recovery] Marked 1 runs as FAILED",
-        f"  - Run {run_id}: 5/10 completed (status: PROCESSING → FAILED)",
+        f"  - Run {run_id}: 5/10 completed (status: PROCESSING → FAILED; worker gone)",
         "[Startup] Recovered 1 stuck runs",
     ]
     # The server's own output shares the log and may come between these lines.

@@ -27,7 +27,7 @@ def test_case_1_no_stuck_runs(db, caplog):
     assert report.recovered == []
     assert recovery_log(caplog) == [
         "[Recovery] Found 0 active run(s) in database:",
-        "[Recovery] No stuck runs found (no sign of life for 5+ minutes)",
+        "[Recovery] No stuck runs found (worker gone, exited or silent for 30+ s, no progress for 5+ minutes, or queued without a live task)",
     ]
 
 
@@ -44,9 +44,9 @@ def test_case_2_a_stuck_run_is_found_and_failed(make_run, caplog):
     assert recovery_log(caplog) == [
         "[Recovery] Found 1 active run(s) in database:",
         f"  - {run.pk}: PROCESSING, 0/1, age: 10min, no heartbeat yet",
-        "[Recovery] Found 1 stuck runs (no sign of life for 5+ minutes)",
+        "[Recovery] Found 1 stuck runs (worker gone, exited or silent for 30+ s, no progress for 5+ minutes, or queued without a live task)",
         "[Recovery] Marked 1 runs as FAILED",
-        f"  - Run {run.pk}: 0/1 completed (status: PROCESSING → FAILED)",
+        f"  - Run {run.pk}: 0/1 completed (status: PROCESSING → FAILED; no progress)",
     ]
 
 
@@ -59,7 +59,7 @@ def test_case_3_a_recent_run_is_left_alone(make_run, caplog):
     run.refresh_from_db()
     assert run.status == RunStatus.PROCESSING
     assert recovery_log(caplog)[-1] == (
-        "[Recovery] No stuck runs found (no sign of life for 5+ minutes)"
+        "[Recovery] No stuck runs found (worker gone, exited or silent for 30+ s, no progress for 5+ minutes, or queued without a live task)"
     )
 
 
@@ -86,14 +86,94 @@ def test_a_run_that_never_beat_is_judged_by_its_start(make_run):
     started_long_ago = make_run(created_minutes_ago=60, started_minutes_ago=7)
 
     assert list(stuck_runs(5)) == [started_long_ago]
-    assert started_late.is_stuck(5) is False
+    assert started_late not in stuck_runs(5)
 
 
-def test_a_pending_run_is_judged_by_its_creation(make_run):
-    old = make_run(RunStatus.PENDING, created_minutes_ago=6)
-    make_run(RunStatus.PENDING, created_minutes_ago=1)
+def test_a_pending_run_is_dead_only_without_a_live_task(make_run):
+    """A run waiting in the queue is waiting, however long; one with no task behind it is not."""
+    from qualifier.tasks import execute_run
 
-    assert list(stuck_runs(5)) == [old]
+    queued_long = make_run(RunStatus.PENDING, created_minutes_ago=600)
+    queued_long.task_id = str(execute_run.enqueue(queued_long.pk).id)
+    queued_long.save(update_fields=["task_id"])
+    no_task = make_run(RunStatus.PENDING, created_minutes_ago=1)
+    make_run(RunStatus.PENDING, created_minutes_ago=0)  # just queued: its task may come
+
+    dead = stuck_runs(5)
+    assert list(dead) == [no_task]
+    assert dead.get().cause == "no_task"
+
+
+def test_a_pending_run_whose_task_finished_or_vanished_is_dead(make_run):
+    from django_tasks_db.models import DBTaskResult
+
+    from qualifier.tasks import execute_run
+
+    finished = make_run(RunStatus.PENDING, created_minutes_ago=2)
+    finished.task_id = str(execute_run.enqueue(finished.pk).id)
+    finished.save(update_fields=["task_id"])
+    DBTaskResult.objects.filter(id=finished.task_id).update(status="SUCCESSFUL")
+    vanished = make_run(
+        RunStatus.PENDING, created_minutes_ago=2, task_id="0c9d8e0b-6d4c-4d0f-9d8e-1a2b3c4d5e6f"
+    )
+
+    assert set(stuck_runs(5)) == {finished, vanished}
+
+
+def test_a_processing_run_is_dead_when_its_worker_is_gone_or_silent(make_run):
+    alive = make_run(started_minutes_ago=1, worker_beat_seconds_ago=5)
+    silent = make_run(started_minutes_ago=1, worker_beat_seconds_ago=45)
+    gone = make_run(started_minutes_ago=1, worker_beat_seconds_ago=None)
+
+    causes = dict(stuck_runs(5).values_list("pk", "cause"))
+    assert causes == {silent.pk: "worker_silent", gone.pk: "worker_gone"}
+    assert alive.pk not in causes
+
+
+def test_the_worker_timeout_comes_from_the_setting(make_run):
+    run = make_run(started_minutes_ago=1, worker_beat_seconds_ago=45)
+
+    with override_settings(RECOVERY_WORKER_TIMEOUT_SECONDS="60"):
+        assert run not in stuck_runs(5)
+    assert run in stuck_runs(5)
+
+
+def test_a_worker_on_this_host_whose_process_exited_is_dead_at_once(make_run):
+    """No timeout to wait for: this host can tell that the pid is gone, or reused."""
+    import socket
+    import subprocess
+    import sys
+
+    from recovery.workers import process_started_at
+
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    exited_pid = int(finished.stdout)
+    here = socket.gethostname()
+    exited = make_run(started_minutes_ago=0.1)
+    exited.worker.host, exited.worker.pid = here, exited_pid
+    exited.worker.save()
+    reused = make_run(started_minutes_ago=0.1)
+    reused.worker.host, reused.worker.pid = here, os_getpid()
+    reused.worker.process_started_at = process_started_at(os_getpid()).replace(year=2001)
+    reused.worker.save()
+    me = make_run(started_minutes_ago=0.1)
+    me.worker.host, me.worker.pid = here, os_getpid()
+    me.worker.process_started_at = process_started_at(os_getpid())
+    me.worker.save()
+
+    causes = dict(stuck_runs(5).values_list("pk", "cause"))
+    assert causes == {exited.pk: "process_gone", reused.pk: "process_gone"}
+
+
+def os_getpid() -> int:
+    import os
+
+    return os.getpid()
 
 
 @pytest.mark.parametrize("status", [RunStatus.COMPLETED, RunStatus.FAILED])
@@ -131,7 +211,9 @@ def test_recovery_keeps_progress_and_writes_reason_and_one_event(make_run):
     assert run.status == RunStatus.FAILED
     assert run.completed == 5 and run.total == 10
     assert run.owner == "dead-host:99"
-    assert run.failure_reason == "no sign of life for 12 min; recovered at server start"
+    assert run.failure_reason == (
+        "No progress for 12 min; the worker seems stuck on this run (recovered at server start)."
+    )
     event = RecoveryEvent.objects.get()
     assert event.run_id == run.pk
     assert (event.from_status, event.to_status) == ("PROCESSING", "FAILED")
@@ -165,7 +247,7 @@ def test_the_actor_is_recorded_in_event_and_reason(make_run):
 
     event = RecoveryEvent.objects.get()
     assert event.actor == admin
-    assert event.reason.endswith("recovered from the admin by alice")
+    assert event.reason.endswith("recovered from the admin by alice).")
 
 
 def test_a_second_sweep_recovers_nothing_more(make_run):
@@ -210,7 +292,7 @@ def test_force_fails_a_named_active_run_before_the_timeout(make_run):
     assert [r.id for r in report.recovered] == [fresh.pk]
     fresh.refresh_from_db()
     assert fresh.status == RunStatus.FAILED
-    assert fresh.failure_reason.startswith("force-failed by an operator")
+    assert fresh.failure_reason.startswith("Stopped by an operator")
     assert QualificationRun.objects.get(pk=done.pk).status == RunStatus.COMPLETED
 
 
@@ -282,4 +364,4 @@ def test_an_event_outlives_its_actor(make_run):
 
     event = RecoveryEvent.objects.get()
     assert event.actor is None
-    assert event.reason.endswith("by bob")
+    assert event.reason.endswith("by bob).")

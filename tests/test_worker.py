@@ -1,10 +1,10 @@
 """The worker's side of the run lifecycle, in-process: start, batches of results with progress,
-heartbeats, completion, failure, errors on single prospects, and fencing after a recovery."""
+completion, failure, errors on single prospects, stopping and handing back, database outages,
+fencing after a recovery, and the worker's beat thread."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -13,21 +13,22 @@ from django.db import DatabaseError, connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from qualifier import execution
 from qualifier.criteria import Criteria
 from qualifier.execution import execute
 from qualifier.models import Outcome, Prospect, ProspectResult
 from qualifier.prospects import ProspectData
 from qualifier.runs import create_run
 from qualifier.scoring import Score
+from recovery import workers
+from recovery.exceptions import WorkerStopping
 from recovery.models import (
     QualificationRun,
     RecoveryEvent,
     RecoverySource,
     RunStatus,
-    current_owner,
+    Worker,
 )
-from recovery.sweep import recover_stuck_runs
+from recovery.sweep import hand_back_runs, recover_stuck_runs
 from tests.helpers import DUMMY, IMMEDIATE
 
 CRITERIA = Criteria(
@@ -74,6 +75,15 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15) -> None:
         time.sleep(0.02)
 
 
+@pytest.fixture(autouse=True)
+def this_worker(request):
+    """The worker row this process executes for (a supervised executor's, in real life)."""
+    request.getfixturevalue("db")  # or the transactional database the test's marker asks for
+    worker = workers.register()
+    workers.set_current(worker)
+    return worker
+
+
 def force_recover(run: QualificationRun) -> None:
     report = recover_stuck_runs(source=RecoverySource.COMMAND, run_ids=[run.pk], force=True)
     assert report.recovered_count == 1
@@ -89,7 +99,7 @@ def test_a_run_is_started_by_this_process_scored_and_completed():
     run.refresh_from_db()
     assert summary.outcome == "completed"
     assert (run.status, run.completed, run.total, run.attempts) == (RunStatus.COMPLETED, 5, 5, 1)
-    assert run.owner == current_owner()
+    assert run.worker == workers.current()
     assert run.started_at <= run.heartbeat_at <= run.completed_at
     outcomes = list(
         ProspectResult.objects.filter(run=run)
@@ -209,6 +219,7 @@ def test_fast_prospects_cost_the_same_queries_however_many_there_are():
     assert len(small) == len(large)
     assert large.count("INSERT") == 1
     assert large.count("UPDATE") == 3  # start, the batch's beat, complete
+    assert large.count("SELECT") == small.count("SELECT")
 
 
 @pytest.mark.django_db
@@ -270,7 +281,7 @@ def test_an_unexpected_error_fails_the_run_with_the_reason_and_keeps_finished_ba
     def failing_bulk_create(objs, *args, **kwargs):
         batches.append(len(objs))
         if len(batches) == 2:
-            raise DatabaseError("disk full")
+            raise ValueError("a result the model refuses")
         return real_bulk_create(objs, *args, **kwargs)
 
     monkeypatch.setattr(ProspectResult.objects, "bulk_create", failing_bulk_create)
@@ -279,8 +290,41 @@ def test_an_unexpected_error_fails_the_run_with_the_reason_and_keeps_finished_ba
     run.refresh_from_db()
     assert summary.outcome == "failed"
     assert (run.status, run.completed) == (RunStatus.FAILED, 2)
-    assert run.failure_reason == "unexpected error: DatabaseError: disk full"
+    assert run.failure_reason == "unexpected error: ValueError: a result the model refuses"
     assert ProspectResult.objects.filter(run=run).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)  # the outage closes the connection, as a real one does
+def test_a_database_outage_while_writing_a_batch_is_waited_out_not_failed(monkeypatch, caplog):
+    """A brief blip must not fail the run: the batch is kept and written once it is back."""
+    caplog.set_level(logging.WARNING, logger="recovery")
+    real_bulk_create = ProspectResult.objects.bulk_create
+    calls: list[int] = []
+
+    def flaky_bulk_create(objs, *args, **kwargs):
+        calls.append(len(objs))
+        if len(calls) in (2, 3, 4):
+            raise DatabaseError("server closed the connection unexpectedly")
+        return real_bulk_create(objs, *args, **kwargs)
+
+    monkeypatch.setattr(ProspectResult.objects, "bulk_create", flaky_bulk_create)
+    monkeypatch.setattr(workers.Outage, "failed", lambda self, exc: _first_failure(self, exc))
+    run = make_pending_run(5)
+    summary = execute(run.pk, scorer=CountingScorer(), batch_size=2)
+    run.refresh_from_db()
+    assert (summary.outcome, run.status, run.completed) == ("completed", RunStatus.COMPLETED, 5)
+    assert ProspectResult.objects.filter(run=run).count() == 5
+    outage_lines = [r.getMessage() for r in caplog.records if "Database" in r.getMessage()]
+    assert len(outage_lines) == 2, outage_lines  # one when it went away, one when it was back
+    assert "unavailable" in outage_lines[0] and "is back" in outage_lines[1]
+
+
+_real_failed = workers.Outage.failed
+
+
+def _first_failure(outage: workers.Outage, exc: BaseException) -> float:
+    _real_failed(outage, exc)
+    return 0.01
 
 
 @pytest.mark.django_db
@@ -295,7 +339,64 @@ def test_criteria_that_cannot_be_read_fail_the_run_before_any_scoring():
 
 
 @pytest.mark.django_db
-def test_a_stopped_worker_fails_its_run_and_keeps_its_results():
+def test_a_stop_request_writes_the_batch_in_hand_and_the_run_is_handed_back(this_worker):
+    def stop_after_third(call: int, prospect: ProspectData) -> None:
+        if call == 3:
+            workers.stop_requested.set()
+
+    run = make_pending_run(6)
+    with pytest.raises(WorkerStopping):
+        execute(run.pk, scorer=CountingScorer(stop_after_third), batch_size=10)
+    run.refresh_from_db()
+    # The third prospect was scored and its batch written; nothing after it was scored.
+    assert (run.status, run.completed) == (RunStatus.PROCESSING, 3)
+    assert ProspectResult.objects.filter(run=run).count() == 3
+
+    with override_settings(TASKS=DUMMY):
+        handed = hand_back_runs(this_worker, source=RecoverySource.SHUTDOWN, cause="shutdown")
+    assert [r.pk for r in handed] == [run.pk]
+    run.refresh_from_db()
+    assert (run.status, run.completed, run.worker_id) == (RunStatus.PENDING, 3, None)
+    event = RecoveryEvent.objects.get(run=run)
+    assert (event.source, event.cause, event.to_status) == ("shutdown", "shutdown", "PENDING")
+    assert event.reason.startswith("Back in the queue with 3 of 6 prospects done")
+
+    workers.stop_requested.clear()
+    scorer = CountingScorer()
+    summary = execute(run.pk, scorer=scorer)
+    run.refresh_from_db()
+    assert (summary.outcome, run.status, run.completed, run.attempts) == (
+        "completed",
+        RunStatus.COMPLETED,
+        6,
+        2,
+    )
+    assert scorer.calls == 3  # only the prospects without a result
+    assert ProspectResult.objects.filter(run=run).count() == 6
+
+
+@pytest.mark.django_db
+@override_settings(RECOVERY_MAX_ATTEMPTS="2")
+def test_a_run_whose_worker_keeps_crashing_is_failed_after_the_max_attempts(this_worker):
+    run = make_pending_run(4)
+    for attempt in (1, 2):
+        assert QualificationRun.objects.get(pk=run.pk).start(this_worker)
+        QualificationRun.objects.filter(pk=run.pk).update(completed=attempt)
+        with override_settings(TASKS=DUMMY):
+            hand_back_runs(this_worker, source=RecoverySource.SUPERVISOR, cause="crashed")
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.failure_reason.startswith(
+        "Gave up after 2 attempts; the worker died each time (the last time with 2 of 4"
+    )
+    assert list(RecoveryEvent.objects.filter(run=run).values_list("to_status", flat=True)) == [
+        RunStatus.FAILED,
+        RunStatus.PENDING,
+    ]
+
+
+@pytest.mark.django_db
+def test_an_interrupted_process_leaves_its_run_to_the_supervisor_with_its_results():
     def interrupt(call: int, prospect: ProspectData) -> None:
         if call == 3:
             raise KeyboardInterrupt
@@ -304,8 +405,7 @@ def test_a_stopped_worker_fails_its_run_and_keeps_its_results():
     with pytest.raises(KeyboardInterrupt):
         execute(run.pk, scorer=CountingScorer(interrupt), batch_size=2)
     run.refresh_from_db()
-    assert (run.status, run.completed) == (RunStatus.FAILED, 2)
-    assert run.failure_reason == "the worker was stopped (KeyboardInterrupt)"
+    assert (run.status, run.completed) == (RunStatus.PROCESSING, 2)
     assert ProspectResult.objects.filter(run=run).count() == 2
 
 
@@ -325,7 +425,7 @@ def test_a_recovered_run_rolls_back_the_batch_in_progress_and_the_worker_stops()
     assert summary.outcome == "fenced"
     assert scorer.calls == 6  # stopped at the beat that closes the batch of prospects 5-6
     assert (run.status, run.completed) == (RunStatus.FAILED, 4)
-    assert run.failure_reason.startswith("force-failed by an operator")
+    assert run.failure_reason.startswith("Stopped by an operator")
     assert ProspectResult.objects.filter(run=run).count() == 4
     event = RecoveryEvent.objects.get(run=run)
     assert (event.from_status, event.completed) == (RunStatus.PROCESSING, 4)
@@ -344,72 +444,52 @@ def test_a_run_recovered_during_its_last_batch_is_not_completed():
     assert not ProspectResult.objects.filter(run=run).exists()
 
 
-# --- the heartbeat thread (real threads: the data must be committed) ---------------------------
-
-
-def heartbeat_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("heartbeat-run-")]
+# --- the worker's beat thread (real threads: the data must be committed) ------------------------
 
 
 @pytest.mark.django_db(transaction=True)
-@override_settings(RECOVERY_HEARTBEAT_SECONDS="1")
-def test_a_slow_prospect_keeps_the_run_beating(caplog):
-    caplog.set_level(logging.DEBUG, logger="qualifier")
-    beats_during_slow_prospect: list[int] = []
-
-    def slow_first(call: int, prospect: ProspectData) -> None:
-        if call == 1:
-            wait_for(lambda: caplog.text.count("heartbeat from the heartbeat thread") >= 2)
-            beats_during_slow_prospect.append(caplog.text.count("heartbeat from the heartbeat"))
-
-    run = make_pending_run(3)
-    started = QualificationRun.objects.get(pk=run.pk).created_at
-    summary = execute(run.pk, scorer=CountingScorer(slow_first))
-    run.refresh_from_db()
-    assert beats_during_slow_prospect and beats_during_slow_prospect[0] >= 2
-    assert summary.heartbeats >= 2
-    assert (summary.outcome, run.status, run.completed) == ("completed", RunStatus.COMPLETED, 3)
-    assert run.heartbeat_at > started
-    assert heartbeat_threads() == []  # the thread ended with the run
-
-
-@pytest.mark.django_db(transaction=True)
-@override_settings(RECOVERY_HEARTBEAT_SECONDS="1")
-def test_a_recovery_during_a_slow_prospect_stops_the_worker_at_its_next_heartbeat(caplog):
-    def recover_then_stall(call: int, prospect: ProspectData) -> None:
-        if call == 1:
-            force_recover(run)
-            wait_for(lambda: "heartbeat refused" in caplog.text)
-
-    run = make_pending_run(4)
-    scorer = CountingScorer(recover_then_stall)
-    summary = execute(run.pk, scorer=scorer)
-    run.refresh_from_db()
-    assert summary.outcome == "fenced"
-    assert scorer.calls == 1  # nothing scored after the refused heartbeat
-    assert (run.status, run.completed) == (RunStatus.FAILED, 0)
-    assert not ProspectResult.objects.filter(run=run).exists()
-    assert heartbeat_threads() == []
-
-
-@pytest.mark.django_db(transaction=True)
-def test_the_heartbeat_thread_retries_after_a_database_error(monkeypatch, caplog):
-    run = make_pending_run(1)
-    assert QualificationRun.objects.get(pk=run.pk).start("me:1")
-    run.refresh_from_db()
+def test_the_beat_thread_beats_on_the_database_clock_and_retries_after_a_database_error(
+    monkeypatch, caplog, this_worker
+):
+    first = Worker.objects.get(pk=this_worker.pk).last_beat_at
     calls: list[int] = []
-    real_beat = QualificationRun.beat
+    real_beat = workers.beat
 
-    def flaky_beat(self, **kwargs):
+    def flaky_beat(worker):
         calls.append(1)
         if len(calls) == 1:
             raise DatabaseError("connection lost")
-        return real_beat(self, **kwargs)
+        return real_beat(worker)
 
-    monkeypatch.setattr(QualificationRun, "beat", flaky_beat)
-    monkeypatch.setattr(execution, "HEARTBEAT_RETRY_SECONDS", 0.05)
-    heartbeat = execution.Heartbeat(run, interval=0.1)
-    with heartbeat:
-        wait_for(lambda: heartbeat.beats >= 1)
-    assert "heartbeat failed, retrying: connection lost" in caplog.text
-    assert not heartbeat.lost.is_set()
+    monkeypatch.setattr(workers, "beat", flaky_beat)
+    monkeypatch.setattr(workers, "MAX_BACKOFF_SECONDS", 0.05)
+    beat = workers.Beat(this_worker, interval=0.1).start()
+    try:
+        wait_for(lambda: len(calls) >= 3)
+    finally:
+        beat.stop()
+    assert "Database unavailable, retrying until it is back: connection lost" in caplog.text
+    assert not beat.lost.is_set()
+    assert Worker.objects.get(pk=this_worker.pk).last_beat_at > first
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_beat_thread_notices_that_a_sweep_removed_its_worker(this_worker, caplog):
+    beat = workers.Beat(this_worker, interval=0.05).start()
+    Worker.objects.filter(pk=this_worker.pk).delete()
+    try:
+        wait_for(beat.lost.is_set)
+    finally:
+        beat.stop()
+    assert "was found dead by a sweep" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_supervised_executor_whose_worker_is_gone_stops_instead_of_registering(this_worker):
+    run = make_pending_run(2)
+    workers.set_current(this_worker, supervised=True)
+    Worker.objects.filter(pk=this_worker.pk).delete()
+    with pytest.raises(WorkerStopping):
+        execute(run.pk, scorer=CountingScorer())
+    assert workers.stop_requested.is_set()
+    assert QualificationRun.objects.get(pk=run.pk).status == RunStatus.PENDING

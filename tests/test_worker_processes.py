@@ -1,15 +1,17 @@
 """Real `manage.py db_worker` processes: a run completes; a worker killed with SIGKILL mid-run
-leaves a PROCESSING run that keeps its results, which the recover_stuck_runs command or a
-restarted worker's startup recovery then fails, keeping the results."""
+(supervisor and executor, as when a machine dies) leaves a PROCESSING run that keeps its
+results, which the recover_stuck_runs command or a restarted worker's startup recovery then
+fails at once (the dead process was on this host), keeping the results."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -71,18 +73,6 @@ def create_run(url: str, count: int) -> int:
     return int(out.split("RUN", 1)[1].split()[0])
 
 
-def make_silent(url: str, run_id: int, minutes: int) -> None:
-    shell(
-        url,
-        "import datetime as dt\n"
-        "from django.utils import timezone\n"
-        "from recovery.models import QualificationRun\n"
-        f"ago = timezone.now() - dt.timedelta(minutes={minutes})\n"
-        f"QualificationRun.objects.filter(pk={run_id}).update("
-        "created_at=ago, started_at=ago, heartbeat_at=ago)\n",
-    )
-
-
 def start_worker(url: str, log: Path, **env: str) -> Process:
     settings = {"QUALIFIER_SCORING_DELAY_MS": DELAY_MS, "RECOVERY_HEARTBEAT_SECONDS": "1", **env}
     return Process(
@@ -108,14 +98,36 @@ def wait_until(check: Callable[[], bool], what: str, worker: Process, timeout: f
         time.sleep(0.1)
 
 
+def children(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (the supervisor's executor)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def kill_worker(worker: Process) -> None:
+    """SIGKILL to the supervisor and its executor at once: nothing gets to clean up."""
+    executors = children(worker.popen.pid)
+    worker.kill(signal.SIGKILL)
+    for pid in executors:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    worker.popen.wait(10)
+
+
 def kill_mid_run(url: str, tmp_path: Path, total: int = 80) -> tuple[int, int]:
     """Starts a worker on a new run, SIGKILLs it once results exist; returns (run, results)."""
     run_id = create_run(url, total)
     worker = start_worker(url, tmp_path / "killed-worker.log")
     try:
         wait_until(lambda: run_state(url, run_id)[1] >= 10, "the first batches", worker)
-        worker.kill(signal.SIGKILL)
-        worker.popen.wait(10)
+        kill_worker(worker)
     finally:
         worker.stop()
     status, completed, results = run_state(url, run_id)
@@ -141,14 +153,15 @@ def test_a_real_worker_completes_a_run(process_database, tmp_path):
     assert task_status == "SUCCESSFUL"
 
 
-def test_a_killed_worker_leaves_a_processing_run_that_the_command_fails_after_the_timeout(
+def test_a_killed_worker_leaves_a_processing_run_that_the_command_fails_at_once(
     process_database, tmp_path
 ):
+    """The worker's process is gone from this host: no timeout to wait for."""
     run_id, results = kill_mid_run(process_database, tmp_path)
-    make_silent(process_database, run_id, minutes=10)
-    result = manage(["recover_stuck_runs", "--timeout", "1"], process_database)
+    result = manage(["recover_stuck_runs"], process_database)
     assert result.returncode == 0, result.stderr
     assert "Marked 1 runs as FAILED" in result.stdout
+    assert "process gone" in result.stdout
     assert run_state(process_database, run_id) == ("FAILED", results, results)
     assert recovery_events(process_database, run_id) == [("command", results)]
 
@@ -166,24 +179,20 @@ def test_a_killed_worker_leaves_a_run_an_operator_can_force_fail_at_once(
     assert run_state(process_database, run_id) == ("FAILED", results, results)
 
 
-def test_a_restarted_worker_recovers_the_run_once_its_heartbeat_is_older_than_the_timeout(
+def test_a_restarted_worker_recovers_the_dead_workers_run_at_its_start_before_taking_work(
     process_database, tmp_path
 ):
     run_id, results = kill_mid_run(process_database, tmp_path)
-    timeout = {"STUCK_RUN_TIMEOUT_MINUTES": "1"}
 
-    early = start_worker(process_database, tmp_path / "early-worker.log", **timeout)
+    restarted = start_worker(process_database, tmp_path / "restarted-worker.log")
     try:
-        assert early.wait_for_output("[Startup] No stuck runs found"), early.output
-    finally:
-        early.stop()
-    assert run_state(process_database, run_id)[0] == "PROCESSING"  # its heartbeat is recent
-
-    make_silent(process_database, run_id, minutes=2)
-    restarted = start_worker(process_database, tmp_path / "restarted-worker.log", **timeout)
-    try:
-        assert restarted.wait_for_output("[Startup] Recovered 1 stuck runs"), restarted.output
+        assert restarted.wait_for_output("[Worker] Executor started"), restarted.output
+        output = restarted.output
     finally:
         restarted.stop()
+    assert output.index("[Startup] Recovered 1 stuck runs") < output.index("Executor started")
+    assert f"Run {run_id}: {results}/80 completed (status: PROCESSING → FAILED; process gone)" in (
+        output
+    )
     assert run_state(process_database, run_id) == ("FAILED", results, results)
     assert recovery_events(process_database, run_id) == [("startup", results)]

@@ -1,0 +1,125 @@
+"""The recovery app's view of the task queue, through Django's tasks API.
+
+A run keeps the id of the task that executes it. Whether that task is still waiting or running
+is read with the backend's `get_result()`, so recovery works on any django.tasks backend that
+supports it (django-tasks-db, RQ, Celery adapters). Two things are specific to a queue that
+lives in the project's own database (django-tasks-db), and only that: the run's task is enqueued
+inside the run's own transaction, and the task row of a recovered run is marked failed, since
+nothing else would ever finish it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from django.db import transaction
+from django.db.models.functions import Now
+from django.tasks import TaskResultStatus
+from django.tasks.exceptions import TaskResultDoesNotExist
+from django.utils.module_loading import import_string
+
+from .conf import conf
+from .exceptions import RunRecovered
+
+logger = logging.getLogger("recovery")
+
+LIVE_STATUSES = frozenset({TaskResultStatus.READY, TaskResultStatus.RUNNING})
+
+
+def run_task() -> Any:
+    return import_string(conf.RECOVERY_RUN_TASK)
+
+
+def stores_tasks_in_database() -> bool:
+    """True when the run task's backend keeps its queue in this project's database."""
+    backend = run_task().get_backend()
+    try:
+        from django_tasks_db.backend import DatabaseBackend
+    except ImportError:  # pragma: no cover - django-tasks-db is a dependency
+        return False
+    return isinstance(backend, DatabaseBackend)
+
+
+def enqueue_run(run_id: int) -> str:
+    """Enqueues the run's task now and returns its id (call inside the run's transaction when
+    `stores_tasks_in_database()`, so a crash cannot separate the run from its task)."""
+    return str(run_task().enqueue(run_id).id)
+
+
+def enqueue_run_after_commit(run_id: int) -> None:
+    """For a queue outside the database: enqueue once the run is committed (a worker must not
+    pick up a run it cannot see yet), then record the task's id. If the enqueue fails, the run
+    stays PENDING without a task, and the sweep finds it."""
+    from .models import QualificationRun
+
+    def enqueue() -> None:
+        try:
+            task_id = enqueue_run(run_id)
+        except Exception:
+            logger.exception("Run %s could not be queued; the sweep will recover it", run_id)
+            return
+        QualificationRun.objects.filter(pk=run_id, task_id="").update(task_id=task_id)
+
+    transaction.on_commit(enqueue)
+
+
+def queue_run(run_id: int) -> str:
+    """Queues the run the safest way its backend allows; returns the task id if known now."""
+    if stores_tasks_in_database():
+        return enqueue_run(run_id)
+    enqueue_run_after_commit(run_id)
+    return ""
+
+
+def task_state(task_id: str, alive_worker_ids: Collection[str]) -> str:
+    """'live' when the task is waiting, or running on a worker that is alive; else 'gone'.
+
+    A RUNNING task whose last worker id names one of our registered workers that is no longer
+    alive is gone too (its worker died between claiming it and starting the run). Worker ids
+    that are not ours (another backend's workers) are taken at their word.
+    """
+    try:
+        result = run_task().get_backend().get_result(task_id)
+    except TaskResultDoesNotExist:
+        return "gone"
+    if result.status not in LIVE_STATUSES:
+        return "gone"
+    if result.status == TaskResultStatus.RUNNING and result.worker_ids:
+        last = str(result.worker_ids[-1])
+        if last.isdigit() and last not in alive_worker_ids:
+            return "gone"
+    return "live"
+
+
+def orphaned_pending(
+    runs: Iterable[tuple[int, str]], alive_worker_ids: Collection[str]
+) -> tuple[int, ...]:
+    """The ids of PENDING runs with no live task behind them, from (id, task_id) pairs.
+
+    One `get_result()` per run asked about: the tasks API has no bulk read, so the sweep asks
+    only about runs queued longer than the worker timeout.
+    """
+    return tuple(
+        run_id
+        for run_id, task_id in runs
+        if not task_id or task_state(task_id, alive_worker_ids) == "gone"
+    )
+
+
+def fail_tasks(task_ids: Iterable[str], reason: str) -> int:
+    """Marks the recovered runs' unfinished task rows failed, so django-tasks-db's admin and
+    counts are true (a killed worker's row would stay RUNNING forever). Other backends keep
+    their own books; nothing to do for them."""
+    ids = [task_id for task_id in task_ids if task_id]
+    if not ids or not stores_tasks_in_database():
+        return 0
+    from django_tasks_db.models import DBTaskResult
+
+    return DBTaskResult.objects.filter(id__in=ids, status__in=list(LIVE_STATUSES)).update(
+        status=TaskResultStatus.FAILED,
+        finished_at=Now(),
+        exception_class_path=f"{RunRecovered.__module__}.{RunRecovered.__qualname__}",
+        traceback=reason[:2000],
+    )
