@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.checks import CheckMessage, Error
 
 from .conf import PARSERS, raw
+
+#: A shorter bearer token can be guessed; `secrets.token_urlsafe(32)` gives 43 characters.
+MIN_TOKEN_LENGTH = 32
 
 HINTS = {
     "STUCK_RUN_TIMEOUT_MINUTES": "Set it to a whole number of minutes greater than 0, e.g. 5.",
@@ -14,12 +18,17 @@ HINTS = {
     "RECOVERY_HEARTBEAT_SECONDS": "Set it to a whole number of seconds greater than 0, e.g. 10.",
     "RECOVERY_SWEEP_INTERVAL_SECONDS": "Set it to a whole number of seconds, e.g. 60, or 0 to "
     "turn periodic sweeps off.",
+    "AUTH_FAILURE_LIMIT": "Set it to the number of failed sign-ins or API tokens a client may "
+    "make per window, e.g. 10.",
+    "AUTH_FAILURE_WINDOW_SECONDS": "Set it to a whole number of seconds, e.g. 300.",
 }
 IDS = {
     "STUCK_RUN_TIMEOUT_MINUTES": "recovery.E001",
     "RECOVERY_ON_STARTUP": "recovery.E002",
     "RECOVERY_HEARTBEAT_SECONDS": "recovery.E003",
     "RECOVERY_SWEEP_INTERVAL_SECONDS": "recovery.E005",
+    "AUTH_FAILURE_LIMIT": "recovery.E007",
+    "AUTH_FAILURE_WINDOW_SECONDS": "recovery.E008",
 }
 
 
@@ -35,7 +44,29 @@ def check_recovery_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
             )
     if not errors:
         errors.extend(check_heartbeat_fits_timeout())
+    errors.extend(check_api_token())
     return errors
+
+
+def check_api_token() -> list[CheckMessage]:
+    """The token is a staff credential that needs no CSRF token: it must not be guessable."""
+    token = getattr(settings, "RECOVERY_API_TOKEN", "") or ""
+    if not isinstance(token, str):
+        problem = f"it is a {type(token).__name__}, not text"
+    elif token and len(token) < MIN_TOKEN_LENGTH:
+        problem = f"it is {len(token)} characters long; at least {MIN_TOKEN_LENGTH} are needed"
+    elif token != token.strip() or not token.isascii() or not token.isprintable():
+        problem = "it must be printable ASCII without spaces around it"
+    else:
+        return []
+    return [
+        Error(
+            f"Setting RECOVERY_API_TOKEN is invalid: {problem}.",
+            hint="Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            ", or leave it empty to turn token authentication off.",
+            id="recovery.E006",
+        )
+    ]
 
 
 def check_heartbeat_fits_timeout() -> list[CheckMessage]:

@@ -14,7 +14,7 @@ from recovery.models import QualificationRun, RecoveryEvent, RecoverySource, Run
 from tests.helpers import CSRF_SECRET
 
 URL = "/api/qualify/recovery"
-TOKEN = "s3cret-recovery-token-for-tests"
+TOKEN = "s3cret-recovery-token-for-the-test-suite"
 
 pytestmark = pytest.mark.django_db
 
