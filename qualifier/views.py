@@ -28,7 +28,15 @@ from .criteria import Criteria
 from .forms import NewRunForm
 from .models import ProspectResult
 from .prospects import ProspectInputError
-from .runs import RetryNotAllowed, RunCounts, counts_for, create_run, retry_run
+from .runs import (
+    RetryNotAllowed,
+    RunCounts,
+    TooManyActiveRuns,
+    counts_for,
+    create_run,
+    retry_run,
+)
+from .uploads import upload_refusal
 
 API_PREFIX = "/api/"
 HISTORY_PAGE_SIZE = 20
@@ -113,7 +121,12 @@ def run_list(request: HttpRequest) -> HttpResponse:
 def run_new(request: HttpRequest) -> HttpResponse:
     defaults = Criteria.defaults()
     if request.method == "POST":
-        form = NewRunForm(request.POST, request.FILES, defaults=defaults)
+        form = NewRunForm(
+            request.POST,
+            request.FILES,
+            defaults=defaults,
+            upload_refused=upload_refusal(request),
+        )
         if form.is_valid():
             try:
                 run = create_run(
@@ -121,6 +134,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
                 )
             except ProspectInputError as exc:
                 form.add_error("prospects_file", str(exc))
+            except TooManyActiveRuns as exc:
+                form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Run {run.pk} started with {run.total} prospects.")
                 return redirect("qualifier:run-detail", pk=run.pk)
@@ -196,7 +211,7 @@ def run_retry(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(user_runs(request), pk=pk)
     try:
         retry = retry_run(run, user=request.user)
-    except RetryNotAllowed as exc:
+    except (RetryNotAllowed, TooManyActiveRuns) as exc:
         messages.error(request, str(exc))
         return redirect("qualifier:run-detail", pk=run.pk)
     messages.success(
