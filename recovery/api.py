@@ -29,8 +29,12 @@ from .conf import parse_timeout_minutes
 from .inputs import parse_ids, parse_whole_number
 from .models import RecoverySource
 from .sweep import RecoveryInputError, recover_stuck_runs
+from .throttle import API_TOKEN
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The admin's permissions on runs, which the recovery API asks for too.
+VIEW_PERMISSION = "recovery.view_qualificationrun"
+CHANGE_PERMISSION = "recovery.change_qualificationrun"
 #: The recovery API's lists of active and stuck runs stop here (the counts stay exact).
 RECOVERY_LIST_LIMIT = 100
 #: A recovery request body is a few ids: anything larger is a mistake.
@@ -89,22 +93,38 @@ def session_caller(request: HttpRequest) -> Caller:
 
 
 def staff_caller(request: HttpRequest) -> Caller:
-    """A staff session, or the recovery API token when one is configured."""
+    """A staff session with the admin's permissions on runs, or the recovery API token.
+
+    Reading (GET) needs the "view" or "change" permission on qualification runs, recovering
+    (POST, force included) needs "change": the same as the admin's list and its actions. The
+    token is an operator's credential: it may do everything, and its events have no actor.
+    Failed tokens are limited per client (429 with Retry-After).
+    """
     token = getattr(settings, "RECOVERY_API_TOKEN", "") or ""
     challenge = {"WWW-Authenticate": 'Bearer realm="qualifier"'} if token else {}
     header = request.headers.get("Authorization", "")
     if header:
+        retry_after = API_TOKEN.retry_after(request)
+        if retry_after is not None:
+            raise ApiError(
+                429,
+                f"Too many failed API tokens from your address; try again in {retry_after} s.",
+                headers={"Retry-After": str(retry_after)},
+            )
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
+            API_TOKEN.failed(request)
             raise ApiError(
                 401, "Unsupported Authorization header: use 'Bearer <token>'.", headers=challenge
             )
         if not token:
+            API_TOKEN.failed(request)
             raise ApiError(
                 401,
                 "Token authentication is off: RECOVERY_API_TOKEN is not set on the server.",
             )
         if not hmac.compare_digest(credentials.strip().encode(), token.encode()):
+            API_TOKEN.failed(request)
             raise ApiError(401, "Invalid API token.", headers=challenge)
         return Caller(None, by_token=True)
     if not request.user.is_authenticated:
@@ -116,6 +136,20 @@ def staff_caller(request: HttpRequest) -> Caller:
         )
     if not request.user.is_staff:
         raise ApiError(403, "Only staff users may use the recovery API.")
+    if request.method in SAFE_METHODS:
+        allowed = request.user.has_perm(VIEW_PERMISSION) or request.user.has_perm(
+            CHANGE_PERMISSION
+        )
+        if not allowed:
+            raise ApiError(
+                403, "Viewing runs needs the 'view' or 'change qualification run' permission."
+            )
+    elif not request.user.has_perm(CHANGE_PERMISSION):
+        raise ApiError(
+            403,
+            "Recovering runs needs the 'change qualification run' permission, as the admin's "
+            "actions do.",
+        )
     return Caller(request.user)
 
 

@@ -51,6 +51,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    """Failed sign-ins and tokens are counted in the cache: each test starts from zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def make_run(db: Any) -> Callable[..., QualificationRun]:
     """Creates a run whose clock fields are given in minutes ago."""
