@@ -6,7 +6,6 @@ Every page needs a signed-in user and shows only that user's runs: another user'
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from .runs import (
     create_run,
     retry_run,
 )
+from .spreadsheets import FormulaSafeWriter
 from .uploads import upload_refusal
 
 API_PREFIX = "/api/"
@@ -181,7 +181,7 @@ def run_results_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     """The run's results as CSV, streamed row by row (a run may hold thousands)."""
     run = get_object_or_404(user_runs(request), pk=pk)
     results = ordered_results(run, request.GET.get("sort")).iterator(chunk_size=2000)
-    writer = csv.writer(_Echo())
+    writer = FormulaSafeWriter(_Echo())
 
     def lines() -> Iterator[str]:
         yield writer.writerow(CSV_COLUMNS)
