@@ -103,7 +103,7 @@ def paginate(request: HttpRequest, queryset: QuerySet, per_page: int) -> tuple[P
     """The requested page and its envelope (count, next, previous); 400/404 for a bad page."""
     raw = request.GET.get("page", "1")
     try:
-        number = parse_whole_number(raw, minimum=1)
+        number = parse_whole_number(raw, minimum=1, maximum=None)
     except ValueError:
         raise ApiError(
             400,

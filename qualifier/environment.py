@@ -53,7 +53,9 @@ class Environment:
         self.env = env
 
     def fail(self, name: str, value: Any, problem: str) -> NoReturn:
-        raise SettingError(f"Setting {name}={show(hide_url_password(value))} is invalid: {problem}.")
+        raise SettingError(
+            f"Setting {name}={show(hide_url_password(value))} is invalid: {problem}."
+        )
 
     def str(self, name: str, default: str = "") -> str:
         value = self.env.str(name, default=default)

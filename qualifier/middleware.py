@@ -57,9 +57,7 @@ class SignInThrottleMiddleware:
 
 
 def too_many_sign_ins(retry_after: int) -> HttpResponse:
-    message = (
-        f"Too many failed sign-ins from your address. Try again in {retry_after} seconds."
-    )
+    message = f"Too many failed sign-ins from your address. Try again in {retry_after} seconds."
     html = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Too many sign-ins'
         f"</title></head><body><h1>Too many sign-ins</h1><p>{escape(message)}</p></body></html>"

@@ -137,9 +137,7 @@ def staff_caller(request: HttpRequest) -> Caller:
     if not request.user.is_staff:
         raise ApiError(403, "Only staff users may use the recovery API.")
     if request.method in SAFE_METHODS:
-        allowed = request.user.has_perm(VIEW_PERMISSION) or request.user.has_perm(
-            CHANGE_PERMISSION
-        )
+        allowed = request.user.has_perm(VIEW_PERMISSION) or request.user.has_perm(CHANGE_PERMISSION)
         if not allowed:
             raise ApiError(
                 403, "Viewing runs needs the 'view' or 'change qualification run' permission."

@@ -127,3 +127,13 @@ def bob(db: Any) -> Any:
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.create_user("bob", "bob@other.test")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The hostile-input table (tests/test_hostile_input.py), when those tests ran."""
+    from tests.tally import TALLY, table
+
+    if TALLY:
+        terminalreporter.section("hostile input: tried and refused cleanly")
+        for line in table():
+            terminalreporter.write_line(line)
