@@ -10,6 +10,7 @@ input (recovery/inputs.py).
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import warnings
@@ -27,6 +28,20 @@ _URL_SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*://", re.IGNORECASE)
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-]*$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SUPPORTED_ENGINES = ("django.db.backends.postgresql", "django.db.backends.sqlite3")
+
+
+class OtherLoggers(logging.Filter):
+    """Passes the records of every logger except the named ones (which have their own handler,
+    so a handler on the root logger would print their records twice)."""
+
+    def __init__(self, exclude: tuple[str, ...] | list[str] = ()) -> None:
+        super().__init__()
+        self.exclude = tuple(exclude)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(
+            record.name == name or record.name.startswith(name + ".") for name in self.exclude
+        )
 
 
 class SettingError(ImproperlyConfigured):

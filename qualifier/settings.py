@@ -243,6 +243,12 @@ LOGGING = {
         "plain": {"format": "%(message)s"},
         "timestamped": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
+    "filters": {
+        "not_ours": {
+            "()": "qualifier.environment.OtherLoggers",
+            "exclude": ["recovery", "qualifier"],
+        },
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
         # Everything else at WARNING and above, with tracebacks: Django's request errors
@@ -251,6 +257,7 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "formatter": "timestamped",
             "level": "WARNING",
+            "filters": ["not_ours"],  # those have the console handler
         },
     },
     "root": {"handlers": ["errors"], "level": "WARNING"},

@@ -44,6 +44,8 @@ RECOVERY_MAX_RUN_IDS = 1_000
 #: JSON bodies nested deeper than this are refused: no request needs more than a few levels,
 #: and deeper ones only cost recursion (Python's parser gives up near 1,000 levels).
 MAX_JSON_DEPTH = 20
+#: Digits of the longest whole number a JSON body may hold.
+MAX_JSON_DIGITS = 100
 
 
 @dataclass
@@ -228,7 +230,9 @@ def read_json_body(request: HttpRequest, *, max_bytes: int, default: Any = _REQU
             raise ApiError(400, "The request body is empty: send a JSON object.")
         return default
     try:
-        payload = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        payload = json.loads(
+            raw, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_short_int
+        )
     except UnicodeDecodeError:
         raise ApiError(400, "Malformed JSON: the body is not UTF-8 text.") from None
     except json.JSONDecodeError as exc:
@@ -238,12 +242,21 @@ def read_json_body(request: HttpRequest, *, max_bytes: int, default: Any = _REQU
     except RecursionError:
         raise ApiError(400, _too_deep()) from None
     except ValueError as exc:
-        # Python refuses integers of more than 4,300 digits; _refuse_constant and
-        # _finite_float refuse NaN and infinities. Say which, in our words.
+        # _short_int, _refuse_constant and _finite_float refuse long integers, NaN and
+        # infinities, each in its own words.
         raise ApiError(400, f"Malformed JSON: {exc}") from None
     if _depth(payload) > MAX_JSON_DEPTH:
         raise ApiError(400, _too_deep())
     return payload
+
+
+def _short_int(text: str) -> int:
+    """No request needs a number of more than MAX_JSON_DIGITS digits; Python's int() refuses
+    4,300 and more in its own words, and gets slow well before that."""
+    digits = len(text.lstrip("-"))
+    if digits > MAX_JSON_DIGITS:
+        raise ValueError(f"a number has {digits:,} digits; at most {MAX_JSON_DIGITS} are allowed.")
+    return int(text)
 
 
 def _refuse_constant(name: str) -> Any:
