@@ -476,9 +476,7 @@ def test_a_500_is_logged_with_its_traceback_and_the_page_says_so(alice, monkeypa
     client.force_login(alice)
     response = client.get("/")
     assert response.status_code == 500
-    assert "written to the server&#x27;s log" in response.content.decode() or (
-        "written to the server's log" in response.content.decode()
-    )
+    assert "written to the server" in response.content.decode()
     (record,) = [r for r in caplog.records if r.name == "django.request"]
     assert record.levelno == logging.ERROR
     assert record.exc_info[1].args == ("database on fire",)
