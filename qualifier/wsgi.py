@@ -6,8 +6,10 @@ cannot even load with stops it with one line that names the setting.
 """
 
 import os
+import sys
 
 from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.core.wsgi import get_wsgi_application
 
 from qualifier.environment import SettingError, exit_with
@@ -18,4 +20,8 @@ try:
     application = get_wsgi_application()
 except SettingError as exc:  # one line naming the setting, and gunicorn stops
     exit_with(exc)
-call_command("check", fail_level="ERROR")
+try:
+    call_command("check", fail_level="ERROR")
+except SystemCheckError as exc:  # the checks' report, which names each setting; no traceback
+    print(exc, file=sys.stderr)
+    raise SystemExit(4) from None  # gunicorn's "the application could not be loaded"

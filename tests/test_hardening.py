@@ -588,3 +588,23 @@ def test_a_bad_setting_is_one_line_naming_it_and_its_value(name, value, message)
 
 def test_every_check_passes_with_the_defaults():
     assert [message.id for message in run_checks() if message.id.startswith("qualifier")] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--timeout", "\u0665"], "is not a whole number of minutes"),
+        (["--timeout", "9" * 5000], "is not a whole number of minutes"),
+        (["--timeout", "99999999999"], "at most 5,256,000 (ten years)"),
+        (["--run", "\u00b2"], "is not a run id"),
+        (["--run", str(2**64)], "is not a run id"),
+    ],
+)
+def test_command_options_go_through_the_same_readers(args, message, make_run):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    make_run(created_minutes_ago=60)
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command("recover_stuck_runs", *args)
+    assert not RecoveryEvent.objects.exists()
