@@ -9,7 +9,6 @@ This module sits in the recovery app because it is the lower layer (qualifier im
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
 #: PostgreSQL's bigint, the widest integer column: no whole number from input goes above it.
@@ -110,26 +109,3 @@ def unstorable(text: str) -> str | None:
     if char == "\x00":
         return "contains a NUL character (\\x00), which cannot be stored"
     return f"contains a lone surrogate (\\u{ord(char):04x}), which is not valid Unicode"
-
-
-def parse_text(value: Any, *, max_length: int | None = None) -> str:
-    """A str the database can store, at most `max_length` characters."""
-    if not isinstance(value, str):
-        raise ValueError(f"{show(value)} is not text")
-    problem = unstorable(value)
-    if problem:
-        raise ValueError(f"the text {problem}")
-    if max_length is not None and len(value) > max_length:
-        raise ValueError(
-            f"the text is {len(value):,} characters long; at most {max_length:,} are allowed"
-        )
-    return value
-
-
-def first_unstorable(texts: Iterable[str]) -> str | None:
-    """The problem with the first text in `texts` that cannot be stored, or None."""
-    for text in texts:
-        problem = unstorable(text)
-        if problem:
-            return problem
-    return None

@@ -30,7 +30,7 @@ from qualifier.prospects import (
 )
 from qualifier.spreadsheets import neutralise
 from recovery.checks import check_recovery_settings
-from recovery.inputs import MAX_BIGINT, parse_ids, parse_text, parse_whole_number
+from recovery.inputs import MAX_BIGINT, parse_ids, parse_whole_number, unstorable
 from recovery.models import QualificationRun, RecoveryEvent, RunStatus
 from tests.helpers import CSRF_SECRET, DUMMY
 
@@ -89,9 +89,9 @@ def test_whole_numbers_are_bounded_before_int_sees_them():
 @pytest.mark.parametrize(
     ("text", "problem"), [("a\x00b", "NUL character"), ("a\ud800b", "lone surrogate")]
 )
-def test_text_the_database_cannot_store_is_refused(text, problem):
-    with pytest.raises(ValueError, match=problem):
-        parse_text(text)
+def test_text_the_database_cannot_store_is_named(text, problem):
+    assert problem in unstorable(text)
+    assert unstorable("Ann Lee, Zoë, 李") is None
 
 
 def test_id_lists_are_bounded_and_typed():
@@ -608,3 +608,24 @@ def test_command_options_go_through_the_same_readers(args, message, make_run):
     with pytest.raises(CommandError, match=re.escape(message)):
         call_command("recover_stuck_runs", *args)
     assert not RecoveryEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "check_id"),
+    [
+        ("QUALIFIER_MAX_EXTRA_COLUMNS", "lots", "qualifier.E006"),
+        ("QUALIFIER_MAX_EXTRA_COLUMNS", "1001", "qualifier.E006"),
+        ("QUALIFIER_MAX_ACTIVE_RUNS_PER_USER", "0", "qualifier.E007"),
+        ("QUALIFIER_MAX_ACTIVE_RUNS_PER_USER", "\u0665", "qualifier.E007"),
+        ("QUALIFIER_MAX_PROSPECTS", "9" * 40, "qualifier.E001"),
+        ("AUTH_FAILURE_LIMIT", "0", "recovery.E007"),
+        ("AUTH_FAILURE_WINDOW_SECONDS", "forever", "recovery.E008"),
+        ("STUCK_RUN_TIMEOUT_MINUTES", "5256001", "recovery.E001"),
+    ],
+)
+def test_new_and_bounded_settings_are_checked_by_name(name, value, check_id):
+    with override_settings(**{name: value}):
+        errors = [message for message in run_checks() if message.id == check_id]
+    assert len(errors) == 1
+    assert f"Setting {name} is invalid" in errors[0].msg
+    assert errors[0].hint
