@@ -3,6 +3,7 @@ a clear message and nothing changed), bounded, logged or throttled."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -629,3 +630,47 @@ def test_new_and_bounded_settings_are_checked_by_name(name, value, check_id):
     assert len(errors) == 1
     assert f"Setting {name} is invalid" in errors[0].msg
     assert errors[0].hint
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@override_settings(QUALIFIER_MAX_ACTIVE_RUNS_PER_USER=1, TASKS=DUMMY)
+def test_two_requests_racing_for_the_last_place_start_one_run(monkeypatch):
+    """Each request counts, then waits for the other to have counted too: without the lock on
+    the user's row both would see 0 active runs and both would start one."""
+    import threading
+
+    from django.db import connections
+
+    from qualifier import runs
+    from qualifier.prospects import ProspectData
+
+    user = get_user_model().objects.create_user("racer")
+    barrier = threading.Barrier(2)
+    check = runs.check_active_runs
+
+    def check_then_wait(who):
+        check(who)
+        # A broken barrier means the other request is waiting for our lock, as it should.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=2)
+
+    monkeypatch.setattr(runs, "check_active_runs", check_then_wait)
+    outcomes = []
+
+    def request():
+        try:
+            runs.create_run(user=user, prospects=[ProspectData("Ann", "Acme", position=2)])
+            outcomes.append("created")
+        except runs.TooManyActiveRuns:
+            outcomes.append("refused")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=request) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == ["created", "refused"]
+    assert QualificationRun.objects.filter(user=user).count() == 1
