@@ -40,8 +40,9 @@ class TooManyActiveRuns(Exception):
     def __init__(self, active: int, limit: int) -> None:
         self.active = active
         self.limit = limit
+        runs = "run" if active == 1 else "runs"
         super().__init__(
-            f"You have {active} runs pending or processing; at most {limit} may be active at "
+            f"You have {active} {runs} pending or processing; at most {limit} may be active at "
             "once. Start this run when one of them has finished."
         )
 

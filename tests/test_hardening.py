@@ -292,7 +292,7 @@ def test_the_page_shows_the_active_runs_limit_on_the_form(client, alice, bob, ma
     upload = SimpleUploadedFile("p.csv", b"name,company\nAnn,Acme\n", content_type="text/csv")
     response = client.post("/runs/new/", {"prospects_file": upload})
     assert response.status_code == 200
-    assert "You have 1 runs pending or processing; at most 1 may be active" in (
+    assert "You have 1 run pending or processing; at most 1 may be active" in (
         response.content.decode()
     )
     assert QualificationRun.objects.filter(user=alice).count() == 1
