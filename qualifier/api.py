@@ -17,13 +17,21 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path, reverse
 
 from recovery.api import ApiError, Caller, json_endpoint, read_json_body, require_object
+from recovery.inputs import parse_whole_number, show
 from recovery.models import QualificationRun, RunStatus
 
 from .criteria import Criteria, CriteriaError
 from .forms import sentence
 from .models import ProspectResult
 from .prospects import ProspectInputError, TooManyProspects, parse_json
-from .runs import RetryNotAllowed, RunCounts, counts_for, create_run, retry_run
+from .runs import (
+    RetryNotAllowed,
+    RunCounts,
+    TooManyActiveRuns,
+    counts_for,
+    create_run,
+    retry_run,
+)
 from .views import ACTIVE_LIMIT, RESULT_SORTS, ordered_results, percent
 
 RUNS_PAGE_SIZE = 20
@@ -94,18 +102,20 @@ def result_json(result: ProspectResult) -> dict[str, Any]:
 def paginate(request: HttpRequest, queryset: QuerySet, per_page: int) -> tuple[Page, dict]:
     """The requested page and its envelope (count, next, previous); 400/404 for a bad page."""
     raw = request.GET.get("page", "1")
-    if not raw.isdigit() or int(raw) < 1:
+    try:
+        number = parse_whole_number(raw, minimum=1, maximum=None)
+    except ValueError:
         raise ApiError(
             400,
-            f"page must be a whole number from 1 up, not {raw!r}.",
+            f"page must be a whole number from 1 up, not {show(raw)}.",
             {"page": "A whole number from 1 up."},
-        )
+        ) from None
     paginator = Paginator(queryset, per_page)
     try:
-        page = paginator.page(int(raw))
+        page = paginator.page(number)
     except EmptyPage:
         raise ApiError(
-            404, f"Page {raw} does not exist; there are {paginator.num_pages} page(s)."
+            404, f"Page {number} does not exist; there are {paginator.num_pages} page(s)."
         ) from None
 
     def link(number: int | None) -> str | None:
@@ -144,7 +154,7 @@ def runs(request: HttpRequest, caller: Caller) -> JsonResponse:
         if status not in RunStatus.values:
             raise ApiError(
                 400,
-                f"status must be one of {', '.join(RunStatus.values)}, not {status!r}.",
+                f"status must be one of {', '.join(RunStatus.values)}, not {show(status)}.",
                 {"status": "Unknown status."},
             )
         queryset = queryset.filter(status=status)
@@ -187,6 +197,8 @@ def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
         raise ApiError(413, sentence(str(exc)), {"prospects": sentence(str(exc))}) from None
     except ProspectInputError as exc:
         raise ApiError(400, sentence(str(exc)), {"prospects": sentence(str(exc))}) from None
+    except TooManyActiveRuns as exc:
+        raise ApiError(429, str(exc)) from None
     body = run_json(run, RunCounts())
     return JsonResponse(body, status=201, headers={"Location": body["url"]})
 
@@ -214,7 +226,7 @@ def run_results(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
     if sort is not None and sort not in RESULT_SORTS:
         raise ApiError(
             400,
-            f"sort must be one of {', '.join(RESULT_SORTS)}, not {sort!r}.",
+            f"sort must be one of {', '.join(RESULT_SORTS)}, not {show(sort)}.",
             {"sort": "Unknown sort."},
         )
     page, envelope = paginate(request, ordered_results(found, sort), RESULTS_PAGE_SIZE)
@@ -235,6 +247,8 @@ def run_retry(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
         retry = retry_run(original, user=caller.user)
     except RetryNotAllowed as exc:
         raise ApiError(409, sentence(str(exc))) from None
+    except TooManyActiveRuns as exc:
+        raise ApiError(429, str(exc)) from None
     body = run_json(retry, RunCounts())
     return JsonResponse(body, status=201, headers={"Location": body["url"]})
 

@@ -9,6 +9,7 @@ class QualifierConfig(AppConfig):
 
     def ready(self) -> None:
         # No queries here: the checks only parse settings and import the scorer.
+        from . import middleware  # noqa: F401  (connects the failed sign-in counter)
         from .checks import check_qualifier_settings
 
         checks.register(check_qualifier_settings, checks.Tags.compatibility)

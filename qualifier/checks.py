@@ -12,6 +12,8 @@ from .conf import (
     parse_criteria_mapping,
     parse_delay_ms,
     parse_dotted_path,
+    parse_max_active_runs,
+    parse_max_extra_columns,
     parse_max_prospects,
     raw,
 )
@@ -34,6 +36,18 @@ def check_qualifier_settings(app_configs: Any = None, **kwargs: Any) -> list[Che
             "qualifier.E004",
         ),
         *_check_criteria(),
+        *_check_value(
+            "QUALIFIER_MAX_EXTRA_COLUMNS",
+            parse_max_extra_columns,
+            "Set it to the number of unknown columns a run may keep, 0 to 1000, e.g. 50.",
+            "qualifier.E006",
+        ),
+        *_check_value(
+            "QUALIFIER_MAX_ACTIVE_RUNS_PER_USER",
+            parse_max_active_runs,
+            "Set it to the number of pending or processing runs one user may have, e.g. 5.",
+            "qualifier.E007",
+        ),
     ]
 
 

@@ -12,34 +12,36 @@ from typing import Any
 
 from django.conf import settings
 
+from recovery.inputs import parse_whole_number
+
 DEFAULTS: dict[str, Any] = {
     "QUALIFIER_MAX_PROSPECTS": 10_000,
+    "QUALIFIER_MAX_EXTRA_COLUMNS": 50,
+    "QUALIFIER_MAX_ACTIVE_RUNS_PER_USER": 5,
     "QUALIFIER_SCORER": "qualifier.scoring.rule_based_scorer",
     "QUALIFIER_SCORING_DELAY_MS": 0,
     "QUALIFIER_DEFAULT_CRITERIA": {},
 }
 
-
-def parse_whole_number(value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a whole number")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        number = int(value.strip())
-    else:
-        raise ValueError(f"{value!r} is not a whole number")
-    if number < minimum:
-        raise ValueError(f"{value!r} is less than {minimum}")
-    return number
+#: Upper bounds that keep one run's work and memory within a worker's reach.
+MAX_PROSPECTS_LIMIT = 1_000_000
+MAX_EXTRA_COLUMNS_LIMIT = 1_000
 
 
 def parse_max_prospects(value: Any) -> int:
-    return parse_whole_number(value, minimum=1)
+    return parse_whole_number(value, minimum=1, maximum=MAX_PROSPECTS_LIMIT)
+
+
+def parse_max_extra_columns(value: Any) -> int:
+    return parse_whole_number(value, minimum=0, maximum=MAX_EXTRA_COLUMNS_LIMIT)
+
+
+def parse_max_active_runs(value: Any) -> int:
+    return parse_whole_number(value, minimum=1, maximum=10_000)
 
 
 def parse_delay_ms(value: Any) -> int:
-    return parse_whole_number(value, minimum=0)
+    return parse_whole_number(value, minimum=0, maximum=60_000)
 
 
 def parse_dotted_path(value: Any) -> str:
@@ -64,6 +66,16 @@ class QualifierSettings:
     @property
     def QUALIFIER_MAX_PROSPECTS(self) -> int:
         return parse_max_prospects(raw("QUALIFIER_MAX_PROSPECTS"))
+
+    @property
+    def QUALIFIER_MAX_EXTRA_COLUMNS(self) -> int:
+        """Unknown columns a CSV or a JSON item may bring (their values are kept as extra)."""
+        return parse_max_extra_columns(raw("QUALIFIER_MAX_EXTRA_COLUMNS"))
+
+    @property
+    def QUALIFIER_MAX_ACTIVE_RUNS_PER_USER(self) -> int:
+        """Pending or processing runs one user may have at once."""
+        return parse_max_active_runs(raw("QUALIFIER_MAX_ACTIVE_RUNS_PER_USER"))
 
     @property
     def QUALIFIER_SCORER(self) -> str:

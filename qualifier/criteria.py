@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 from typing import Any
 
+from recovery.inputs import parse_whole_number, show, unstorable
+
 from .conf import conf
 
 LIST_FIELDS = ("industries", "countries", "title_keywords", "excluded_domains")
@@ -39,6 +41,13 @@ COUNTRY_ALIASES = {
 }
 
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*://")
+
+#: Bounds on every list: how many items, how long each, and how long all of them together.
+MAX_LIST_ITEMS = 500
+MAX_ITEM_LENGTH = 255
+MAX_LIST_LENGTH = 10_000
+#: PositiveIntegerField's upper bound (a prospect's employee count).
+MAX_EMPLOYEES = 2_147_483_647
 
 
 class CriteriaError(ValueError):
@@ -125,20 +134,15 @@ class Criteria:
             raise CriteriaError(errors)
         return replace(self, **changes)
 
-    # --- matching helpers, compiled once per criteria ------------------------------------------
+    # --- matching helpers, built once per criteria ---------------------------------------------
 
     @cached_property
-    def industry_pattern(self) -> re.Pattern[str] | None:
-        return _words_pattern(self.industries)
+    def industry_matcher(self) -> WordMatcher | None:
+        return WordMatcher(self.industries) if self.industries else None
 
     @cached_property
-    def title_pattern(self) -> re.Pattern[str] | None:
-        return _words_pattern(self.title_keywords)
-
-    @cached_property
-    def title_keyword_names(self) -> dict[str, str]:
-        """Casefolded keyword -> the keyword as configured, for readable reasons."""
-        return {keyword.casefold(): keyword for keyword in self.title_keywords}
+    def title_matcher(self) -> WordMatcher | None:
+        return WordMatcher(self.title_keywords) if self.title_keywords else None
 
     @cached_property
     def country_set(self) -> frozenset[str]:
@@ -163,35 +167,85 @@ class Criteria:
 FIELD_NAMES = tuple(field.name for field in fields(Criteria))
 
 
-def _words_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
-    """Matches any of `words` as whole words, ignoring case ("VP" in "VP Sales", not "MVP")."""
-    if not words:
+_END = ""  # marks a trie node where a phrase ends (characters are never empty)
+
+
+def _is_word(char: str) -> bool:
+    """What the regular expression \\w matches."""
+    return char.isalnum() or char == "_"
+
+
+class WordMatcher:
+    """Finds which of a set of phrases occurs in a text as whole words, ignoring case ("VP" in
+    "VP Sales", not in "MVP").
+
+    The casefolded phrases form a trie that is walked from each word start, so a text costs
+    at most its length times the longest phrase, however many phrases there are (one regex
+    alternation of them all tries every phrase at every position).
+    """
+
+    def __init__(self, phrases: tuple[str, ...]) -> None:
+        self.root: dict[str, Any] = {}
+        for phrase in phrases:
+            node = self.root
+            for char in phrase.casefold():
+                node = node.setdefault(char, {})
+            node.setdefault(_END, phrase)
+
+    def search(self, text: str) -> str | None:
+        """The phrase (as configured) found first in `text`: leftmost, then longest."""
+        text = text.casefold()
+        size = len(text)
+        for start in range(size):
+            if start and _is_word(text[start - 1]):
+                continue
+            node, found, index = self.root, None, start
+            while index < size and (node := node.get(text[index])) is not None:
+                index += 1
+                if _END in node and (index == size or not _is_word(text[index])):
+                    found = node[_END]
+            if found is not None:
+                return found
         return None
-    alternatives = "|".join(re.escape(word.casefold()) for word in sorted(words, key=len)[::-1])
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
 
 
 def _parse_list(name: str, value: object) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
+        if len(value) > MAX_LIST_LENGTH:
+            raise ValueError(
+                f"the list is {len(value):,} characters long; at most {MAX_LIST_LENGTH:,} "
+                "are allowed"
+            )
         items: list[object] = value.replace("\n", ",").split(",")
     elif isinstance(value, (list, tuple)):
         items = list(value)
     else:
         raise ValueError("expected a list of text values or a comma-separated text")
+    if len(items) > MAX_LIST_ITEMS:
+        raise ValueError(f"{len(items):,} items were given; at most {MAX_LIST_ITEMS:,} are allowed")
     result: list[str] = []
     seen: set[str] = set()
+    total = 0
     for item in items:
         if not isinstance(item, str):
-            raise ValueError(f"{item!r} is not a text value")
+            raise ValueError(f"{show(item)} is not a text value")
+        problem = unstorable(item)
+        if problem:
+            raise ValueError(f"{show(item)} {problem}")
         text = " ".join(item.split())
+        if len(text) > MAX_ITEM_LENGTH:
+            raise ValueError(f"{text[:20]!r}... is longer than {MAX_ITEM_LENGTH} characters")
         if name == "excluded_domains":
             text = normalize_domain(text)
             if text and "." not in text:
-                raise ValueError(f"{item!r} is not a domain such as example.com")
-        if len(text) > 255:
-            raise ValueError(f"{text[:20]!r}... is longer than 255 characters")
+                raise ValueError(f"{show(item)} is not a domain such as example.com")
+        total += len(text)
+        if total > MAX_LIST_LENGTH:
+            raise ValueError(
+                f"the items are more than {MAX_LIST_LENGTH:,} characters long together"
+            )
         if text and text.casefold() not in seen:
             seen.add(text.casefold())
             result.append(text)
@@ -203,26 +257,18 @@ def _parse_bound(value: object) -> int | None:
         return None
     number = _parse_int(value)
     if number < 0:
-        raise ValueError(f"{value!r} is negative; use 0 or more, or leave it empty")
+        raise ValueError(f"{show(value)} is negative; use 0 or more, or leave it empty")
+    if number > MAX_EMPLOYEES:
+        raise ValueError(f"{show(value)} is more than {MAX_EMPLOYEES:,}")
     return number
 
 
 def _parse_score(value: object) -> int:
     number = _parse_int(value)
     if not 0 <= number <= 100:
-        raise ValueError(f"{value!r} is not between 0 and 100")
+        raise ValueError(f"{show(value)} is not between 0 and 100")
     return number
 
 
 def _parse_int(value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a whole number")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isascii() and text.lstrip("-").isdigit():
-            return int(text)
-    raise ValueError(f"{value!r} is not a whole number")
+    return parse_whole_number(value, maximum=None, floats=True)

@@ -7,10 +7,10 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.template.defaultfilters import filesizeformat
 
 from .criteria import LIST_FIELDS, Criteria, CriteriaError
 from .prospects import ProspectData, ProspectInputError, parse_csv
+from .uploads import describe_bytes
 
 #: The criteria fields in the order the form shows them.
 CRITERIA_FIELDS = (
@@ -79,20 +79,32 @@ class NewRunForm(forms.Form):
     )
     min_score = _number_field("Minimum score", "0 to 100: the score a qualified prospect needs.")
 
-    def __init__(self, *args: Any, defaults: Criteria, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        defaults: Criteria,
+        upload_refused: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("initial", criteria_initial(defaults))
         super().__init__(*args, **kwargs)
         self.defaults = defaults
         self.criteria = defaults
         self.prospects: list[ProspectData] = []
+        #: Why the upload handler stopped the file (qualifier.uploads), which is then absent.
+        self.upload_refused = upload_refused
+        if upload_refused:
+            self.fields["prospects_file"].required = False
 
     def clean_prospects_file(self) -> Any:
+        if self.upload_refused:
+            raise ValidationError(self.upload_refused)
         upload = self.cleaned_data["prospects_file"]
         limit = settings.QUALIFIER_MAX_UPLOAD_BYTES
         if upload.size > limit:
             raise ValidationError(
-                f"The file is {filesizeformat(upload.size)}; the limit is "
-                f"{filesizeformat(limit)}. Split it into smaller files."
+                f"The file is {describe_bytes(upload.size)}; the limit is "
+                f"{describe_bytes(limit)}. Split it into smaller files."
             )
         try:
             self.prospects = parse_csv(upload.read())

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field, fields
 from typing import Any
 
+from recovery.inputs import parse_whole_number, show, unstorable
+
 from .conf import conf
 
 #: The columns we know; every other column is kept in `extra`.
@@ -44,6 +46,11 @@ MAX_LENGTHS = {
 }
 #: PositiveIntegerField's upper bound on every supported database.
 MAX_EMPLOYEES = 2_147_483_647
+#: Extra data (the columns we do not know) is bounded per value, per name and per prospect,
+#: so one upload cannot make a run that no worker can hold in memory.
+MAX_EXTRA_VALUE_LENGTH = 1_000
+MAX_COLUMN_NAME_LENGTH = 255
+MAX_EXTRA_LENGTH = 10_000
 _DIGITS_WITH_SEPARATORS = re.compile(r"^[0-9]{1,3}(?:[,_ ][0-9]{3})+$")
 _SEPARATORS = re.compile(r"[\s\-]+")
 
@@ -122,15 +129,14 @@ def parse_employees(value: str) -> int | None:
     text = value.strip()
     if not text:
         return None
-    if text.isascii() and text.isdigit():
-        number = int(text)
-    elif _DIGITS_WITH_SEPARATORS.match(text):
-        number = int(re.sub(r"[,_ ]", "", text))
-    else:
-        raise ValueError(f"{value!r} is not a whole number.")
-    if number > MAX_EMPLOYEES:
-        raise ValueError(f"{value!r} is too large for an employee count.")
-    return number
+    digits = re.sub(r"[,_ ]", "", text) if _DIGITS_WITH_SEPARATORS.match(text) else text
+    try:
+        return parse_whole_number(digits, minimum=0, maximum=MAX_EMPLOYEES)
+    except ValueError:
+        pass
+    if digits.isascii() and digits.isdigit():
+        raise ValueError(f"{show(value)} is too large for an employee count.")
+    raise ValueError(f"{show(value)} is not a whole number.")
 
 
 @dataclass(frozen=True)
@@ -145,12 +151,19 @@ class _Columns:
         known: dict[str, str] = {}
         extra: dict[str, str] = {}
         seen: dict[str, str] = {}
+        max_extra = conf.QUALIFIER_MAX_EXTRA_COLUMNS
         for given in names:
+            problem = unstorable(given)
+            if problem:
+                raise error(f"the column name {show(given)} {problem}.")
             normalized = normalize_column(given)
             if not normalized:
                 continue
-            if "\x00" in given:
-                raise error("the column name contains a NUL character (\\x00).")
+            if len(given) > MAX_COLUMN_NAME_LENGTH:
+                raise error(
+                    f"the column name {show(given)} is {len(given):,} characters long; at most "
+                    f"{MAX_COLUMN_NAME_LENGTH} are allowed."
+                )
             if normalized in seen:
                 raise error(
                     f"the column appears twice (as '{seen[normalized]}' and '{given}').",
@@ -159,8 +172,14 @@ class _Columns:
             seen[normalized] = given
             if normalized in KNOWN_COLUMNS:
                 known[normalized] = given
-            else:
+            elif len(extra) < max_extra:
                 extra[given] = given
+            else:
+                raise error(
+                    f"there are more than {max_extra} columns besides the known ones "
+                    f"({', '.join(KNOWN_COLUMNS)}); at most {max_extra} are kept as extra "
+                    f"data. Remove the columns you do not need, from {show(given)} on."
+                )
         return cls(known=known, extra=extra)
 
     def missing_required(self) -> list[str]:
@@ -169,9 +188,10 @@ class _Columns:
     def build(self, values: Mapping[str, str], *, position: int, error: _ErrorFactory):
         """A ProspectData from one row's values keyed by the names as given."""
         for given, value in values.items():
-            if "\x00" in value:
-                # Databases cannot store NUL characters in text (PostgreSQL refuses them).
-                raise error("the value contains a NUL character (\\x00).", column=given)
+            problem = unstorable(value)
+            if problem:
+                # PostgreSQL refuses NUL and lone surrogates in text.
+                raise error(f"the value {problem}.", column=given)
         fields: dict[str, str] = {}
         for normalized, given in self.known.items():
             value = values.get(given, "").strip()
@@ -198,9 +218,33 @@ class _Columns:
             industry=fields.get("industry", ""),
             employees=employees,
             country=fields.get("country", ""),
-            extra={given: values.get(given, "") for given in self.extra},
+            extra=self._extra(values, error),
             position=position,
         )
+
+    def _extra(self, values: Mapping[str, str], error: _ErrorFactory) -> dict[str, str]:
+        """The non-empty values of the unknown columns, each and all together bounded."""
+        extra: dict[str, str] = {}
+        total = 0
+        for given in self.extra:
+            value = values.get(given, "")
+            if not value.strip():
+                continue
+            if len(value) > MAX_EXTRA_VALUE_LENGTH:
+                raise error(
+                    f"the value is {len(value):,} characters long; at most "
+                    f"{MAX_EXTRA_VALUE_LENGTH:,} are kept in a column that is not known.",
+                    column=given,
+                )
+            total += len(given) + len(value)
+            if total > MAX_EXTRA_LENGTH:
+                raise error(
+                    f"the columns that are not known hold more than {MAX_EXTRA_LENGTH:,} "
+                    "characters in this row, names included; that is the most kept per prospect.",
+                    column=given,
+                )
+            extra[given] = value
+        return extra
 
 
 class _ErrorFactory:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 
@@ -34,6 +35,33 @@ INSERT_BATCH_SIZE = 1_000
 #: The Prospect fields copied from the input (and by a retry).
 class RetryNotAllowed(ValueError):
     """The run cannot be retried; the message says why."""
+
+
+class TooManyActiveRuns(Exception):
+    """The user already has QUALIFIER_MAX_ACTIVE_RUNS_PER_USER pending or processing runs."""
+
+    def __init__(self, active: int, limit: int) -> None:
+        self.active = active
+        self.limit = limit
+        runs = "run" if active == 1 else "runs"
+        super().__init__(
+            f"You have {active} {runs} pending or processing; at most {limit} may be active at "
+            "once. Start this run when one of them has finished."
+        )
+
+
+def check_active_runs(user: Any) -> None:
+    """Raises TooManyActiveRuns when `user` may not start another run now.
+
+    Call it inside the transaction that creates the run: it locks the user's row, so two
+    requests of one user cannot both pass with the last free place (PostgreSQL; SQLite's
+    write lock serialises them anyway).
+    """
+    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+    limit = conf.QUALIFIER_MAX_ACTIVE_RUNS_PER_USER
+    active = QualificationRun.objects.filter(user=user).active().count()
+    if active >= limit:
+        raise TooManyActiveRuns(active, limit)
 
 
 @dataclass
@@ -64,6 +92,8 @@ def create_run(
         )
     criteria = criteria or Criteria.defaults()
     with transaction.atomic():
+        if getattr(user, "is_authenticated", False):
+            check_active_runs(user)
         run = QualificationRun.objects.create(
             status=RunStatus.PENDING,
             total=len(prospects),

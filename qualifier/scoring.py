@@ -46,12 +46,12 @@ def rule_based_scorer(prospect: ProspectData, criteria: Criteria) -> Score:
     reasons: list[str] = []
     score = 0
 
-    industry_pattern = criteria.industry_pattern
-    if industry_pattern is None:
+    industry_matcher = criteria.industry_matcher
+    if industry_matcher is None:
         score += WEIGHTS["industry"]
     elif not prospect.industry:
         reasons.append("industry unknown")
-    elif industry_pattern.search(prospect.industry.casefold()):
+    elif industry_matcher.search(prospect.industry):
         score += WEIGHTS["industry"]
         reasons.append(f"industry matches: {prospect.industry}")
     else:
@@ -70,14 +70,13 @@ def rule_based_scorer(prospect: ProspectData, criteria: Criteria) -> Score:
         score += WEIGHTS["size"]
         reasons.append(f"company size fits: {employees} employees")
 
-    title_pattern = criteria.title_pattern
-    if title_pattern is None:
+    title_matcher = criteria.title_matcher
+    if title_matcher is None:
         score += WEIGHTS["title"]
     elif not prospect.title:
         reasons.append("title unknown")
-    elif match := title_pattern.search(prospect.title.casefold()):
+    elif keyword := title_matcher.search(prospect.title):
         score += WEIGHTS["title"]
-        keyword = criteria.title_keyword_names.get(match.group(), match.group())
         reasons.append(f"title matches '{keyword}': {prospect.title}")
     else:
         reasons.append(f"title not senior enough: {prospect.title}")

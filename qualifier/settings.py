@@ -1,8 +1,10 @@
 """Settings for qualifier, read from the environment (and a `.env` file) with django-environ.
 
-Every variable is documented in `.env.example`. The recovery settings are passed through as
-given and validated by the recovery app's system checks, so a bad value is reported by name
-with a hint instead of crashing with a traceback.
+Every variable is documented in `.env.example`. Django's own settings are read through
+`qualifier.environment`, so a bad value stops every command and server with one line naming
+the setting and the value. The application's settings are passed through as given and
+validated by the system checks (recovery/checks.py, qualifier/checks.py), which name the
+setting and give a hint.
 """
 
 from __future__ import annotations
@@ -10,37 +12,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
-from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
+
+from qualifier.environment import Environment, SettingError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+_env = environ.Env()
 # The test suite sets QUALIFIER_IGNORE_DOTENV so a developer's .env cannot change what it checks.
-if not env.bool("QUALIFIER_IGNORE_DOTENV", default=False):
+if not _env.bool("QUALIFIER_IGNORE_DOTENV", default=False):
     environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+env = Environment(_env)
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _strict_bool(name: str, default: bool) -> bool:
-    """DEBUG decides how secrets are handled, so a typo must not silently mean anything."""
-    raw = env.str(name, default=str(default)).strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ImproperlyConfigured(
-        f"{name}={raw!r} is not a boolean. Use one of: true, false, 1, 0, yes, no, on, off."
-    )
-
-
-DEBUG = _strict_bool("DEBUG", default=False)
+# DEBUG decides how secrets are handled, so a typo must not silently mean anything.
+DEBUG = env.bool("DEBUG", default=False)
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured(
+        raise SettingError(
             "SECRET_KEY is not set and DEBUG is off. Set SECRET_KEY in the environment or in "
             ".env (for example: python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
             "or set DEBUG=true for local development."
@@ -49,6 +39,30 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTPS and browser protections (production: see the README) ---
+# Redirect plain HTTP to HTTPS.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Send the session and CSRF cookies over HTTPS only.
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# Strict-Transport-Security: seconds browsers keep to HTTPS (0 = no header).
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0, maximum=10 * 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Behind a TLS proxy: the header it sets to "https" (e.g. X-Forwarded-Proto).
+SECURE_PROXY_SSL_HEADER = env.proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+# The pages load scripts, styles and images from this server only, and are never framed.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+    "form-action": [CSP.SELF],
+}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -74,6 +88,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    # Responses for signed-in users and API callers carry prospect data: never cached.
+    "qualifier.middleware.PrivateResponsesMiddleware",
+    # Failed sign-ins are limited per client (429 with Retry-After).
+    "qualifier.middleware.SignInThrottleMiddleware",
 ]
 
 ROOT_URLCONF = "qualifier.urls"
@@ -96,7 +115,9 @@ TEMPLATES = [
 WSGI_APPLICATION = "qualifier.wsgi.application"
 ASGI_APPLICATION = "qualifier.asgi.application"
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES = {
+    "default": env.database("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the task worker write to the same file: WAL lets readers run beside
     # the writer, IMMEDIATE transactions take the write lock up front (so a recovery sweep's
@@ -117,7 +138,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["OPTIONS"].setdefault(
         "options",
         "-c idle_in_transaction_session_timeout="
-        + str(env.int("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60_000)),
+        + str(env.int("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60_000, maximum=24 * 3600 * 1000)),
     )
     for _name, _value in {
         "keepalives": 1,
@@ -126,8 +147,10 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "keepalives_count": 3,
     }.items():
         DATABASES["default"]["OPTIONS"].setdefault(_name, _value)
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
-DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=None)}
+DATABASES["default"].setdefault(
+    "CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0, maximum=24 * 3600)
+)
+DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="") or None}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -139,7 +162,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+TIME_ZONE = env.time_zone("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
@@ -154,20 +177,34 @@ LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 # API requests that fail CSRF get a JSON answer; pages get Django's usual page.
 CSRF_FAILURE_VIEW = "qualifier.views.csrf_failure"
-
-
-def _positive_bytes(name: str, default: int) -> int:
-    raw = env.str(name, default=str(default)).strip()
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a positive whole number of bytes.")
-    return int(raw)
+# The DEBUG error page hides passwords in URLs (DATABASE_URL) as well as Django's usual keys.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "qualifier.errors.UrlPasswordFilter"
+# The upload limit is enforced while the body streams in, before the file is stored.
+FILE_UPLOAD_HANDLERS = [
+    "qualifier.uploads.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+# Failed sign-ins and API tokens are counted here (see AUTH_FAILURE_LIMIT). The default is
+# per process; with several processes set CACHE_URL to a shared cache, e.g.
+# dbcache://qualifier_cache (after `manage.py createcachetable`) or redis://host:6379/0.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Behind a proxy: the header whose last address is the client's, e.g. X-Forwarded-For (the
+# throttle then counts per client rather than per proxy). Empty: the connection's address.
+AUTH_CLIENT_IP_HEADER = env.str("AUTH_CLIENT_IP_HEADER", default="").strip()
 
 
 # --- Web pages and APIs ---
 # Bearer token for the recovery API (/api/qualify/recovery); empty turns token authentication off.
 RECOVERY_API_TOKEN = env.str("RECOVERY_API_TOKEN", default="")
 # Largest CSV upload or JSON request body accepted, in bytes (the API answers 413 above it).
-QUALIFIER_MAX_UPLOAD_BYTES = _positive_bytes("QUALIFIER_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
+QUALIFIER_MAX_UPLOAD_BYTES = env.int(
+    "QUALIFIER_MAX_UPLOAD_BYTES", default=10 * 1024 * 1024, minimum=1, maximum=1024**3
+)
+# Failed sign-ins or recovery API tokens one client may make per window before a 429
+# (validated by recovery/checks.py).
+AUTH_FAILURE_LIMIT = env.str("AUTH_FAILURE_LIMIT", default="10")
+AUTH_FAILURE_WINDOW_SECONDS = env.str("AUTH_FAILURE_WINDOW_SECONDS", default="300")
 
 # --- Recovery (validated by recovery/checks.py; read through recovery.conf) ---
 # Minutes without progress after which a processing run counts as hung (the backstop for a
@@ -190,6 +227,10 @@ RECOVERY_MAX_ATTEMPTS = env.str("RECOVERY_MAX_ATTEMPTS", default="3")
 # --- Qualification (validated by qualifier/checks.py; read through qualifier.conf) ---
 # Most prospects one run may hold (a CSV upload or a JSON request).
 QUALIFIER_MAX_PROSPECTS = env.str("QUALIFIER_MAX_PROSPECTS", default="10000")
+# Most columns besides the known ones that a CSV or a JSON item may have (kept as extra data).
+QUALIFIER_MAX_EXTRA_COLUMNS = env.str("QUALIFIER_MAX_EXTRA_COLUMNS", default="50")
+# Most pending or processing runs one user may have at once.
+QUALIFIER_MAX_ACTIVE_RUNS_PER_USER = env.str("QUALIFIER_MAX_ACTIVE_RUNS_PER_USER", default="5")
 # Dotted path of the scorer: a callable (prospect, criteria) -> qualifier.scoring.Score.
 QUALIFIER_SCORER = env.str("QUALIFIER_SCORER", default="qualifier.scoring.rule_based_scorer")
 # Milliseconds the default scorer waits per prospect, to make runs slow enough to watch in demos.
@@ -226,11 +267,29 @@ LOGGING = {
         "plain": {"format": "%(message)s"},
         "timestamped": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
+    "filters": {
+        "not_ours": {
+            "()": "qualifier.environment.OtherLoggers",
+            "exclude": ["recovery", "qualifier"],
+        },
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        # Everything else at WARNING and above, with tracebacks: Django's request errors
+        # (django.request logs every 500 with its traceback) and any library's.
+        "errors": {
+            "class": "logging.StreamHandler",
+            "formatter": "timestamped",
+            "level": "WARNING",
+            "filters": ["not_ours"],  # those have the console handler
+        },
     },
+    "root": {"handlers": ["errors"], "level": "WARNING"},
     "loggers": {
-        "recovery": {"handlers": ["console"], "level": env.str("RECOVERY_LOG_LEVEL", "INFO")},
-        "qualifier": {"handlers": ["console"], "level": env.str("QUALIFIER_LOG_LEVEL", "INFO")},
+        "recovery": {"handlers": ["console"], "level": env.log_level("RECOVERY_LOG_LEVEL")},
+        "qualifier": {"handlers": ["console"], "level": env.log_level("QUALIFIER_LOG_LEVEL")},
+        # Django's default handlers print only with DEBUG on (or mail admins we do not have):
+        # send its records to the root handler instead, in production too.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
     },
 }

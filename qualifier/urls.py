@@ -24,4 +24,6 @@ urlpatterns = [
     re_path(r"^api/(?P<path>.*)$", views.api_not_found, name="api-not-found"),
 ]
 
+handler400 = "qualifier.errors.bad_request"
+handler403 = "qualifier.errors.permission_denied"
 handler500 = "qualifier.views.server_error"

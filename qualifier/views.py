@@ -6,7 +6,6 @@ Every page needs a signed-in user and shows only that user's runs: another user'
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,16 @@ from .criteria import Criteria
 from .forms import NewRunForm
 from .models import ProspectResult
 from .prospects import ProspectInputError
-from .runs import RetryNotAllowed, RunCounts, counts_for, create_run, retry_run
+from .runs import (
+    RetryNotAllowed,
+    RunCounts,
+    TooManyActiveRuns,
+    counts_for,
+    create_run,
+    retry_run,
+)
+from .spreadsheets import FormulaSafeWriter
+from .uploads import upload_refusal
 
 API_PREFIX = "/api/"
 HISTORY_PAGE_SIZE = 20
@@ -113,7 +121,12 @@ def run_list(request: HttpRequest) -> HttpResponse:
 def run_new(request: HttpRequest) -> HttpResponse:
     defaults = Criteria.defaults()
     if request.method == "POST":
-        form = NewRunForm(request.POST, request.FILES, defaults=defaults)
+        form = NewRunForm(
+            request.POST,
+            request.FILES,
+            defaults=defaults,
+            upload_refused=upload_refusal(request),
+        )
         if form.is_valid():
             try:
                 run = create_run(
@@ -121,6 +134,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
                 )
             except ProspectInputError as exc:
                 form.add_error("prospects_file", str(exc))
+            except TooManyActiveRuns as exc:
+                form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Run {run.pk} started with {run.total} prospects.")
                 return redirect("qualifier:run-detail", pk=run.pk)
@@ -166,7 +181,7 @@ def run_results_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     """The run's results as CSV, streamed row by row (a run may hold thousands)."""
     run = get_object_or_404(user_runs(request), pk=pk)
     results = ordered_results(run, request.GET.get("sort")).iterator(chunk_size=2000)
-    writer = csv.writer(_Echo())
+    writer = FormulaSafeWriter(_Echo())
 
     def lines() -> Iterator[str]:
         yield writer.writerow(CSV_COLUMNS)
@@ -196,7 +211,7 @@ def run_retry(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(user_runs(request), pk=pk)
     try:
         retry = retry_run(run, user=request.user)
-    except RetryNotAllowed as exc:
+    except (RetryNotAllowed, TooManyActiveRuns) as exc:
         messages.error(request, str(exc))
         return redirect("qualifier:run-detail", pk=run.pk)
     messages.success(

@@ -25,14 +25,27 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
+from .conf import parse_timeout_minutes
+from .inputs import parse_ids, parse_whole_number
 from .models import RecoverySource
 from .sweep import RecoveryInputError, recover_stuck_runs
+from .throttle import API_TOKEN
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The admin's permissions on runs, which the recovery API asks for too.
+VIEW_PERMISSION = "recovery.view_qualificationrun"
+CHANGE_PERMISSION = "recovery.change_qualificationrun"
 #: The recovery API's lists of active and stuck runs stop here (the counts stay exact).
 RECOVERY_LIST_LIMIT = 100
 #: A recovery request body is a few ids: anything larger is a mistake.
 RECOVERY_MAX_BODY_BYTES = 1024 * 1024
+#: Most run ids one recovery request may name.
+RECOVERY_MAX_RUN_IDS = 1_000
+#: JSON bodies nested deeper than this are refused: no request needs more than a few levels,
+#: and deeper ones only cost recursion (Python's parser gives up near 1,000 levels).
+MAX_JSON_DEPTH = 20
+#: Digits of the longest whole number a JSON body may hold.
+MAX_JSON_DIGITS = 100
 
 
 @dataclass
@@ -82,22 +95,38 @@ def session_caller(request: HttpRequest) -> Caller:
 
 
 def staff_caller(request: HttpRequest) -> Caller:
-    """A staff session, or the recovery API token when one is configured."""
+    """A staff session with the admin's permissions on runs, or the recovery API token.
+
+    Reading (GET) needs the "view" or "change" permission on qualification runs, recovering
+    (POST, force included) needs "change": the same as the admin's list and its actions. The
+    token is an operator's credential: it may do everything, and its events have no actor.
+    Failed tokens are limited per client (429 with Retry-After).
+    """
     token = getattr(settings, "RECOVERY_API_TOKEN", "") or ""
     challenge = {"WWW-Authenticate": 'Bearer realm="qualifier"'} if token else {}
     header = request.headers.get("Authorization", "")
     if header:
+        retry_after = API_TOKEN.retry_after(request)
+        if retry_after is not None:
+            raise ApiError(
+                429,
+                f"Too many failed API tokens from your address; try again in {retry_after} s.",
+                headers={"Retry-After": str(retry_after)},
+            )
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
+            API_TOKEN.failed(request)
             raise ApiError(
                 401, "Unsupported Authorization header: use 'Bearer <token>'.", headers=challenge
             )
         if not token:
+            API_TOKEN.failed(request)
             raise ApiError(
                 401,
                 "Token authentication is off: RECOVERY_API_TOKEN is not set on the server.",
             )
         if not hmac.compare_digest(credentials.strip().encode(), token.encode()):
+            API_TOKEN.failed(request)
             raise ApiError(401, "Invalid API token.", headers=challenge)
         return Caller(None, by_token=True)
     if not request.user.is_authenticated:
@@ -109,6 +138,18 @@ def staff_caller(request: HttpRequest) -> Caller:
         )
     if not request.user.is_staff:
         raise ApiError(403, "Only staff users may use the recovery API.")
+    if request.method in SAFE_METHODS:
+        allowed = request.user.has_perm(VIEW_PERMISSION) or request.user.has_perm(CHANGE_PERMISSION)
+        if not allowed:
+            raise ApiError(
+                403, "Viewing runs needs the 'view' or 'change qualification run' permission."
+            )
+    elif not request.user.has_perm(CHANGE_PERMISSION):
+        raise ApiError(
+            403,
+            "Recovering runs needs the 'change qualification run' permission, as the admin's "
+            "actions do.",
+        )
     return Caller(request.user)
 
 
@@ -171,7 +212,7 @@ def read_json_body(request: HttpRequest, *, max_bytes: int, default: Any = _REQU
     Django's smaller DATA_UPLOAD_MAX_MEMORY_SIZE), so the limit is the one we document.
     """
     try:
-        declared = int(request.headers.get("Content-Length") or 0)
+        declared = parse_whole_number(request.headers.get("Content-Length") or 0, minimum=0)
     except ValueError:
         raise ApiError(400, "The Content-Length header is not a number.") from None
     if declared > max_bytes:
@@ -189,13 +230,67 @@ def read_json_body(request: HttpRequest, *, max_bytes: int, default: Any = _REQU
             raise ApiError(400, "The request body is empty: send a JSON object.")
         return default
     try:
-        return json.loads(raw)
+        payload = json.loads(
+            raw, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_short_int
+        )
     except UnicodeDecodeError:
         raise ApiError(400, "Malformed JSON: the body is not UTF-8 text.") from None
     except json.JSONDecodeError as exc:
         raise ApiError(
             400, f"Malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
         ) from None
+    except RecursionError:
+        raise ApiError(400, _too_deep()) from None
+    except ValueError as exc:
+        # _short_int, _refuse_constant and _finite_float refuse long integers, NaN and
+        # infinities, each in its own words.
+        raise ApiError(400, f"Malformed JSON: {exc}") from None
+    if _depth(payload) > MAX_JSON_DEPTH:
+        raise ApiError(400, _too_deep())
+    return payload
+
+
+def _short_int(text: str) -> int:
+    """No request needs a number of more than MAX_JSON_DIGITS digits; Python's int() refuses
+    4,300 and more in its own words, and gets slow well before that."""
+    digits = len(text.lstrip("-"))
+    if digits > MAX_JSON_DIGITS:
+        raise ValueError(f"a number has {digits:,} digits; at most {MAX_JSON_DIGITS} are allowed.")
+    return int(text)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows.")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:20]} is too large.")
+    return number
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in `value` (without recursion)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _too_deep() -> str:
+    return f"Malformed JSON: arrays and objects nest more than {MAX_JSON_DEPTH} levels deep."
 
 
 def _too_large(size: int, limit: int) -> str:
@@ -260,13 +355,17 @@ def _query_minutes(request: HttpRequest) -> int | None:
     raw = request.GET.get("timeout_minutes")
     if raw is None:
         return None
-    if not raw.strip().isdigit() or int(raw) <= 0:
+    try:
+        return parse_timeout_minutes(raw)
+    except ValueError as exc:
         raise ApiError(
             400,
-            f"timeout_minutes must be a whole number of minutes greater than 0, not {raw!r}.",
-            {"timeout_minutes": "A whole number greater than 0."},
-        )
-    return int(raw)
+            f"timeout_minutes must be a whole number of minutes: {exc}.",
+            {"timeout_minutes": _TIMEOUT_FIELD},
+        ) from None
+
+
+_TIMEOUT_FIELD = "A whole number of minutes greater than 0 (at most ten years)."
 
 
 def _recovery_options(request: HttpRequest) -> dict[str, Any]:
@@ -276,18 +375,17 @@ def _recovery_options(request: HttpRequest) -> dict[str, Any]:
     errors: dict[str, str] = {}
     if body.get("timeout_minutes") is not None:
         minutes = body["timeout_minutes"]
-        if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes <= 0:
-            errors["timeout_minutes"] = "A whole number of minutes greater than 0."
-        else:
-            options["timeout_minutes"] = minutes
+        try:
+            if type(minutes) is not int:
+                raise ValueError("not a number")  # "5" in JSON is a client's mistake
+            options["timeout_minutes"] = parse_timeout_minutes(minutes)
+        except ValueError:
+            errors["timeout_minutes"] = _TIMEOUT_FIELD
     if body.get("run_ids") is not None:
-        run_ids = body["run_ids"]
-        if not isinstance(run_ids, list) or not run_ids:
-            errors["run_ids"] = "A non-empty list of run ids."
-        elif not all(type(run_id) is int and run_id > 0 for run_id in run_ids):
-            errors["run_ids"] = "Every run id must be a whole number greater than 0."
-        else:
-            options["run_ids"] = run_ids
+        try:
+            options["run_ids"] = parse_ids(body["run_ids"], max_items=RECOVERY_MAX_RUN_IDS)
+        except ValueError as exc:
+            errors["run_ids"] = f"{str(exc)[:1].upper()}{str(exc)[1:]}."
     if "force" in body:
         if not isinstance(body["force"], bool):
             errors["force"] = "true or false."

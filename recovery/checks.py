@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.checks import CheckMessage, Error
 
 from .conf import PARSERS, raw
+
+#: A shorter bearer token can be guessed; `secrets.token_urlsafe(32)` gives 43 characters.
+MIN_TOKEN_LENGTH = 32
 
 HINTS = {
     "STUCK_RUN_TIMEOUT_MINUTES": "Set it to a whole number of minutes greater than 0, e.g. 5.",
@@ -21,6 +25,9 @@ HINTS = {
     "RECOVERY_MAX_ATTEMPTS": "Set it to a whole number greater than 0, e.g. 3.",
     "RECOVERY_RUN_TASK": "Set it to the dotted path of the task that executes a run, e.g. "
     "qualifier.tasks.execute_run.",
+    "AUTH_FAILURE_LIMIT": "Set it to the number of failed sign-ins or API tokens a client may "
+    "make per window, e.g. 10.",
+    "AUTH_FAILURE_WINDOW_SECONDS": "Set it to a whole number of seconds, e.g. 300.",
 }
 IDS = {
     "STUCK_RUN_TIMEOUT_MINUTES": "recovery.E001",
@@ -31,6 +38,8 @@ IDS = {
     "RECOVERY_SHUTDOWN_GRACE_SECONDS": "recovery.E008",
     "RECOVERY_MAX_ATTEMPTS": "recovery.E009",
     "RECOVERY_RUN_TASK": "recovery.E010",
+    "AUTH_FAILURE_LIMIT": "recovery.E012",
+    "AUTH_FAILURE_WINDOW_SECONDS": "recovery.E013",
 }
 
 
@@ -47,6 +56,7 @@ def check_recovery_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
     if not errors:
         errors.extend(check_heartbeat_fits_timeout())
         errors.extend(check_worker_timeout_covers_beats())
+    errors.extend(check_api_token())
     return errors
 
 
@@ -62,6 +72,27 @@ def check_worker_timeout_covers_beats() -> list[CheckMessage]:
             f"(3 x RECOVERY_HEARTBEAT_SECONDS = {3 * heartbeat} s).",
             hint="Otherwise one slow beat would make a live worker look dead and fail its runs.",
             id="recovery.E007",
+        )
+    ]
+
+
+def check_api_token() -> list[CheckMessage]:
+    """The token is a staff credential that needs no CSRF token: it must not be guessable."""
+    token = getattr(settings, "RECOVERY_API_TOKEN", "") or ""
+    if not isinstance(token, str):
+        problem = f"it is a {type(token).__name__}, not text"
+    elif token and len(token) < MIN_TOKEN_LENGTH:
+        problem = f"it is {len(token)} characters long; at least {MIN_TOKEN_LENGTH} are needed"
+    elif token != token.strip() or not token.isascii() or not token.isprintable():
+        problem = "it must be printable ASCII without spaces around it"
+    else:
+        return []
+    return [
+        Error(
+            f"Setting RECOVERY_API_TOKEN is invalid: {problem}.",
+            hint="Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            ", or leave it empty to turn token authentication off.",
+            id="recovery.E011",
         )
     ]
 

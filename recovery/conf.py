@@ -10,6 +10,8 @@ from typing import Any
 
 from django.conf import settings
 
+from .inputs import parse_bool, parse_whole_number, show
+
 DEFAULTS: dict[str, Any] = {
     "STUCK_RUN_TIMEOUT_MINUTES": 5,
     "RECOVERY_ON_STARTUP": True,
@@ -19,45 +21,35 @@ DEFAULTS: dict[str, Any] = {
     "RECOVERY_SHUTDOWN_GRACE_SECONDS": 10,
     "RECOVERY_MAX_ATTEMPTS": 3,
     "RECOVERY_RUN_TASK": "qualifier.tasks.execute_run",
+    "AUTH_FAILURE_LIMIT": 10,
+    "AUTH_FAILURE_WINDOW_SECONDS": 300,
 }
 
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+#: Ten years: a longer timeout would reach before year 1 and overflow a date.
+MAX_TIMEOUT_MINUTES = 10 * 365 * 24 * 60
+#: A day: longer waits overflow the thread timers that use them.
+MAX_INTERVAL_SECONDS = 24 * 60 * 60
 
 
-def _whole_number(value: Any, kind: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    text = value.strip() if isinstance(value, str) else ""
-    if text.isascii() and text.isdigit():
-        return int(text)
-    raise ValueError(f"{value!r} is not a {kind}")
+def parse_positive_int(value: Any, *, maximum: int = MAX_INTERVAL_SECONDS) -> int:
+    try:
+        return parse_whole_number(value, minimum=1, maximum=maximum)
+    except ValueError:
+        raise ValueError(f"{show(value)} is not a positive integer (1 to {maximum:,})") from None
 
 
-def parse_positive_int(value: Any) -> int:
-    number = _whole_number(value, "positive integer")
-    if number <= 0:
-        raise ValueError(f"{value!r} is not a positive integer")
-    return number
+def parse_timeout_minutes(value: Any) -> int:
+    """Minutes of silence after which a run is stuck: 1 to ten years' worth."""
+    return parse_positive_int(value, maximum=MAX_TIMEOUT_MINUTES)
 
 
 def parse_non_negative_int(value: Any) -> int:
-    number = _whole_number(value, "whole number (0 or more)")
-    if number < 0:
-        raise ValueError(f"{value!r} is not a whole number (0 or more)")
-    return number
-
-
-def parse_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
-    raise ValueError(f"{value!r} is not a boolean (use true or false)")
+    try:
+        return parse_whole_number(value, minimum=0, maximum=MAX_INTERVAL_SECONDS)
+    except ValueError:
+        raise ValueError(
+            f"{show(value)} is not a whole number (0 to {MAX_INTERVAL_SECONDS:,})"
+        ) from None
 
 
 def parse_dotted_path(value: Any) -> str:
@@ -69,7 +61,7 @@ def parse_dotted_path(value: Any) -> str:
 
 
 PARSERS = {
-    "STUCK_RUN_TIMEOUT_MINUTES": parse_positive_int,
+    "STUCK_RUN_TIMEOUT_MINUTES": parse_timeout_minutes,
     "RECOVERY_ON_STARTUP": parse_bool,
     "RECOVERY_HEARTBEAT_SECONDS": parse_positive_int,
     "RECOVERY_WORKER_TIMEOUT_SECONDS": parse_positive_int,
@@ -77,6 +69,8 @@ PARSERS = {
     "RECOVERY_SHUTDOWN_GRACE_SECONDS": parse_positive_int,
     "RECOVERY_MAX_ATTEMPTS": parse_positive_int,
     "RECOVERY_RUN_TASK": parse_dotted_path,
+    "AUTH_FAILURE_LIMIT": parse_positive_int,
+    "AUTH_FAILURE_WINDOW_SECONDS": parse_positive_int,
 }
 
 
@@ -89,7 +83,7 @@ class RecoverySettings:
 
     @property
     def STUCK_RUN_TIMEOUT_MINUTES(self) -> int:
-        return parse_positive_int(raw("STUCK_RUN_TIMEOUT_MINUTES"))
+        return parse_timeout_minutes(raw("STUCK_RUN_TIMEOUT_MINUTES"))
 
     @property
     def RECOVERY_ON_STARTUP(self) -> bool:
@@ -123,6 +117,15 @@ class RecoverySettings:
     def RECOVERY_RUN_TASK(self) -> str:
         """The django.tasks task that executes a run, called with the run's id."""
         return parse_dotted_path(raw("RECOVERY_RUN_TASK"))
+
+    @property
+    def AUTH_FAILURE_LIMIT(self) -> int:
+        """Failed sign-ins or bearer tokens a client may make per window before a 429."""
+        return parse_positive_int(raw("AUTH_FAILURE_LIMIT"))
+
+    @property
+    def AUTH_FAILURE_WINDOW_SECONDS(self) -> int:
+        return parse_positive_int(raw("AUTH_FAILURE_WINDOW_SECONDS"))
 
 
 conf = RecoverySettings()

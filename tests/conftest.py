@@ -51,6 +51,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    """Failed sign-ins and tokens are counted in the cache: each test starts from zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def make_run(db: Any) -> Callable[..., QualificationRun]:
     """Creates a run whose clock fields are given in minutes ago.
@@ -146,3 +154,13 @@ def bob(db: Any) -> Any:
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.create_user("bob", "bob@other.test")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The hostile-input table (tests/test_hostile_input.py), when those tests ran."""
+    from tests.tally import TALLY, table
+
+    if TALLY:
+        terminalreporter.section("hostile input: tried and refused cleanly")
+        for line in table():
+            terminalreporter.write_line(line)

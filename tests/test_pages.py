@@ -289,7 +289,7 @@ def test_new_run_shows_criteria_errors_on_their_fields(signed_in):
 @override_settings(QUALIFIER_MAX_UPLOAD_BYTES=100)
 def test_new_run_refuses_a_file_over_the_byte_limit(signed_in):
     response = signed_in.post("/runs/new/", {"prospects_file": upload()})
-    assert "the limit is 100\xa0bytes" in response.content.decode()
+    assert "The file is larger than the limit of 100 bytes." in response.content.decode()
     assert not QualificationRun.objects.exists()
 
 

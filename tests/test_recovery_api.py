@@ -8,20 +8,28 @@ from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client, override_settings
 
 from recovery.models import QualificationRun, RecoveryEvent, RecoverySource, RunStatus
 from tests.helpers import CSRF_SECRET
 
 URL = "/api/qualify/recovery"
-TOKEN = "s3cret-recovery-token-for-tests"
+TOKEN = "s3cret-recovery-token-for-the-test-suite"
 
 pytestmark = pytest.mark.django_db
 
 
+def staff_user(username: str, *codenames: str):
+    user = get_user_model().objects.create_user(username, is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return user
+
+
 @pytest.fixture
 def staff(db):
-    return get_user_model().objects.create_user("ops", is_staff=True)
+    """An operator: staff with the admin's change permission on runs."""
+    return staff_user("ops", "change_qualificationrun")
 
 
 @pytest.fixture

@@ -117,8 +117,9 @@ def test_a_bad_value_is_one_error_naming_the_setting_and_value_with_a_hint(name,
     assert error.level == checks.ERROR
     kind = {
         "RECOVERY_ON_STARTUP": "boolean (use true or false)",
-        "RECOVERY_SWEEP_INTERVAL_SECONDS": "whole number (0 or more)",
-    }.get(name, "positive integer")
+        "RECOVERY_SWEEP_INTERVAL_SECONDS": "whole number (0 to 86,400)",
+        "STUCK_RUN_TIMEOUT_MINUTES": "positive integer (1 to 5,256,000)",
+    }.get(name, "positive integer (1 to 86,400)")
     assert error.msg == f"Setting {name} is invalid: {value!r} is not a {kind}."
     assert error.hint
 

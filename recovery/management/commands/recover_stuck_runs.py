@@ -8,29 +8,31 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from recovery.conf import conf
+from recovery.conf import MAX_TIMEOUT_MINUTES, conf
+from recovery.inputs import parse_whole_number, show
 from recovery.models import RecoverySource
 from recovery.sweep import RecoveryInputError, recover_stuck_runs
 
 
 def positive_minutes(value: str) -> int:
     try:
-        minutes = int(value)
+        parse_whole_number(value)
     except ValueError:
-        raise ArgumentTypeError(f"{value!r} is not a whole number of minutes") from None
-    if minutes <= 0:
-        raise ArgumentTypeError(f"must be greater than 0, not {minutes}")
-    return minutes
+        raise ArgumentTypeError(f"{show(value)} is not a whole number of minutes") from None
+    try:
+        return parse_whole_number(value, minimum=1, maximum=MAX_TIMEOUT_MINUTES)
+    except ValueError:
+        raise ArgumentTypeError(
+            f"must be greater than 0 and at most {MAX_TIMEOUT_MINUTES:,} (ten years), "
+            f"not {value.strip()}"
+        ) from None
 
 
 def run_id(value: str) -> int:
     try:
-        number = int(value)
+        return parse_whole_number(value, minimum=1)
     except ValueError:
-        raise ArgumentTypeError(f"{value!r} is not a run id (a whole number)") from None
-    if number <= 0:
-        raise ArgumentTypeError(f"{value!r} is not a run id (ids start at 1)")
-    return number
+        raise ArgumentTypeError(f"{show(value)} is not a run id (a whole number from 1)") from None
 
 
 class Command(BaseCommand):
