@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
@@ -210,8 +210,7 @@ class QualificationRunAdmin(admin.ModelAdmin):
                     "created_at",
                     "age",
                     "started_at",
-                    "heartbeat_at",
-                    "last_heartbeat",
+                    "heartbeat",
                     "stuck",
                     "completed_at",
                 )
@@ -228,8 +227,7 @@ class QualificationRunAdmin(admin.ModelAdmin):
         "created_at",
         "age",
         "started_at",
-        "heartbeat_at",
-        "last_heartbeat",
+        "heartbeat",
         "stuck",
         "completed_at",
         "failure_reason",
@@ -242,6 +240,13 @@ class QualificationRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """No Delete button on a run that has recovery events: they PROTECT it, so deleting
+        it could only fail."""
+        if obj is not None and obj.recovery_events.exists():
+            return False
+        return super().has_delete_permission(request, obj)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         """Writes only the edited fields: a full save() would put the status and progress read
@@ -268,9 +273,20 @@ class QualificationRunAdmin(admin.ModelAdmin):
             gettext("%(time)s ago") % {"time": time_ago(run.heartbeat_at)},
         )
 
-    @admin.display(description=_("stuck"), boolean=True)
-    def stuck(self, run: QualificationRun) -> bool:
-        return run.is_stuck(conf.STUCK_RUN_TIMEOUT_MINUTES)
+    @admin.display(description=_("last heartbeat"), empty_value="—")
+    def heartbeat(self, run: QualificationRun) -> str | None:
+        """The run page's one heartbeat line: the time, and how long ago."""
+        if run.heartbeat_at is None:
+            return None
+        return gettext("%(time)s (%(ago)s ago)") % {
+            "time": formats.localize(timezone.localtime(run.heartbeat_at)),
+            "ago": time_ago(run.heartbeat_at),
+        }
+
+    @admin.display(description=_("stuck"))
+    def stuck(self, run: QualificationRun) -> str:
+        """Words, not icons: a green tick for "stuck" read as good news."""
+        return gettext("Yes") if run.is_stuck(conf.STUCK_RUN_TIMEOUT_MINUTES) else gettext("No")
 
     # --- actions -------------------------------------------------------------------------------
 
