@@ -348,12 +348,6 @@ def test_the_run_page_shows_the_last_heartbeat_once_with_its_time_and_age(
     assert re.search(r"Last heartbeat: .+ \(3 minutes ago\)", page)
 
 
-@pytest.fixture
-def superuser_client(client):
-    client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
-    return client
-
-
 def test_a_run_with_recovery_events_offers_no_delete(superuser_client, make_run):
     """Its events PROTECT it, so a Delete button could only lead to an error."""
     recovered = make_run(created_minutes_ago=30, heartbeat_minutes_ago=20)
