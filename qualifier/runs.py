@@ -19,8 +19,14 @@ from recovery.models import QualificationRun, RunStatus
 
 from .conf import conf
 from .criteria import Criteria
-from .models import Outcome, Prospect, ProspectResult
-from .prospects import PROSPECT_FIELDS, ProspectData, ProspectInputError, TooManyProspects
+from .models import Outcome, Prospect, ProspectResult, RunInput
+from .prospects import (
+    PROSPECT_FIELDS,
+    ParsedProspects,
+    ProspectData,
+    ProspectInputError,
+    TooManyProspects,
+)
 
 logger = logging.getLogger("qualifier")
 
@@ -75,6 +81,8 @@ def create_run(
             ),
             batch_size=INSERT_BATCH_SIZE,
         )
+        if isinstance(prospects, ParsedProspects) and prospects.columns:
+            RunInput.objects.create(run=run, columns=list(prospects.columns))
         transaction.on_commit(lambda: enqueue_run(run.pk))
         logger.info("Run %s created with %s prospects", run.pk, run.total)
     return run
@@ -115,7 +123,10 @@ def retry_run(run: QualificationRun, *, user: Any) -> QualificationRun:
         raise RetryNotAllowed(
             f"Run {run.pk} has a result for every prospect; there is nothing left to retry."
         )
-    prospects = [ProspectData(**row) for row in remaining]
+    prospects = ParsedProspects(
+        (ProspectData(**row) for row in remaining),
+        columns=RunInput.objects.filter(run=run).values_list("columns", flat=True).first() or (),
+    )
     return create_run(
         user=user,
         prospects=prospects,
