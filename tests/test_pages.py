@@ -325,9 +325,9 @@ def test_results_are_numbered_from_1_with_the_domain_not_the_website(signed_in, 
 
     numbers = re.findall(r'<td data-label="#" title="Line (\d+) of the file">(\d+)</td>', html)
     assert numbers == [("2", "1"), ("3", "2"), ("7", "3")]
-    assert '<span class="muted">analyticalengines.io</span>' in html
+    assert '<span class="domain muted">analyticalengines.io</span>' in html
     assert "https://www.analyticalengines.io" not in html
-    assert '<span class="muted">cobolworks.com</span>' in html
+    assert '<span class="domain muted">cobolworks.com</span>' in html
     assert scores_in(signed_in.get(f"/runs/{run.pk}/?sort=score").content.decode()) == [
         "60",
         "70",
