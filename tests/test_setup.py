@@ -53,6 +53,33 @@ def test_a_missing_postgresql_database_is_created_and_named_without_its_password
     assert "not-needed" not in created.stdout + created.stderr
 
 
+@pytest.fixture
+def login_without_createdb():
+    """A PostgreSQL login that may not create databases, dropped again after the test."""
+    role = f"qualifier_setup_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN NOCREATEDB')
+    yield role
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@pytest.mark.postgres
+def test_a_user_who_may_not_create_the_database_is_told_the_command_to_run(
+    missing_database, login_without_createdb
+):
+    result = manage(["ensure_database"], pg_url(missing_database, user=login_without_createdb))
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f'CommandError: The PostgreSQL database "{missing_database}" on 127.0.0.1:5432 as '
+        f"{login_without_createdb} does not exist and this user may not create it. Create it "
+        f"with: createdb -h 127.0.0.1 -p 5432 -U <admin user> -O {login_without_createdb} "
+        f"{missing_database}"
+    )
+    assert not database_exists(missing_database)
+
+
 def test_an_unreachable_postgresql_server_is_one_line_on_stderr():
     url = f"postgres://postgres:hunter2@127.0.0.1:{free_port()}/qualifier"
 
