@@ -32,7 +32,14 @@ from .runs import (
     create_run,
     retry_run,
 )
-from .views import ACTIVE_LIMIT, RESULT_SORTS, ordered_results, percent
+from .views import (
+    ACTIVE_LIMIT,
+    RESULT_SORTS,
+    ordered_results,
+    percent,
+    run_duration,
+    with_recovery,
+)
 
 RUNS_PAGE_SIZE = 20
 RESULTS_PAGE_SIZE = 50
@@ -46,7 +53,7 @@ def _time(value: Any) -> str | None:
 
 
 def run_json(run: QualificationRun, counts: RunCounts) -> dict[str, Any]:
-    duration = run.duration()
+    duration = run_duration(run)
     return {
         "id": run.pk,
         "status": run.status,
@@ -135,7 +142,7 @@ def paginate(request: HttpRequest, queryset: QuerySet, per_page: int) -> tuple[P
 
 def _own_run(caller: Caller, pk: int) -> QualificationRun:
     try:
-        return QualificationRun.objects.get(pk=pk, user=caller.user)
+        return with_recovery(QualificationRun.objects.all()).get(pk=pk, user=caller.user)
     except QualificationRun.DoesNotExist:
         raise ApiError(404, f"Run {pk} does not exist or is not yours.") from None
 
@@ -148,7 +155,9 @@ def runs(request: HttpRequest, caller: Caller) -> JsonResponse:
     """GET: the user's runs, newest first (?status= filters). POST: a new run."""
     if request.method == "POST":
         return _create(request, caller)
-    queryset = QualificationRun.objects.filter(user=caller.user).order_by("-created_at", "-pk")
+    queryset = with_recovery(QualificationRun.objects.filter(user=caller.user)).order_by(
+        "-created_at", "-pk"
+    )
     status = request.GET.get("status")
     if status is not None:
         if status not in RunStatus.values:

@@ -14,6 +14,8 @@ from django.utils.translation import gettext_lazy as _
 
 from recovery.models import QualificationRun
 
+from .criteria import normalize_domain
+
 
 class Prospect(models.Model):
     run = models.ForeignKey(
@@ -42,6 +44,33 @@ class Prospect(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.company})"
+
+    @property
+    def domain_name(self) -> str:
+        """The domain the scorer judges ("https://www.acme.io/" -> "acme.io"): from the
+        website or domain column, else from the email."""
+        return normalize_domain(self.domain or self.email)
+
+
+class RunInput(models.Model):
+    """The columns of a run's input as they were given, in their order, so the results
+    download has the shape of the upload and can be uploaded again."""
+
+    run = models.OneToOneField(
+        QualificationRun,
+        verbose_name=_("run"),
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="input",
+    )
+    columns = models.JSONField(_("input columns"), default=list)
+
+    class Meta:
+        verbose_name = _("run input")
+        verbose_name_plural = _("run inputs")
+
+    def __str__(self) -> str:
+        return f"Run {self.run_id}: {', '.join(self.columns)}"
 
 
 class Outcome(models.TextChoices):

@@ -51,7 +51,8 @@ MAX_EMPLOYEES = 2_147_483_647
 MAX_EXTRA_VALUE_LENGTH = 1_000
 MAX_COLUMN_NAME_LENGTH = 255
 MAX_EXTRA_LENGTH = 10_000
-_DIGITS_WITH_SEPARATORS = re.compile(r"^[0-9]{1,3}(?:[,_ ][0-9]{3})+$")
+#: Digits in groups of three, one separator throughout: "1,200", "1.200.000", "12 000".
+_GROUPED = re.compile(r"[0-9]{1,3}(?P<sep>[,._ \u00a0\u202f])[0-9]{3}(?:(?P=sep)[0-9]{3})*")
 _SEPARATORS = re.compile(r"[\s\-]+")
 
 
@@ -71,6 +72,15 @@ class ProspectData:
     extra: dict[str, str] = field(default_factory=dict)
     #: The CSV line number (header = line 1) or the JSON item number (index + 1).
     position: int
+
+
+class ParsedProspects(list[ProspectData]):
+    """The prospects in input order, with the input's column names as given, in its order,
+    so a run's results can be downloaded in the shape they were uploaded."""
+
+    def __init__(self, prospects: Iterable[ProspectData] = (), *, columns: Iterable[str] = ()):
+        super().__init__(prospects)
+        self.columns: tuple[str, ...] = tuple(columns)
 
 
 #: ProspectData's fields, which are also the stored Prospect's columns.
@@ -119,17 +129,38 @@ def _max_rows(max_rows: int | None) -> int:
     return conf.QUALIFIER_MAX_PROSPECTS if max_rows is None else max_rows
 
 
+def known_columns(names: Iterable[str]) -> dict[str, str]:
+    """{name as given: the field it fills} for the columns we know, by the readers' rules
+    (column names the readers accepted; raises ProspectInputError otherwise)."""
+    columns = _Columns.from_names(names, error=_ErrorFactory(None, "Line"))
+    return {given: normalized for normalized, given in columns.known.items()}
+
+
 def normalize_column(name: str) -> str:
     """'  Company Name ' -> 'company_name': headers match whatever their case or spacing."""
     return _SEPARATORS.sub("_", name.strip().lower())
 
 
-def parse_employees(value: str) -> int | None:
-    """A whole number such as 250 or 1,200; empty means unknown. Raises ValueError."""
+def parse_employees(value: str, *, decimal_mark: str = ".") -> int | None:
+    """A whole number such as 250, 1,200 or 12 000; empty means unknown. Raises ValueError.
+
+    One separator followed by three digits is ambiguous: "1.200" is 1200 where the decimal
+    mark is a comma and 1.2 where it is a point. The file says which (`decimal_mark`); a
+    separator that appears twice ("1.200.000") can only group digits.
+    """
     text = value.strip()
     if not text:
         return None
-    digits = re.sub(r"[,_ ]", "", text) if _DIGITS_WITH_SEPARATORS.match(text) else text
+    grouped = _GROUPED.fullmatch(text)
+    digits = text
+    if grouped:
+        separator = grouped["sep"]
+        digits = text.replace(separator, "")
+        if separator == decimal_mark and text.count(separator) == 1:
+            raise ValueError(
+                f"{show(value)} is not a whole number: in this file '{decimal_mark}' is the "
+                f"decimal mark. If the count is {digits}, write {digits}."
+            )
     try:
         return parse_whole_number(digits, minimum=0, maximum=MAX_EMPLOYEES)
     except ValueError:
@@ -145,9 +176,13 @@ class _Columns:
 
     known: dict[str, str]  # normalized name -> the name as given
     extra: dict[str, str]  # the name as given -> the name as given
+    #: The decimal mark of the file's numbers (see parse_employees).
+    decimal_mark: str = "."
 
     @classmethod
-    def from_names(cls, names: Iterable[str], *, error: _ErrorFactory) -> _Columns:
+    def from_names(
+        cls, names: Iterable[str], *, error: _ErrorFactory, decimal_mark: str = "."
+    ) -> _Columns:
         known: dict[str, str] = {}
         extra: dict[str, str] = {}
         seen: dict[str, str] = {}
@@ -180,7 +215,11 @@ class _Columns:
                     f"({', '.join(KNOWN_COLUMNS)}); at most {max_extra} are kept as extra "
                     f"data. Remove the columns you do not need, from {show(given)} on."
                 )
-        return cls(known=known, extra=extra)
+        if "domain" in known and "website" in known:
+            # Only one is used; the website is kept as it was given, with the other columns.
+            website = known.pop("website")
+            extra[website] = website
+        return cls(known=known, extra=extra, decimal_mark=decimal_mark)
 
     def missing_required(self) -> list[str]:
         return [name for name in REQUIRED_COLUMNS if name not in self.known]
@@ -206,7 +245,7 @@ class _Columns:
             if not fields.get(required):
                 raise error("a value is required here.", column=self.known[required])
         try:
-            employees = parse_employees(fields.get("employees", ""))
+            employees = parse_employees(fields.get("employees", ""), decimal_mark=self.decimal_mark)
         except ValueError as exc:
             raise error(str(exc), column=self.known["employees"]) from None
         return ProspectData(
@@ -263,7 +302,7 @@ class _ErrorFactory:
 # --- CSV ----------------------------------------------------------------------------------
 
 
-def parse_csv(data: bytes, *, max_rows: int | None = None) -> list[ProspectData]:
+def parse_csv(data: bytes, *, max_rows: int | None = None) -> ParsedProspects:
     """Reads a UTF-8 CSV file (with or without a byte-order mark) with a header row."""
     limit = _max_rows(max_rows)
     text = _decode(data)
@@ -273,7 +312,8 @@ def parse_csv(data: bytes, *, max_rows: int | None = None) -> list[ProspectData]
             "'name' and 'company', and one row per prospect.",
             line=1,
         )
-    rows = _csv_rows(text)
+    delimiter = detect_delimiter(text)
+    rows = _csv_rows(text, delimiter)
     first = next(rows, None)
     if first is None:
         raise ProspectInputError(
@@ -282,7 +322,11 @@ def parse_csv(data: bytes, *, max_rows: int | None = None) -> list[ProspectData]
         )
     header_line, raw_header = first
     header = [name.strip() for name in raw_header]
-    columns = _Columns.from_names(header, error=_ErrorFactory(header_line, "Line"))
+    columns = _Columns.from_names(
+        header,
+        error=_ErrorFactory(header_line, "Line"),
+        decimal_mark="," if delimiter == ";" else ".",
+    )
     missing = columns.missing_required()
     if missing:
         found = ", ".join(f"'{name}'" for name in header if name.strip()) or "none"
@@ -291,7 +335,7 @@ def parse_csv(data: bytes, *, max_rows: int | None = None) -> list[ProspectData]
             line=header_line,
             column=missing[0],
         )
-    prospects: list[ProspectData] = []
+    prospects = ParsedProspects(columns=[name for name in header if normalize_column(name)])
     for line, cells in rows:
         error = _ErrorFactory(line, "Line")
         if len(prospects) >= limit:
@@ -331,7 +375,7 @@ def _encoding_error(data: bytes, exc: UnicodeDecodeError) -> ProspectInputError:
     column: str | None = None
     text = data.decode("utf-8-sig", errors="surrogateescape")
     try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=detect_delimiter(text)))
     except csv.Error:
         rows = []
     header = rows[0] if rows else []
@@ -347,13 +391,17 @@ def _encoding_error(data: bytes, exc: UnicodeDecodeError) -> ProspectInputError:
     return ProspectInputError(message, line=line, column=column)
 
 
-def _csv_rows(text: str) -> Iterator[tuple[int, list[str]]]:
-    """(first line number, cells) per non-blank record; quoted cells may span lines."""
+def detect_delimiter(text: str) -> str:
+    """Comma, unless the header has none and has semicolons or tabs instead (spreadsheets in
+    many European locales export with semicolons)."""
     first_line = text.lstrip().partition("\n")[0]
-    delimiter = ","
-    if "," not in first_line:
-        # Spreadsheets in many European locales export with semicolons.
-        delimiter = next((d for d in (";", "\t") if d in first_line), ",")
+    if "," in first_line:
+        return ","
+    return next((d for d in (";", "\t") if d in first_line), ",")
+
+
+def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, cells) per non-blank record; quoted cells may span lines."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     previous_end = 0
     while True:
@@ -375,7 +423,7 @@ def _csv_rows(text: str) -> Iterator[tuple[int, list[str]]]:
 # --- JSON ---------------------------------------------------------------------------------
 
 
-def parse_json(payload: object, *, max_rows: int | None = None) -> list[ProspectData]:
+def parse_json(payload: object, *, max_rows: int | None = None) -> ParsedProspects:
     """Reads a list of objects with the same keys as the CSV columns (item N = index + 1)."""
     limit = _max_rows(max_rows)
     if not isinstance(payload, list):
@@ -390,17 +438,20 @@ def parse_json(payload: object, *, max_rows: int | None = None) -> list[Prospect
             line=limit + 1,
             line_label="Item",
         )
-    prospects = []
+    prospects = ParsedProspects()
+    columns: dict[str, None] = {}  # every key of every item, in the order first seen
     for index, item in enumerate(payload):
         error = _ErrorFactory(index + 1, "Item")
         if not isinstance(item, dict):
             raise error(f"expected an object with the prospect's fields, got {_json_type(item)}.")
-        columns = _Columns.from_names([str(key) for key in item], error=error)
-        missing = columns.missing_required()
+        item_columns = _Columns.from_names([str(key) for key in item], error=error)
+        missing = item_columns.missing_required()
         if missing:
             raise error("a value is required here.", column=missing[0])
         values = {str(key): _json_text(value, key, error) for key, value in item.items()}
-        prospects.append(columns.build(values, position=index + 1, error=error))
+        prospects.append(item_columns.build(values, position=index + 1, error=error))
+        columns.update(dict.fromkeys(key for key in values if normalize_column(key)))
+    prospects.columns = tuple(columns)
     return prospects
 
 

@@ -23,8 +23,14 @@ from recovery.models import QualificationRun, RunStatus
 
 from .conf import conf
 from .criteria import Criteria
-from .models import Outcome, Prospect, ProspectResult
-from .prospects import PROSPECT_FIELDS, ProspectData, ProspectInputError, TooManyProspects
+from .models import Outcome, Prospect, ProspectResult, RunInput
+from .prospects import (
+    PROSPECT_FIELDS,
+    ParsedProspects,
+    ProspectData,
+    ProspectInputError,
+    TooManyProspects,
+)
 
 logger = logging.getLogger("qualifier")
 
@@ -108,6 +114,8 @@ def create_run(
             ),
             batch_size=INSERT_BATCH_SIZE,
         )
+        if isinstance(prospects, ParsedProspects) and prospects.columns:
+            RunInput.objects.create(run=run, columns=list(prospects.columns))
         task_id = queue.queue_run(run.pk)
         if task_id:
             QualificationRun.objects.filter(pk=run.pk).update(task_id=task_id)
@@ -138,7 +146,10 @@ def retry_run(run: QualificationRun, *, user: Any) -> QualificationRun:
         raise RetryNotAllowed(
             f"Run {run.pk} has a result for every prospect; there is nothing left to retry."
         )
-    prospects = [ProspectData(**row) for row in remaining]
+    prospects = ParsedProspects(
+        (ProspectData(**row) for row in remaining),
+        columns=RunInput.objects.filter(run=run).values_list("columns", flat=True).first() or (),
+    )
     return create_run(
         user=user,
         prospects=prospects,

@@ -171,6 +171,12 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # Without `collectstatic`, WhiteNoise serves the apps' static files straight from the finders;
 # after it, from STATIC_ROOT with long cache headers.
 WHITENOISE_USE_FINDERS = True
+# Files served at the site's root, such as /favicon.ico (browsers ask for it on every site).
+WHITENOISE_ROOT = BASE_DIR / "qualifier" / "root"
+
+# Cookies belong to a host, not a port: two instances on one machine need different names, or
+# signing in to one signs you out of the other.
+SESSION_COOKIE_NAME = env.str("SESSION_COOKIE_NAME", default="sessionid")
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"

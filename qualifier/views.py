@@ -7,13 +7,12 @@ Every page needs a signed-in user and shows only that user's runs: another user'
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import F, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views import csrf, defaults
@@ -21,11 +20,12 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from recovery.api import json_error
-from recovery.models import QualificationRun
+from recovery.models import QualificationRun, RecoveryEvent
 
 from .criteria import Criteria
+from .export import results_csv_rows
 from .forms import NewRunForm
-from .models import ProspectResult
+from .models import Prospect, ProspectResult
 from .prospects import ProspectInputError
 from .runs import (
     RetryNotAllowed,
@@ -48,17 +48,43 @@ RESULT_SORTS = {
     "score": (F("score").asc(nulls_last=True), "prospect__position"),
     "-score": (F("score").desc(nulls_last=True), "prospect__position"),
 }
-CSV_COLUMNS = ("name", "company", "email", "domain", "score", "outcome", "reasons", "error")
 
 
 def user_runs(request: HttpRequest) -> QuerySet[QualificationRun]:
-    return QualificationRun.objects.filter(user=request.user)
+    return with_recovery(QualificationRun.objects.filter(user=request.user))
+
+
+def with_recovery(runs: QuerySet[QualificationRun]) -> QuerySet[QualificationRun]:
+    """Each run with `recovered`: whether recovery failed it (it has a recovery event)."""
+    return runs.annotate(recovered=Exists(RecoveryEvent.objects.filter(run=OuterRef("pk"))))
+
+
+def run_duration(run: QualificationRun) -> dt.timedelta | None:
+    """How long the run worked. A run failed by recovery ended at its last sign of life, not
+    when it was found dead (`recovered` comes from with_recovery(); without it, not recovered)."""
+    duration = run.duration()
+    if duration is None or not getattr(run, "recovered", False):
+        return duration
+    return run.last_seen - run.started_at
 
 
 def ordered_results(run: QualificationRun, sort: str | None) -> QuerySet[ProspectResult]:
     """A run's results with their prospects, by score when `sort` asks, else input order."""
     order = RESULT_SORTS.get(sort or "", ("prospect__position",))
     return ProspectResult.objects.filter(run=run).select_related("prospect").order_by(*order)
+
+
+def numbered(results: QuerySet[ProspectResult]) -> QuerySet[ProspectResult]:
+    """Each result with `number`: its prospect's place in the run, from 1 (the stored
+    position is the CSV line number, which error messages name, so the first prospect is 2)."""
+    earlier = (
+        Prospect.objects.filter(run=OuterRef("run"), position__lte=OuterRef("prospect__position"))
+        .order_by()
+        .values("run")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
+    return results.annotate(number=Subquery(earlier))
 
 
 def format_duration(duration: dt.timedelta | None) -> str:
@@ -87,7 +113,7 @@ class RunRow:
 
     @property
     def duration(self) -> str:
-        return format_duration(self.run.duration())
+        return format_duration(run_duration(self.run))
 
     @property
     def percent(self) -> int:
@@ -150,7 +176,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     sort = request.GET.get("sort", "")
     if sort not in RESULT_SORTS:
         sort = ""
-    page = Paginator(ordered_results(run, sort), RESULTS_PAGE_SIZE).get_page(
+    page = Paginator(numbered(ordered_results(run, sort)), RESULTS_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
     return render(
@@ -182,25 +208,8 @@ def run_results_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     run = get_object_or_404(user_runs(request), pk=pk)
     results = ordered_results(run, request.GET.get("sort")).iterator(chunk_size=2000)
     writer = FormulaSafeWriter(_Echo())
-
-    def lines() -> Iterator[str]:
-        yield writer.writerow(CSV_COLUMNS)
-        for result in results:
-            prospect = result.prospect
-            yield writer.writerow(
-                [
-                    prospect.name,
-                    prospect.company,
-                    prospect.email,
-                    prospect.domain,
-                    "" if result.score is None else result.score,
-                    result.get_outcome_display(),
-                    "; ".join(result.reasons),
-                    result.error,
-                ]
-            )
-
-    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    lines = (writer.writerow(row) for row in results_csv_rows(run, results))
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="qualifier-run-{run.pk}-results.csv"'
     return response
 

@@ -18,7 +18,7 @@ from django.db.models import Case, Exists, OuterRef, Q, Value, When
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
@@ -175,6 +175,16 @@ class RecoveryEventAdmin(ReadOnlyEventMixin, admin.ModelAdmin):
     )
     readonly_fields = fields
 
+    class Media:
+        css = {"all": ["recovery/admin.css"]}
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
+        """Without the navigation sidebar: eight columns and the filters leave the reason a
+        few characters at 1280 px beside it."""
+        return super().changelist_view(
+            request, {"is_nav_sidebar_enabled": False, **(extra_context or {})}
+        )
+
     @admin.display(description=_("run"), ordering="run")
     def run_link(self, event: RecoveryEvent) -> str:
         url = reverse("admin:recovery_qualificationrun_change", args=[event.run_id])
@@ -212,8 +222,7 @@ class QualificationRunAdmin(admin.ModelAdmin):
                     "created_at",
                     "age",
                     "started_at",
-                    "heartbeat_at",
-                    "last_heartbeat",
+                    "heartbeat",
                     "stuck",
                     "completed_at",
                 )
@@ -230,8 +239,7 @@ class QualificationRunAdmin(admin.ModelAdmin):
         "created_at",
         "age",
         "started_at",
-        "heartbeat_at",
-        "last_heartbeat",
+        "heartbeat",
         "stuck",
         "completed_at",
         "failure_reason",
@@ -252,6 +260,13 @@ class QualificationRunAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(is_dead=Exists(stuck_runs().filter(pk=OuterRef("pk"))))
         )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """No Delete button on a run that has recovery events: they PROTECT it, so deleting
+        it could only fail."""
+        if obj is not None and obj.recovery_events.exists():
+            return False
+        return super().has_delete_permission(request, obj)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         """Writes only the edited fields: a full save() would put the status and progress read
@@ -278,9 +293,20 @@ class QualificationRunAdmin(admin.ModelAdmin):
             gettext("%(time)s ago") % {"time": time_ago(run.heartbeat_at)},
         )
 
-    @admin.display(description=_("stuck"), boolean=True)
-    def stuck(self, run: QualificationRun) -> bool:
-        return bool(getattr(run, "is_dead", False))
+    @admin.display(description=_("last heartbeat"), empty_value="—")
+    def heartbeat(self, run: QualificationRun) -> str | None:
+        """The run page's one heartbeat line: the time, and how long ago."""
+        if run.heartbeat_at is None:
+            return None
+        return gettext("%(time)s (%(ago)s ago)") % {
+            "time": formats.localize(timezone.localtime(run.heartbeat_at)),
+            "ago": time_ago(run.heartbeat_at),
+        }
+
+    @admin.display(description=_("stuck"))
+    def stuck(self, run: QualificationRun) -> str:
+        """Words, not icons: a green tick for "stuck" read as good news."""
+        return gettext("Yes") if getattr(run, "is_dead", False) else gettext("No")
 
     # --- actions -------------------------------------------------------------------------------
 

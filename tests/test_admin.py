@@ -132,27 +132,38 @@ def test_run_list_shows_id_user_status_progress_age_heartbeat_and_stuck(
     assert cells["progress"] == "5/10"
     assert cells["age"] == "40 minutes"
     assert cells["last_heartbeat"] == "12 minutes ago"
-    assert "icon-yes" in rows(response)[stuck.pk]["stuck"]
+    assert cells["stuck"] == "Yes"
     cells = {name: text(cell) for name, cell in rows(response)[fresh.pk].items()}
     assert (cells["user"], cells["status"], cells["progress"]) == ("-", "Pending", "0/3")
     assert re.fullmatch(r"\d+ seconds?", cells["age"])
     assert cells["last_heartbeat"] == "—"
-    assert "icon-no" in rows(response)[fresh.pk]["stuck"]
+    assert cells["stuck"] == "No"
+
+
+def test_stuck_column_says_yes_or_no_in_words_not_icons(operator_client, make_run):
+    """Boolean icons showed a red cross for every healthy run and a green tick for a stuck one."""
+    make_run(created_minutes_ago=20, heartbeat_minutes_ago=10)
+    make_run(created_minutes_ago=1)
+
+    html = operator_client.get(RUNS_URL).content.decode()
+
+    assert "icon-yes.svg" not in html
+    assert "icon-no.svg" not in html
 
 
 def test_stuck_column_follows_the_configured_timeout(operator_client, make_run, settings):
     run = make_run(created_minutes_ago=20, heartbeat_minutes_ago=10)
-    assert "icon-yes" in rows(operator_client.get(RUNS_URL))[run.pk]["stuck"]
+    assert text(rows(operator_client.get(RUNS_URL))[run.pk]["stuck"]) == "Yes"
 
     settings.STUCK_RUN_TIMEOUT_MINUTES = "15"
 
-    assert "icon-no" in rows(operator_client.get(RUNS_URL))[run.pk]["stuck"]
+    assert text(rows(operator_client.get(RUNS_URL))[run.pk]["stuck"]) == "No"
 
 
 def test_finished_runs_are_never_shown_as_stuck(operator_client, make_run):
     old = make_run(RunStatus.COMPLETED, created_minutes_ago=600, heartbeat_minutes_ago=590)
 
-    assert "icon-no" in rows(operator_client.get(RUNS_URL))[old.pk]["stuck"]
+    assert text(rows(operator_client.get(RUNS_URL))[old.pk]["stuck"]) == "No"
 
 
 def test_runs_are_listed_newest_first(operator_client, make_run):
@@ -323,6 +334,36 @@ def test_lifecycle_fields_cannot_be_changed_through_the_change_form(
         "",
     )
     assert run.heartbeat_at is None
+
+
+def test_the_run_page_shows_the_last_heartbeat_once_with_its_time_and_age(
+    operator_client, make_run
+):
+    run = make_run(created_minutes_ago=20, heartbeat_minutes_ago=3)
+    url = reverse("admin:recovery_qualificationrun_change", args=[run.pk])
+
+    page = text(operator_client.get(url).content.decode())
+
+    assert page.count("Last heartbeat") == 1
+    assert re.search(r"Last heartbeat: .+ \(3 minutes ago\)", page)
+
+
+def test_a_run_with_recovery_events_offers_no_delete(superuser_client, make_run):
+    """Its events PROTECT it, so a Delete button could only lead to an error."""
+    recovered = make_run(created_minutes_ago=30, heartbeat_minutes_ago=20)
+    recover_stuck_runs(source=RecoverySource.COMMAND, log=False)
+    plain = make_run(RunStatus.COMPLETED)
+
+    def page(run: QualificationRun, view: str = "change") -> Any:
+        return superuser_client.get(
+            reverse(f"admin:recovery_qualificationrun_{view}", args=[run.pk])
+        )
+
+    assert 'class="deletelink"' not in page(recovered).content.decode()
+    assert page(recovered, "delete").status_code == 403
+    assert 'class="deletelink"' in page(plain).content.decode()
+    assert page(plain, "delete").status_code == 200
+    assert QualificationRun.objects.filter(pk=recovered.pk).exists()
 
 
 def test_saving_a_run_writes_only_the_edited_fields_over_newer_state(rf, make_run, operator, bob):

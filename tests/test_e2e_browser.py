@@ -1,6 +1,11 @@
 """End to end in a real browser: Playwright drives Debian's chromium against a real server and
 a real worker. A newcomer's path: sign in, upload samples/prospects.csv, watch the progress bar
-move on the run's page and on the runs page, see the run complete and its results, sign out.
+and the Results heading move on the run's page, see the run on the runs page and the notice of
+its end on another page, see its results, look at the admin, sign out.
+
+Every page is photographed at desktop (1280 px) and phone (390 px) width, and checked for
+horizontal overflow at phone width. The PNGs go to $QUALIFIER_SCREENSHOTS when it is set (to
+look at them), else to the test's temporary folder.
 
 Skips with the reason where playwright or /usr/bin/chromium is missing; in CI (CI=true) a
 missing browser is a failure, since .ci/run installs it.
@@ -36,6 +41,25 @@ SAMPLE = PROJECT_DIR / "samples" / "prospects.csv"
 #: 25 prospects at this delay take about 12 s: long enough to watch, short enough for CI.
 SCORING_DELAY_MS = "500"
 USERNAME, PASSWORD = "newcomer", "a-long-test-password-2026"
+WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
+#: Two runs whose worker died 20 and 30 minutes ago: one recovered (an event for the admin),
+#: one left stuck (the admin's Stuck column). Periodic and startup sweeps are off.
+SEED_DEAD_RUNS = """
+import datetime as dt
+from django.contrib.auth.models import User
+from django.utils import timezone
+from recovery.models import QualificationRun
+now = timezone.now()
+for silent in (30, 20):
+    run = QualificationRun.objects.create(
+        status="PROCESSING", total=10, completed=4, owner="gone-host:4242", attempts=1,
+        user=User.objects.get(username="newcomer"),
+        created_at=now - dt.timedelta(minutes=silent + 2),
+        started_at=now - dt.timedelta(minutes=silent + 1),
+        heartbeat_at=now - dt.timedelta(minutes=silent),
+    )
+    print(run.pk)
+"""
 
 
 def _unavailable(reason: str) -> None:
@@ -63,7 +87,12 @@ def chromium() -> Iterator[Any]:
 @pytest.fixture
 def site(process_database: str, tmp_path: Path) -> Iterator[str]:
     """A server and a worker on a fresh database with one user; yields the base URL."""
-    env = base_env(process_database, QUALIFIER_SCORING_DELAY_MS=SCORING_DELAY_MS)
+    env = base_env(
+        process_database,
+        QUALIFIER_SCORING_DELAY_MS=SCORING_DELAY_MS,
+        RECOVERY_ON_STARTUP="false",
+        RECOVERY_SWEEP_INTERVAL_SECONDS="0",
+    )
     created = manage(
         ["createsuperuser", "--noinput", "--username", USERNAME, "--email", "n@example.com"],
         process_database,
@@ -107,6 +136,42 @@ def logs_on_failure(tmp_path: Path, page: Any) -> Iterator[None]:
         raise
 
 
+@pytest.fixture
+def dead_runs(process_database: str) -> tuple[int, int]:
+    """(recovered, stuck) run ids, made before the server starts."""
+    created = manage(["shell", "--no-imports", "-c", SEED_DEAD_RUNS], process_database)
+    assert created.returncode == 0, created.stderr
+    recovered, stuck = (int(line) for line in created.stdout.split())
+    swept = manage(["recover_stuck_runs", "--run", str(recovered)], process_database)
+    assert swept.returncode == 0, swept.stderr
+    return recovered, stuck
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("QUALIFIER_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def photograph(page: Any, folder: Path, name: str, *, ours: bool = True) -> None:
+    """Screenshots at both widths, ending at phone width. On our own pages, nothing may be
+    wider than a phone's screen, and no cell may clip its text."""
+    for label, (width, height) in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": height})
+        page.screenshot(path=str(folder / f"{name}-{label}.png"), full_page=True)
+        page.screenshot(path=str(folder / f"{name}-{label}-top.png"))
+    if ours:
+        wider = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert wider <= 0, f"{name}: the page is {wider}px wider than a phone"
+        clipped = page.evaluate(
+            "Array.from(document.querySelectorAll('td, dd, h1, h2, .notice'))"
+            ".filter(node => node.scrollWidth > node.clientWidth + 1)"
+            ".map(node => node.outerHTML.slice(0, 120))"
+        )
+        assert clipped == [], f"{name}: clipped at phone width: {clipped}"
+
+
 def watch(read: Callable[[], Any], until: Callable[[list[Any]], bool], timeout: float) -> list:
     """Samples `read()` every 100 ms until `until(samples)` holds; returns the samples."""
     samples: list[Any] = []
@@ -119,63 +184,117 @@ def watch(read: Callable[[], Any], until: Callable[[list[Any]], bool], timeout: 
     raise AssertionError(f"gave up after {timeout}s; saw {samples[-20:]}")
 
 
-def test_newcomer_uploads_the_sample_and_watches_the_run_complete(chromium, site, tmp_path):
+def test_newcomer_uploads_the_sample_and_watches_the_run_complete(
+    chromium, site, dead_runs, shots, tmp_path
+):
+    recovered_id, stuck_id = dead_runs
     page = chromium.new_page(viewport={"width": 390, "height": 844})  # a phone
     page.set_default_timeout(15_000)
     with logs_on_failure(tmp_path, page):
         # Sign in through the login page.
         page.goto(f"{site}/")
         assert page.url == f"{site}/accounts/login/?next=/"
+        photograph(page, shots, "login")
         page.fill("#id_username", USERNAME)
         page.fill("#id_password", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_url(f"{site}/")
+        assert page.request.get(f"{site}/favicon.ico").status == 200
 
         # Upload the sample with the default criteria.
         page.click("text=New run")
+        photograph(page, shots, "new-run")
         page.set_input_files("#id_prospects_file", str(SAMPLE))
         page.click("text=Start run")
         page.wait_for_url(re.compile(rf"{re.escape(site)}/runs/\d+/$"))
         run_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
         assert page.is_visible(f"text=Run {run_id} started with 25 prospects.")
 
-        # The run's page: the bar moves without a reload (the marker survives).
+        # The run's page: the bar and the Results heading move without a reload (the marker
+        # survives), and agree with each other.
         page.evaluate("window.__noReload = true")
         bar = "#run-summary progress"
 
-        def live_value() -> tuple[bool, int]:
+        def live_value() -> tuple[bool, int, int]:
             return page.evaluate(
-                f"[window.__noReload === true, document.querySelector('{bar}').value]"
+                f"[window.__noReload === true, document.querySelector('{bar}').value,"
+                " Number(document.querySelector('#results-heading [data-scored]').textContent)]"
             )
 
         moving = watch(
             live_value,
-            until=lambda seen: len({value for live, value in seen if live and 0 < value < 25}) >= 2,
+            until=lambda seen: (
+                len({value for live, value, _ in seen if live and 0 < value < 25}) >= 2
+            ),
             timeout=20,
         )
-        values = [value for live, value in moving if live]
+        values = [value for live, value, _ in moving if live]
         assert values == sorted(values), f"progress went backwards: {values}"
+        headings = {scored for live, value, scored in moving if live and 0 < value < 25}
+        assert len(headings) >= 2 and max(headings) > 0, f"the heading stood still: {moving}"
+        assert page.inner_text("#results-heading [data-total]") == "25"
+        photograph(page, shots, "run-running")
 
-        # The runs page: the run is active with its bar, then leaves with a notice.
+        # The runs page: the run is active with its bar; the recovered run is in the history,
+        # lasting until its last sign of life (1 min), not until it was found (31 min).
         page.goto(f"{site}/")
         card = f'[data-run-id="{run_id}"]'
         page.wait_for_selector(f"{card} progress")
-        page.wait_for_selector(card, state="detached", timeout=30_000)
-        notice = page.wait_for_selector("[data-notices] .notice")
+        history_row = page.locator("tr", has=page.locator(f"a[href='/runs/{recovered_id}/']"))
+        assert history_row.locator("td[data-label=Duration]").inner_text() == "1 min 0 s"
+        photograph(page, shots, "runs-running")
+
+        # Another page: the notice of the run's end appears there too.
+        page.click("nav >> text=New run")
+        notice = page.wait_for_selector(
+            f"[data-notices] .notice:has(a[href='/runs/{run_id}/'])", timeout=30_000
+        )
         assert notice.inner_text().startswith(
             f"Run {run_id} completed: 16 qualified, 9 not qualified, 0 errored."
         )
+        photograph(page, shots, "new-run-notice")
 
-        # The finished run: complete, with its results, the best first on request.
-        page.click(f"[data-notices] a[href='/runs/{run_id}/']")
-        page.wait_for_url(f"{site}/runs/{run_id}/")
+        # The runs page again: the run has left the active list for the history.
+        page.goto(f"{site}/")
+        assert page.locator(card).count() == 0
+        assert page.locator(f"td a[href='/runs/{run_id}/']").count() == 1
+        photograph(page, shots, "runs-done")
+
+        # The finished run: complete, numbered from 1, domains not websites, best first on
+        # request.
+        page.goto(f"{site}/runs/{run_id}/")
         assert page.inner_text("h1 [data-status]") == "Completed"
         assert page.evaluate(f"document.querySelector('{bar}').value") == 25
-        assert page.locator("table.results tbody tr").count() == 25
+        assert page.inner_text("#results-heading") == "Results (25 of 25 prospects)"
+        rows = page.locator("table.results tbody tr")
+        assert rows.count() == 25
+        first = rows.first
+        assert first.locator("td[data-label='#']").inner_text() == "1"
+        assert first.locator("td[data-label=Company] .domain").inner_text() == (
+            "analyticalengines.io"
+        )
+        assert "https://" not in page.inner_text("table.results")
+        photograph(page, shots, "run-done")
         page.click("text=highest score first")
         page.wait_for_url(f"{site}/runs/{run_id}/?sort=-score")
         assert page.inner_text("table.results tbody tr:first-child td[data-label=Score]") == "100"
 
+        # The admin: runs (words in the Stuck column), a recovered run, the events.
+        page.goto(f"{site}/admin/recovery/qualificationrun/")
+        stuck_cell = page.locator(f"tr:has(a[href$='/{stuck_id}/change/']) td.field-stuck")
+        assert stuck_cell.inner_text() == "Yes"
+        photograph(page, shots, "admin-runs", ours=False)
+        page.goto(f"{site}/admin/recovery/qualificationrun/{recovered_id}/change/")
+        assert page.locator("text=Last heartbeat").count() == 1
+        assert page.locator("a.deletelink").count() == 0
+        photograph(page, shots, "admin-run", ours=False)
+        page.goto(f"{site}/admin/recovery/recoveryevent/")
+        photograph(page, shots, "admin-events", ours=False)
+        page.set_viewport_size({"width": 1280, "height": 900})
+        reason = page.locator("td.field-short_reason").first
+        assert reason.evaluate("cell => cell.getBoundingClientRect().width") > 200
+
         # Signing out is a POST from the header.
+        page.goto(f"{site}/")
         page.click("text=Sign out")
         page.wait_for_url(f"{site}/accounts/login/")

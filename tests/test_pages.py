@@ -311,6 +311,72 @@ def test_run_detail_of_another_users_run_is_404(signed_in, bob, make_run):
     assert signed_in.get("/runs/999999/").status_code == 404
 
 
+def test_results_are_numbered_from_1_with_the_domain_not_the_website(signed_in, alice, make_run):
+    run = make_run(RunStatus.COMPLETED, total=3, completed=3, user=alice)
+    add_results(run, [(Outcome.QUALIFIED, 80), (Outcome.QUALIFIED, 70), (Outcome.QUALIFIED, 60)])
+    # Line numbers with a gap, as after a blank line in the file.
+    Prospect.objects.filter(run=run, position=4).update(position=7)
+    Prospect.objects.filter(run=run, position=2).update(
+        domain="https://www.analyticalengines.io/about"
+    )
+    Prospect.objects.filter(run=run, position=3).update(email="grace@cobolworks.com")
+
+    html = signed_in.get(f"/runs/{run.pk}/").content.decode()
+
+    numbers = re.findall(r'<td data-label="#" title="Line (\d+) of the file">(\d+)</td>', html)
+    assert numbers == [("2", "1"), ("3", "2"), ("7", "3")]
+    assert '<span class="domain muted">analyticalengines.io</span>' in html
+    assert "https://www.analyticalengines.io" not in html
+    assert '<span class="domain muted">cobolworks.com</span>' in html
+    assert scores_in(signed_in.get(f"/runs/{run.pk}/?sort=score").content.decode()) == [
+        "60",
+        "70",
+        "80",
+    ]
+    by_score = signed_in.get(f"/runs/{run.pk}/?sort=score").content.decode()
+    assert re.findall(r'<td data-label="#"[^>]*>(\d+)</td>', by_score) == ["3", "2", "1"]
+
+
+def test_the_results_heading_counts_are_marked_for_live_updates(signed_in, alice, make_run):
+    run = make_run(RunStatus.PROCESSING, total=3, completed=1, user=alice)
+    add_results(run, [(Outcome.QUALIFIED, 80)])
+
+    html = signed_in.get(f"/runs/{run.pk}/").content.decode()
+
+    assert "(<span data-scored>1</span> of <span data-total>3</span> prospects)" in html
+
+
+def test_a_recovered_run_lasts_until_its_last_sign_of_life_not_until_it_was_found(
+    signed_in, alice, make_run
+):
+    from recovery.models import RecoverySource
+    from recovery.sweep import recover_stuck_runs
+
+    dead = make_run(user=alice, started_minutes_ago=30, heartbeat_minutes_ago=27)
+    recover_stuck_runs(source=RecoverySource.COMMAND, log=False)
+    failed_itself = make_run(RunStatus.FAILED, user=alice, started_minutes_ago=30)
+    QualificationRun.objects.filter(pk=failed_itself.pk).update(completed_at=timezone.now())
+
+    html = signed_in.get(f"/runs/{dead.pk}/").content.decode()
+    assert re.search(r"<dd data-duration>3 min \d+ s</dd>", html)
+    html = signed_in.get(f"/runs/{failed_itself.pk}/").content.decode()
+    assert re.search(r"<dd data-duration>30 min \d+ s</dd>", html)
+    body = signed_in.get(f"/api/qualify/runs/{dead.pk}").json()
+    assert 179 <= body["duration_seconds"] <= 181
+
+
+@pytest.mark.parametrize("url", ["/", "/runs/new/", "/runs/{run}/"])
+def test_every_page_carries_the_notices_of_finished_runs(signed_in, alice, make_run, url):
+    run = make_run(RunStatus.COMPLETED, user=alice)
+
+    html = signed_in.get(url.format(run=run.pk)).content.decode()
+
+    assert re.search(
+        r'<div class="notices" data-notices data-active-url="/api/qualify/runs/active"', html
+    )
+    assert "/static/qualifier/live.js" in html
+
+
 def test_run_detail_of_an_active_run_polls_its_api(signed_in, alice, make_run):
     run = make_run(RunStatus.PROCESSING, total=8, completed=3, user=alice)
     html = signed_in.get(f"/runs/{run.pk}/").content.decode()
@@ -375,6 +441,12 @@ def test_run_detail_shows_failure_reason_and_retry_button_on_a_failed_run(
 # --- CSV download ----------------------------------------------------------------------------
 
 
+def download(client: Client, run: QualificationRun) -> list[list[str]]:
+    response = client.get(f"/runs/{run.pk}/results.csv")
+    assert response.status_code == 200
+    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
 def test_results_download_is_a_csv_of_every_result(signed_in, alice, make_run):
     run = make_run(RunStatus.COMPLETED, total=3, completed=3, user=alice)
     add_results(run, [(Outcome.QUALIFIED, 80), (Outcome.ERRORED, None), (Outcome.NOT_QUALIFIED, 5)])
@@ -389,11 +461,16 @@ def test_results_download_is_a_csv_of_every_result(signed_in, alice, make_run):
         == f'attachment; filename="qualifier-run-{run.pk}-results.csv"'
     )
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    # A run from before runs recorded their input's columns: the known columns.
     assert rows[0] == [
         "name",
-        "company",
         "email",
+        "company",
         "domain",
+        "title",
+        "industry",
+        "employees",
+        "country",
         "score",
         "outcome",
         "reasons",
@@ -401,16 +478,113 @@ def test_results_download_is_a_csv_of_every_result(signed_in, alice, make_run):
     ]
     assert rows[1] == [
         'Ada "the first" Lovelace',
-        "Engines, Ltd",
         "ada@x.io",
+        "Engines, Ltd",
         "x.io",
+        "",
+        "",
+        "",
+        "",
         "80",
         "Qualified",
         "reason for Person 0",
         "",
     ]
-    assert rows[2][4:] == ["", "Errored", "reason for Person 1", "scorer exploded"]
+    assert rows[2][-4:] == ["", "Errored", "reason for Person 1", "scorer exploded"]
     assert len(rows) == 4
+
+
+UPLOAD = (
+    "Notes,Name,company,Website,Title,Industry,Employees,Country,crm id\r\n"
+    'met at expo,Ann Lee,Acme,https://www.acme.io/about,VP Sales,Software,"1,200",Germany,A-1\r\n'
+    ",Bob Ray,Rival,,CTO,Retail,12,France,A-2\r\n"
+)
+
+
+def run_from(client: Client, content: str, on_commit) -> QualificationRun:
+    """A run over `content`, scored by the time it returns."""
+    with override_settings(TASKS=IMMEDIATE), on_commit(execute=True):
+        response = client.post("/runs/new/", {"prospects_file": upload(content.encode())})
+    assert response.status_code == 302, response.content.decode()
+    return QualificationRun.objects.get(pk=response["Location"].strip("/").rsplit("/", 1)[1])
+
+
+def test_results_download_gives_every_input_column_in_its_order_then_the_results(
+    signed_in, django_capture_on_commit_callbacks
+):
+    run = run_from(signed_in, UPLOAD, django_capture_on_commit_callbacks)
+
+    rows = download(signed_in, run)
+
+    assert rows[0] == [
+        "Notes",
+        "Name",
+        "company",
+        "Website",
+        "Title",
+        "Industry",
+        "Employees",
+        "Country",
+        "crm id",
+        "domain",
+        "score",
+        "outcome",
+        "reasons",
+        "error",
+    ]
+    assert rows[1][:10] == [
+        "met at expo",
+        "Ann Lee",
+        "Acme",
+        "https://www.acme.io/about",
+        "VP Sales",
+        "Software",
+        "1200",
+        "Germany",
+        "A-1",
+        "acme.io",
+    ]
+    assert rows[1][11] == "Qualified"
+    assert rows[2][:10] == ["", "Bob Ray", "Rival", "", "CTO", "Retail", "12", "France", "A-2", ""]
+    assert len(rows) == 3
+
+
+def test_a_downloaded_csv_uploads_again_as_the_same_prospects_and_downloads_the_same(
+    signed_in, django_capture_on_commit_callbacks
+):
+    first = run_from(signed_in, UPLOAD, django_capture_on_commit_callbacks)
+    downloaded = download(signed_in, first)
+    as_file = io.StringIO()
+    csv.writer(as_file).writerows(downloaded)
+
+    again = run_from(signed_in, as_file.getvalue(), django_capture_on_commit_callbacks)
+
+    fields = ("name", "company", "email", "title", "industry", "employees", "country")
+    assert [
+        (*values, prospect.domain_name)
+        for prospect in Prospect.objects.filter(run=again).order_by("position")
+        for values in [tuple(getattr(prospect, name) for name in fields)]
+    ] == [
+        (*values, prospect.domain_name)
+        for prospect in Prospect.objects.filter(run=first).order_by("position")
+        for values in [tuple(getattr(prospect, name) for name in fields)]
+    ]
+    # The earlier score, outcome, reasons and error give way to the new ones: no duplicates.
+    assert download(signed_in, again) == downloaded
+
+
+def test_a_retry_downloads_in_the_columns_of_the_original_upload(
+    signed_in, django_capture_on_commit_callbacks
+):
+    with override_settings(TASKS=DUMMY):
+        signed_in.post("/runs/new/", {"prospects_file": upload(UPLOAD.encode())})
+    original = QualificationRun.objects.get()
+    QualificationRun.objects.filter(pk=original.pk).update(status=RunStatus.FAILED)
+    with override_settings(TASKS=IMMEDIATE), django_capture_on_commit_callbacks(execute=True):
+        signed_in.post(f"/runs/{original.pk}/retry/")
+    retry = QualificationRun.objects.get(retry_of=original)
+
+    assert download(signed_in, retry)[0][:3] == ["Notes", "Name", "company"]
 
 
 # --- retry -----------------------------------------------------------------------------------

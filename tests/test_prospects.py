@@ -107,6 +107,55 @@ def test_employee_counts_may_use_thousands_separators(given, expected):
     assert prospect.employees == expected
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("1.200", 1200), ("1 200", 1200), ("1\u00a0200", 1200), ("1.200.000", 1200000), ("12", 12)],
+)
+def test_semicolon_files_group_digits_with_points_as_decimal_comma_spreadsheets_do(given, expected):
+    [prospect] = parse_csv(csv_bytes("name;company;employees", f"Ann;Acme;{given}"))
+    assert prospect.employees == expected
+
+
+def test_a_separator_that_appears_twice_can_only_group_digits_in_any_file():
+    [prospect] = parse_csv(csv_bytes("name,company,employees", "Ann,Acme,1.200.000"))
+    assert prospect.employees == 1_200_000
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "given", "decimal_mark"),
+    [
+        ("name;company;employees", "Ann;Acme;1,200", "1,200", ","),
+        ("name,company,employees", "Ann,Acme,1.200", "1.200", "."),
+        ("name\tcompany\temployees", "Ann\tAcme\t1.200", "1.200", "."),
+    ],
+    ids=["comma-in-semicolon-file", "point-in-comma-file", "point-in-tab-file"],
+)
+def test_a_decimal_mark_that_could_be_a_fraction_is_rejected_saying_how_to_write_it(
+    header, row, given, decimal_mark
+):
+    error = rejected(csv_bytes(header, row))
+    assert (error.line, error.column) == (2, "employees")
+    assert str(error) == (
+        f"Line 2, column 'employees': '{given}' is not a whole number: in this file "
+        f"'{decimal_mark}' is the decimal mark. If the count is 1200, write 1200."
+    )
+
+
+def test_the_input_columns_are_kept_as_given_in_their_order():
+    prospects = parse_csv(csv_bytes("Notes,Name,company,Employees", "x,Ann,Acme,3"))
+    assert prospects.columns == ("Notes", "Name", "company", "Employees")
+
+
+def test_with_both_website_and_domain_the_domain_is_used_and_the_website_kept_as_extra():
+    [prospect] = parse_csv(
+        csv_bytes("name,company,website,domain", "Ann,Acme,https://www.acme.io/about,acme.io")
+    )
+    assert (prospect.domain, prospect.extra) == (
+        "acme.io",
+        {"website": "https://www.acme.io/about"},
+    )
+
+
 def test_a_row_with_fewer_values_than_columns_leaves_the_rest_empty():
     [prospect] = parse_csv(csv_bytes("name,company,title,country", "Ann,Acme"))
     assert (prospect.title, prospect.country) == ("", "")
@@ -131,6 +180,13 @@ def test_a_wrong_encoding_is_rejected_naming_the_line_and_column():
     error = rejected(data)
     assert (error.line, error.column) == (3, "name")
     assert str(error).startswith("Line 3, column 'name': the file is not UTF-8 (byte 0xE9")
+
+
+def test_a_latin1_semicolon_file_is_rejected_naming_the_column_not_the_whole_header():
+    data = csv_bytes("name;company;employees", "René;Café Noir;12", encoding="latin-1")
+    error = rejected(data)
+    assert (error.line, error.column) == (2, "name")
+    assert str(error).startswith("Line 2, column 'name': the file is not UTF-8 (byte 0xE9")
 
 
 def test_a_utf16_file_is_rejected_as_not_utf8():
@@ -254,6 +310,13 @@ def test_json_reads_the_same_fields_as_the_csv():
         extra={"crm_id": "42", "tags": '["a", "b"]'},
         position=1,
     )
+
+
+def test_json_columns_are_every_key_in_the_order_first_seen():
+    prospects = parse_json(
+        [{"name": "A", "company": "a", "crm_id": 1}, {"tier": "gold", "company": "b", "name": "B"}]
+    )
+    assert prospects.columns == ("name", "company", "crm_id", "tier")
 
 
 def test_json_positions_are_the_item_numbers():

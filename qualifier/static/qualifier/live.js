@@ -1,10 +1,15 @@
 // Keeps progress bars current by polling the JSON API every 2 seconds (no framework).
-// The runs page: active runs appear, move and leave (with a notice saying how they ended).
-// A run's page: its progress updates, and the page reloads once the run has finished.
+// Every page: a notice says how each of the user's runs ended, also one that ended while the
+// user moved between pages (the runs last seen active are kept in sessionStorage).
+// The runs page: active runs appear, move and leave.
+// A run's page: its progress and counts update, and the page reloads once the run has finished.
 (function () {
   "use strict";
 
   var INTERVAL_MS = 2000;
+  // With no active run to watch, other pages look for new ones less often.
+  var IDLE_INTERVAL_MS = 10000;
+  var SEEN_KEY = "qualifier.activeRuns";
   var ACTIVE = { PENDING: true, PROCESSING: true };
 
   function getJSON(url) {
@@ -19,10 +24,11 @@
       });
   }
 
-  // Polls while the tab is visible; a failed poll is retried at the next tick.
+  // Polls while the tab is visible; a failed poll is retried at the next tick. `ms` is a
+  // number or a function that says how long to wait before the next tick.
   function every(ms, tick) {
     var timer = null;
-    function schedule() { timer = window.setTimeout(run, ms); }
+    function schedule() { timer = window.setTimeout(run, typeof ms === "function" ? ms() : ms); }
     function run() {
       if (document.hidden) { schedule(); return; }
       Promise.resolve().then(tick).catch(function (error) {
@@ -35,11 +41,16 @@
 
   function text(node, value) { if (node) node.textContent = String(value); }
 
+  function textAll(node, selector, value) {
+    Array.prototype.forEach.call(node.querySelectorAll(selector), function (each) { text(each, value); });
+  }
+
   function updateRunNode(node, run) {
     var bar = node.querySelector("progress");
     if (bar) { bar.max = run.total; bar.value = run.completed; bar.textContent = run.completed + " / " + run.total; }
-    text(node.querySelector("[data-completed]"), run.completed);
-    text(node.querySelector("[data-total]"), run.total);
+    textAll(node, "[data-completed]", run.completed);
+    textAll(node, "[data-total]", run.total);
+    textAll(node, "[data-scored]", run.counts.qualified + run.counts.not_qualified + run.counts.errored);
     var status = node.querySelector("[data-status]");
     if (status) {
       status.textContent = run.status_display;
@@ -95,34 +106,65 @@
         " not qualified, " + counts.errored + " errored."
       : " " + run.status_display.toLowerCase() + (run.failure_reason ? ": " + run.failure_reason : ".");
     note.appendChild(document.createTextNode(summary + " "));
-    var refresh = el("a", "", "Show in history");
-    refresh.href = window.location.pathname;
-    note.appendChild(refresh);
+    var history = el("a", "", "Show in history");
+    history.href = container.getAttribute("data-runs-url");
+    note.appendChild(history);
     container.appendChild(note);
   }
 
-  function watchActiveRuns(section) {
+  function loadSeen() {
+    try { return JSON.parse(window.sessionStorage.getItem(SEEN_KEY)) || {}; } catch (error) { return {}; }
+  }
+
+  function saveSeen(seen) {
+    try { window.sessionStorage.setItem(SEEN_KEY, JSON.stringify(seen)); } catch (error) { /* private mode */ }
+  }
+
+  // On every page: notices for runs that were active when last seen and no longer are. On the
+  // runs page `onActive` also keeps the list of active runs current. A run's own page shows
+  // how it ended, so it gets no notice there.
+  function watchActiveRuns(notices, onActive) {
+    var ownRun = document.querySelector("#run-summary[data-run-id]");
+    var ownId = ownRun ? ownRun.getAttribute("data-run-id") : null;
+    var seen = loadSeen();
+    function tick() {
+      return getJSON(notices.getAttribute("data-active-url")).then(function (body) {
+        var now = {};
+        body.results.forEach(function (run) { now[run.id] = run.url; });
+        Object.keys(seen).forEach(function (id) {
+          if (now[id] || id === ownId) return;
+          getJSON(seen[id]).then(function (run) { notify(notices, run); }).catch(function () {
+            // gone, or another user's after a change of account: nothing to say
+          });
+        });
+        seen = now;
+        saveSeen(seen);
+        if (onActive) onActive(body.results);
+      });
+    }
+    tick().catch(function (error) { if (window.console) console.warn("qualifier: " + error.message); });
+    every(function () {
+      return onActive || Object.keys(seen).length ? INTERVAL_MS : IDLE_INTERVAL_MS;
+    }, tick);
+  }
+
+  // The runs page: cards appear for new runs, move, and leave when their run has ended.
+  function activeList(section) {
     var list = section.querySelector("[data-active-list]");
     var empty = section.querySelector("[data-empty]");
-    var notices = section.querySelector("[data-notices]");
-    every(INTERVAL_MS, function () {
-      return getJSON(section.getAttribute("data-active-url")).then(function (body) {
-        var seen = {};
-        body.results.forEach(function (run) {
-          seen[run.id] = true;
-          var card = list.querySelector('[data-run-id="' + run.id + '"]');
-          if (card) updateRunNode(card, run);
-          else list.appendChild(runCard(run));
-        });
-        Array.prototype.slice.call(list.children).forEach(function (card) {
-          var id = card.getAttribute("data-run-id");
-          if (seen[id]) return;
-          card.remove();
-          getJSON(card.getAttribute("data-run-url")).then(function (run) { notify(notices, run); });
-        });
-        empty.hidden = list.children.length > 0;
+    return function (runs) {
+      var current = {};
+      runs.forEach(function (run) {
+        current[run.id] = true;
+        var card = list.querySelector('[data-run-id="' + run.id + '"]');
+        if (card) updateRunNode(card, run);
+        else list.appendChild(runCard(run));
       });
-    });
+      Array.prototype.slice.call(list.children).forEach(function (card) {
+        if (!current[card.getAttribute("data-run-id")]) card.remove();
+      });
+      empty.hidden = list.children.length > 0;
+    };
   }
 
   function watchRun(section) {
@@ -138,8 +180,9 @@
     });
   }
 
+  var notices = document.querySelector("[data-notices][data-active-url]");
   var active = document.getElementById("active-runs");
-  if (active) watchActiveRuns(active);
+  if (notices) watchActiveRuns(notices, active ? activeList(active) : null);
   var summary = document.querySelector("#run-summary[data-run-url]");
   if (summary) watchRun(summary);
 })();
