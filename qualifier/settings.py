@@ -229,6 +229,9 @@ RECOVERY_SWEEP_INTERVAL_SECONDS = env.str("RECOVERY_SWEEP_INTERVAL_SECONDS", def
 RECOVERY_SHUTDOWN_GRACE_SECONDS = env.str("RECOVERY_SHUTDOWN_GRACE_SECONDS", default="10")
 # A run whose worker died this many times is failed instead of handed back once more.
 RECOVERY_MAX_ATTEMPTS = env.str("RECOVERY_MAX_ATTEMPTS", default="3")
+# The host name this machine's workers register under (empty: the machine's own). Processes
+# that share it check each other's pids locally, so give each machine (container) its own.
+RECOVERY_HOSTNAME = env.str("RECOVERY_HOSTNAME", default="")
 
 # --- Qualification (validated by qualifier/checks.py; read through qualifier.conf) ---
 # Most prospects one run may hold (a CSV upload or a JSON request).

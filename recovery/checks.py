@@ -25,6 +25,8 @@ HINTS = {
     "RECOVERY_MAX_ATTEMPTS": "Set it to a whole number greater than 0, e.g. 3.",
     "RECOVERY_RUN_TASK": "Set it to the dotted path of the task that executes a run, e.g. "
     "qualifier.tasks.execute_run.",
+    "RECOVERY_HOSTNAME": "Leave it empty to use the machine's host name, or set a name of at "
+    "most 255 printable ASCII characters.",
     "AUTH_FAILURE_LIMIT": "Set it to the number of failed sign-ins or API tokens a client may "
     "make per window, e.g. 10.",
     "AUTH_FAILURE_WINDOW_SECONDS": "Set it to a whole number of seconds, e.g. 300.",
@@ -38,6 +40,7 @@ IDS = {
     "RECOVERY_SHUTDOWN_GRACE_SECONDS": "recovery.E008",
     "RECOVERY_MAX_ATTEMPTS": "recovery.E009",
     "RECOVERY_RUN_TASK": "recovery.E010",
+    "RECOVERY_HOSTNAME": "recovery.E014",
     "AUTH_FAILURE_LIMIT": "recovery.E012",
     "AUTH_FAILURE_WINDOW_SECONDS": "recovery.E013",
 }

@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "RECOVERY_SHUTDOWN_GRACE_SECONDS": 10,
     "RECOVERY_MAX_ATTEMPTS": 3,
     "RECOVERY_RUN_TASK": "qualifier.tasks.execute_run",
+    "RECOVERY_HOSTNAME": "",
     "AUTH_FAILURE_LIMIT": 10,
     "AUTH_FAILURE_WINDOW_SECONDS": 300,
 }
@@ -60,6 +61,13 @@ def parse_dotted_path(value: Any) -> str:
     return text
 
 
+def parse_host_name(value: Any) -> str:
+    text = value.strip() if isinstance(value, str) else None
+    if text is None or len(text) > 255 or not (text.isascii() and text.isprintable()):
+        raise ValueError(f"{value!r} is not a host name (printable ASCII, at most 255 characters)")
+    return text
+
+
 PARSERS = {
     "STUCK_RUN_TIMEOUT_MINUTES": parse_timeout_minutes,
     "RECOVERY_ON_STARTUP": parse_bool,
@@ -69,6 +77,7 @@ PARSERS = {
     "RECOVERY_SHUTDOWN_GRACE_SECONDS": parse_positive_int,
     "RECOVERY_MAX_ATTEMPTS": parse_positive_int,
     "RECOVERY_RUN_TASK": parse_dotted_path,
+    "RECOVERY_HOSTNAME": parse_host_name,
     "AUTH_FAILURE_LIMIT": parse_positive_int,
     "AUTH_FAILURE_WINDOW_SECONDS": parse_positive_int,
 }
@@ -112,6 +121,12 @@ class RecoverySettings:
     def RECOVERY_MAX_ATTEMPTS(self) -> int:
         """A run whose worker died this many times is failed instead of handed back again."""
         return parse_positive_int(raw("RECOVERY_MAX_ATTEMPTS"))
+
+    @property
+    def RECOVERY_HOSTNAME(self) -> str:
+        """The host name workers register under; empty means the machine's own. A worker's
+        process is checked locally only by processes that register under the same name."""
+        return parse_host_name(raw("RECOVERY_HOSTNAME"))
 
     @property
     def RECOVERY_RUN_TASK(self) -> str:

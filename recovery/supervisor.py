@@ -119,7 +119,36 @@ def run_executor(worker_id: int, options: dict[str, Any]) -> None:
         excluded_queue_names=excluded,
     )
     queue_worker.configure_signals()
-    queue_worker.run()
+    try:
+        queue_worker.run()
+    finally:
+        if supervisor_pid and os.getppid() != supervisor_pid:
+            _hand_back_for_lost_supervisor(worker, supervisor_pid)
+
+
+def _hand_back_for_lost_supervisor(worker: Worker, supervisor_pid: int) -> None:
+    """The supervisor died first (SIGKILL, the OOM killer, an autoreloader that kills its child
+    on SIGTERM): the executor, still alive and connected, does what the supervisor would have
+    done. A database that is away gets the grace period; after that the sweep finds the run."""
+    from .sweep import hand_back_runs
+
+    logger.warning(
+        "[Worker] The supervisor (pid %s) is gone; the executor hands its run back itself",
+        supervisor_pid,
+    )
+    give_up = threading.Event()
+    timer = threading.Timer(conf.RECOVERY_SHUTDOWN_GRACE_SECONDS, give_up.set)
+    timer.daemon = True
+    timer.start()
+    workers.retry_until_done(
+        "Executor",
+        lambda: hand_back_runs(
+            worker, source=RecoverySource.SHUTDOWN, cause=RecoveryCause.SHUTDOWN
+        ),
+        give_up,
+    )
+    with contextlib.suppress(DatabaseError):
+        workers.deregister(worker)
 
 
 # --- the supervisor -------------------------------------------------------------------------

@@ -32,7 +32,8 @@ MAX_BACKOFF_SECONDS = 5.0
 
 
 def host_name() -> str:
-    return socket.gethostname()[:255]
+    """The name this host's workers register under: RECOVERY_HOSTNAME, or the machine's."""
+    return (conf.RECOVERY_HOSTNAME or socket.gethostname())[:255]
 
 
 def process_started_at(pid: int) -> dt.datetime | None:
@@ -68,13 +69,20 @@ def process_exists(pid: int, started_at: dt.datetime | None) -> bool:
 
 
 def exited_worker_ids() -> tuple[int, ...]:
-    """This host's registered workers whose process has exited or whose pid was reused.
+    """This host's registered workers whose processes have exited (or whose pid was reused).
 
     One query for the few workers of this host, then a local check per process: no waiting for
-    a timeout when the host itself can tell that the process is gone.
+    a timeout when the host itself can tell that the process is gone. A worker whose supervisor
+    died while its executor still runs is not gone yet: the executor hands its run back.
     """
-    rows = Worker.objects.on_host(host_name()).values_list("pk", "pid", "process_started_at")
-    return tuple(pk for pk, pid, started in rows if not process_exists(pid, started))
+    rows = Worker.objects.on_host(host_name()).values_list(
+        "pk", "pid", "process_started_at", "executor_pid"
+    )
+    return tuple(
+        pk
+        for pk, pid, started, executor in rows
+        if not process_exists(pid, started) and not (executor and process_exists(executor, None))
+    )
 
 
 def register(executor_pid: int | None = None) -> Worker:
