@@ -72,6 +72,10 @@ def run_json(run: QualificationRun, counts: RunCounts) -> dict[str, Any]:
         "created_at": _time(run.created_at),
         "started_at": _time(run.started_at),
         "heartbeat_at": _time(run.heartbeat_at),
+        "activity": run.activity(),
+        "last_activity_seconds": getattr(run, "activity_seconds", None),
+        "queued_seconds": getattr(run, "queued_seconds", None) if run.status == "PENDING" else None,
+        "worker_responding": not getattr(run, "worker_silent", False),
         "completed_at": _time(run.completed_at),
         "duration_seconds": None if duration is None else round(duration.total_seconds(), 3),
         "url": reverse("qualifier-api:run", args=[run.pk]),
@@ -215,7 +219,7 @@ def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
 @json_endpoint("GET")
 def active_runs(request: HttpRequest, caller: Caller) -> JsonResponse:
     """The notifier: the user's PENDING and PROCESSING runs, oldest first, with progress."""
-    active = QualificationRun.objects.filter(user=caller.user).active()
+    active = with_recovery(QualificationRun.objects.filter(user=caller.user)).active()
     listed = list(active.order_by("created_at", "pk")[:ACTIVE_LIMIT])
     count = len(listed) if len(listed) < ACTIVE_LIMIT else active.count()
     return JsonResponse({"count": count, "results": runs_json(listed)})

@@ -138,7 +138,11 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["OPTIONS"].setdefault(
         "options",
         "-c idle_in_transaction_session_timeout="
-        + str(env.int("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60_000, maximum=24 * 3600 * 1000)),
+        + str(
+            env.int(
+                "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", default=60_000, maximum=24 * 3600 * 1000
+            )
+        ),
     )
     for _name, _value in {
         "keepalives": 1,

@@ -20,6 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from recovery.api import json_error
+from recovery.conf import conf as recovery_conf
 from recovery.models import QualificationRun, RecoveryEvent
 
 from .criteria import Criteria
@@ -55,8 +56,11 @@ def user_runs(request: HttpRequest) -> QuerySet[QualificationRun]:
 
 
 def with_recovery(runs: QuerySet[QualificationRun]) -> QuerySet[QualificationRun]:
-    """Each run with `recovered`: whether recovery failed it (it has a recovery event)."""
-    return runs.annotate(recovered=Exists(RecoveryEvent.objects.filter(run=OuterRef("pk"))))
+    """Each run with `recovered` (recovery failed it: it has a recovery event) and its liveness
+    on the database's clock, for `run.activity()` (last activity, time queued, worker silent)."""
+    return runs.annotate(
+        recovered=Exists(RecoveryEvent.objects.filter(run=OuterRef("pk")))
+    ).with_liveness(recovery_conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
 
 
 def run_duration(run: QualificationRun) -> dt.timedelta | None:

@@ -56,6 +56,15 @@ ACTIVE_STATUSES: tuple[str, ...] = (RunStatus.PENDING, RunStatus.PROCESSING)
 FINISHED_STATUSES: tuple[str, ...] = (RunStatus.COMPLETED, RunStatus.FAILED)
 
 
+def _spoken(seconds: int) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
 def last_sign_of_life() -> Coalesce:
     """The last heartbeat, or the start, or the creation of a run that never beat.
 
@@ -306,6 +315,22 @@ class QualificationRun(models.Model):
     @property
     def last_seen(self) -> dt.datetime:
         return self.heartbeat_at or self.started_at or self.created_at
+
+    def activity(self) -> str:
+        """What an active run is doing, in its owner's words (needs `with_liveness()`): how long
+        it has been queued, when it last made progress, or that its worker stopped responding
+        and recovery is on its way."""
+        if self.status == RunStatus.PENDING:
+            waited = getattr(self, "queued_seconds", None)
+            return "Queued, waiting for a worker" + (
+                f" (for {_spoken(waited)})" if waited is not None else ""
+            )
+        if self.status != RunStatus.PROCESSING:
+            return ""
+        if getattr(self, "worker_silent", False):
+            return "The worker stopped responding; recovering…"
+        quiet = getattr(self, "activity_seconds", None)
+        return "Working" if quiet is None else f"Last activity {_spoken(quiet)} ago"
 
     def age(self, now: dt.datetime | None = None) -> dt.timedelta:
         return (now or timezone.now()) - self.created_at

@@ -62,10 +62,20 @@ def process_exists(pid: int, started_at: dt.datetime | None) -> bool:
         return False
     except PermissionError:
         pass  # it exists, under another user
+    if _is_zombie(pid):
+        return False  # it has exited; only its parent has not collected it yet
     if started_at is None:
         return True
     current = process_started_at(pid)
     return current is None or abs((current - started_at).total_seconds()) < 0.5
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def exited_worker_ids() -> tuple[int, ...]:

@@ -49,6 +49,7 @@
     var bar = node.querySelector("progress");
     if (bar) { bar.max = run.total; bar.value = run.completed; bar.textContent = run.completed + " / " + run.total; }
     textAll(node, "[data-completed]", run.completed);
+    textAll(node, "[data-activity]", run.activity || "");
     textAll(node, "[data-total]", run.total);
     textAll(node, "[data-scored]", run.counts.qualified + run.counts.not_qualified + run.counts.errored);
     var status = node.querySelector("[data-status]");
@@ -91,6 +92,9 @@
     label.appendChild(done); label.appendChild(document.createTextNode(" / ")); label.appendChild(total);
     progress.appendChild(label);
     card.appendChild(progress);
+    var activity = el("p", "activity muted");
+    activity.setAttribute("data-activity", "");
+    card.appendChild(activity);
     updateRunNode(card, run);
     return card;
   }
