@@ -58,3 +58,14 @@ def describe_machine() -> str:
     else:
         database = f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)"
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {database}"
+
+
+def parse_database_url(url: str) -> dict:
+    """The connection settings for `url`, as the project's settings would read them."""
+    import environ
+
+    return {
+        key: value
+        for key, value in environ.Env.db_url_config(url).items()
+        if key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")
+    }

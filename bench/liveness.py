@@ -200,77 +200,100 @@ def detect(url: str, trials: int, scenarios: list[str]) -> None:
 
 
 def soak(url: str, minutes: float) -> None:
-    from recovery.models import QualificationRun, RecoveryEvent
+    """Three loads, each on a database of its own with its own worker and web server (the task
+    backend accepts only its configured queue), run side by side on one machine."""
+    from django.db import connections
 
     print(describe_machine())
+    parts = {
+        # 14 prospects of 35 s: each longer than the 30 s worker timeout.
+        "slow": ({"QUALIFIER_SCORING_DELAY_MS": "35000"}, [14]),
+        # Runs of 600 x 100 ms while the worker is paused with SIGSTOP for 20 s every minute.
+        "paused": ({"QUALIFIER_SCORING_DELAY_MS": "100"}, [600] * int(minutes)),
+        # One long run (3000 x 100 ms = 5 min) and 50 queued behind it.
+        "queue": ({"QUALIFIER_SCORING_DELAY_MS": "100"}, [3000] + [20] * 50),
+    }
+    urls = {name: f"{url}_{name}" for name in parts}
+    procs: dict[str, list[Proc]] = {}
+    for port, (name, (env, sizes)) in enumerate(parts.items(), start=8190):
+        use_database(urls[name])
+        for size in sizes:
+            new_run(size)
+        procs[name] = [
+            worker(f"soak-{name}", urls[name], **env),
+            Proc(
+                f"soak-{name}-web",
+                [
+                    str(Path(PYTHON).parent / "gunicorn"),
+                    "-w",
+                    "1",
+                    "-b",
+                    f"127.0.0.1:{port}",
+                    "qualifier.wsgi",
+                ],
+                urls[name],
+            ),
+        ]
+    connections.close_all()
     started = time.monotonic()
-    web = Proc(
-        "soak-gunicorn",
-        [
-            str(Path(PYTHON).parent / "gunicorn"),
-            "-w",
-            "2",
-            "-b",
-            "127.0.0.1:8198",
-            "qualifier.wsgi",
-        ],
-        url,
-    )
-    slow = worker("soak-slow", url, queue="slow", QUALIFIER_SCORING_DELAY_MS="35000")
-    paused = worker("soak-paused", url, queue="paused", QUALIFIER_SCORING_DELAY_MS="100")
-    queue = worker("soak-queue", url, QUALIFIER_SCORING_DELAY_MS="100")
-    from django.db import transaction
-    from django_tasks_db.models import DBTaskResult
-
-    from qualifier.tasks import execute_run
-
-    def run_on(queue_name: str, count: int) -> int:
-        """A run whose task waits in another queue (swapped before anyone can see it)."""
-        with transaction.atomic():
-            run_id = new_run(count)
-            old = QualificationRun.objects.values_list("task_id", flat=True).get(pk=run_id)
-            DBTaskResult.objects.filter(id=old).delete()
-            task = execute_run.using(queue_name=queue_name).enqueue(run_id)
-            QualificationRun.objects.filter(pk=run_id).update(task_id=str(task.id))
-        return run_id
-
-    slow_run = run_on("slow", 14)  # 14 x 35 s, each prospect longer than the worker timeout
-    long_run = new_run(3000)  # 3000 x 100 ms = 5 min in front of the queue
-    queued = [new_run(20) for _ in range(50)]
-    paused_runs = []
     pauses = 0
+    paused = procs["paused"][0]
     try:
         while time.monotonic() - started < minutes * 60:
-            paused_runs.append(run_on("paused", 600))
             time.sleep(20)
-            os.killpg(paused.popen.pid, signal.SIGSTOP)
-            for pid in paused.children():
+            executors = paused.children()
+            for pid in [paused.popen.pid, *executors]:
                 os.kill(pid, signal.SIGSTOP)
             time.sleep(20)  # less than the 30 s worker timeout
-            for pid in paused.children():
+            for pid in [*executors, paused.popen.pid]:
                 os.kill(pid, signal.SIGCONT)
-            os.killpg(paused.popen.pid, signal.SIGCONT)
             pauses += 1
             time.sleep(20)
     finally:
-        events = list(RecoveryEvent.objects.values_list("run_id", "cause", "reason"))
-        for proc in (slow, paused, queue, web):
-            proc.stop()
+        elapsed = (time.monotonic() - started) / 60
+        for group in procs.values():
+            for proc in group:
+                proc.stop()
+    print(f"soak of {elapsed:.1f} min, a web server sweeping every 10 s beside each worker:")
+    for name in parts:
+        print(f"  {name}: {summary(urls[name])}")
+    print(f"  (the paused worker was stopped {pauses} times for 20 s)")
+
+
+def use_database(url: str) -> None:
+    """Points this process's default connection at another (created, migrated) database."""
+    from django.core.management import call_command
+    from django.db import connections
+
+    create_database(url)
+    connections.close_all()
+    from bench.common import parse_database_url
+
+    connections["default"].settings_dict.update(parse_database_url(url))
+    call_command("migrate", verbosity=0, interactive=False)
+    call_command("flush", interactive=False, verbosity=0)
+
+
+def summary(url: str) -> str:
     from django.db.models import Count
 
+    from recovery.models import QualificationRun, RecoveryEvent
+
+    use_database_without_reset(url)
     by_status = dict(
-        QualificationRun.objects.values_list("status")
-        .annotate(n=Count("pk"))
-        .values_list("status", "n")
+        QualificationRun.objects.order_by().values_list("status").annotate(n=Count("pk"))
     )
-    slow_done = QualificationRun.objects.values_list("completed", flat=True).get(pk=slow_run)
-    long_done = QualificationRun.objects.values_list("status", flat=True).get(pk=long_run)
-    queued_done = QualificationRun.objects.filter(pk__in=queued, status="COMPLETED").count()
-    print(f"soak of {(time.monotonic() - started) / 60:.1f} min: {pauses} SIGSTOP pauses of 20 s;")
-    print(f"  slow run (35 s per prospect): {slow_done}/14 prospects done, still live")
-    print(f"  long run: {long_done}; queued behind it: {queued_done}/50 completed")
-    print(f"  runs by status at the end: {by_status}")
-    print(f"  recovery events (false recoveries): {len(events)} {events[:5]}")
+    events = RecoveryEvent.objects.count()
+    return f"runs by status {by_status}, recovery events (false recoveries): {events}"
+
+
+def use_database_without_reset(url: str) -> None:
+    from django.db import connections
+
+    from bench.common import parse_database_url
+
+    connections.close_all()
+    connections["default"].settings_dict.update(parse_database_url(url))
 
 
 def main() -> None:
