@@ -88,12 +88,21 @@ def generate(runs: int) -> None:
     """All runs in one INSERT ... SELECT generate_series: mostly completed, a tenth failed, a
     thousandth live and as many fresh, and a pool (every tenth of the newest) that rests as
     COMPLETED until `arrange` makes N of them stuck."""
-    execute("TRUNCATE recovery_recoveryevent, recovery_qualificationrun RESTART IDENTITY CASCADE")
+    execute(
+        "TRUNCATE recovery_recoveryevent, recovery_qualificationrun, recovery_worker"
+        " RESTART IDENTITY CASCADE"
+    )
+    # The live runs' worker, on another host, beating (arrange() keeps it beating).
+    execute(
+        "INSERT INTO recovery_worker (host, pid, registered_at, last_beat_at)"
+        " VALUES ('bench-host', 1, now(), now())"
+    )
     live, fresh = 1, 2  # g % HEALTHY_EVERY
     execute(
         f"""
         INSERT INTO recovery_qualificationrun (status, total, completed, criteria, created_at,
-            started_at, heartbeat_at, completed_at, failure_reason, attempts, owner)
+            started_at, heartbeat_at, completed_at, failure_reason, attempts, owner, task_id,
+            queued_at, worker_id)
         SELECT CASE WHEN g % {HEALTHY_EVERY} = {live} THEN 'PROCESSING'
                     WHEN g % {HEALTHY_EVERY} = {fresh} THEN 'PENDING'
                     WHEN g % 10 = 3 THEN 'FAILED'
@@ -113,7 +122,10 @@ def generate(runs: int) -> None:
                CASE WHEN g % 10 = 3 AND g % {HEALTHY_EVERY} NOT IN ({live}, {fresh})
                     THEN 'worker error' ELSE '' END,
                CASE WHEN g % {HEALTHY_EVERY} = {fresh} THEN 0 ELSE 1 END,
-               CASE WHEN g % {HEALTHY_EVERY} = {fresh} THEN '' ELSE 'bench-host:' || (g % 64) END
+               CASE WHEN g % {HEALTHY_EVERY} = {fresh} THEN '' ELSE 'bench-host:' || (g % 64) END,
+               '',
+               created,
+               CASE WHEN g % {HEALTHY_EVERY} = {live} THEN 1 END
         FROM (
             SELECT g, now() - interval '1 hour' - ({runs} - g) * interval '7 seconds' AS created
             FROM generate_series(1, {runs}) AS g
@@ -140,7 +152,7 @@ def arrange(runs: int, stuck: int) -> None:
             heartbeat_at = CASE WHEN id % 40 = 0 OR id % 30 = 0 THEN NULL
                                 ELSE created_at + interval '1 minute' END,
             completed = CASE WHEN id % 40 = 0 THEN 0 ELSE id % 50 END,
-            completed_at = NULL, failure_reason = '',
+            completed_at = NULL, failure_reason = '', queued_at = created_at,
             attempts = CASE WHEN id % 40 = 0 THEN 0 ELSE 1 END
         WHERE id % {POOL_EVERY} = 0 AND id > {first_stuck}
           AND (status NOT IN ('PENDING', 'PROCESSING') OR failure_reason <> '')
@@ -159,15 +171,17 @@ def arrange(runs: int, stuck: int) -> None:
         f"UPDATE recovery_qualificationrun SET heartbeat_at = now() WHERE id % {HEALTHY_EVERY} = 1"
     )
     execute(
-        f"UPDATE recovery_qualificationrun SET created_at = now() WHERE id % {HEALTHY_EVERY} = 2"
+        f"UPDATE recovery_qualificationrun SET created_at = now(), queued_at = now()"
+        f" WHERE id % {HEALTHY_EVERY} = 2"
     )
+    execute("UPDATE recovery_worker SET last_beat_at = now()")
     execute("TRUNCATE recovery_recoveryevent")
     execute("VACUUM ANALYZE recovery_qualificationrun")
     execute("VACUUM ANALYZE recovery_recoveryevent")
 
-    from recovery.models import QualificationRun
+    from recovery.sweep import stuck_runs
 
-    found = QualificationRun.objects.stuck(TIMEOUT_MINUTES).count()
+    found = stuck_runs(TIMEOUT_MINUTES).count()
     if found != stuck:
         raise SystemExit(f"data error: {found} stuck runs instead of {stuck}")
 
@@ -230,12 +244,32 @@ def stuck_plan(runs: int, stuck: int) -> tuple[str, str]:
     """The stuck query as the sweep builds it, and its EXPLAIN ANALYZE."""
     from django.db import connection
 
-    from recovery.models import QualificationRun
+    from recovery.sweep import stuck_runs
 
     arrange(runs, stuck)
-    query = QualificationRun.objects.stuck(TIMEOUT_MINUTES).order_by().values_list("pk")
+    query = stuck_runs(TIMEOUT_MINUTES).order_by().values_list("pk")
     text = connection.ops.compose_sql(*query.query.sql_with_params())
     return text, query.explain(analyze=True)
+
+
+def idle_sweeps(runs: int, repeats: int) -> tuple[float, int]:
+    """What each server pays every RECOVERY_SWEEP_INTERVAL_SECONDS when nothing is dead."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from recovery.models import RecoverySource
+    from recovery.sweep import recover_stuck_runs
+
+    arrange(runs, 0)
+    times = []
+    for _ in range(repeats):
+        with CaptureQueriesContext(connection) as captured:
+            started = time.perf_counter()
+            report = recover_stuck_runs(source=RecoverySource.SWEEPER, log=False)
+            times.append(time.perf_counter() - started)
+        if report.recovered_count:
+            raise SystemExit("the idle sweep recovered runs")
+    return statistics.median(times), len(captured.captured_queries)
 
 
 def measure(
@@ -314,8 +348,14 @@ def main() -> int:
     out.write(f"\nThe stuck query on {args.runs:,} runs, {plan_n:,} of them stuck:\n\n")
     out.write(f"    EXPLAIN ANALYZE {text}\n\n")
     out.write("".join(f"    {line}\n" for line in plan.splitlines()))
-    uses_index = "run_active_last_seen_idx" in plan
-    out.write(f"\nIndex run_active_last_seen_idx used: {'yes' if uses_index else 'NO'}\n")
+    uses_index = "Seq Scan on recovery_qualificationrun" not in plan
+    out.write(f"\nThe runs table read through an index: {'yes' if uses_index else 'NO'}\n")
+    idle, idle_queries = idle_sweeps(args.runs, args.repeats)
+    out.write(
+        f"A periodic sweep that finds nothing (source sweeper, {args.runs:,} runs, "
+        f"{args.runs // HEALTHY_EVERY * 2:,} of them active and alive): median {ms(idle)}, "
+        f"{idle_queries} queries\n"
+    )
     constant = len({queries for *_, queries in rows}) == 1
     out.write(f"Queries per sweep constant in N: {'yes' if constant else 'NO'}\n")
     ratios = {stuck: medians["sweep"] / medians["raw"] for stuck, medians, *_ in rows}
