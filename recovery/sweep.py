@@ -52,6 +52,8 @@ logger = logging.getLogger("recovery")
 BATCH_SIZE = 100_000
 #: How many runs one batch recovers where each needs a row of parameters (SQLite).
 GENERIC_BATCH_SIZE = 2_000
+#: Recovered runs whose task rows are failed per statement (SQLite allows 32,766 parameters).
+TASK_BATCH_SIZE = 10_000
 #: How many runs a log listing shows before it ends with "... and N more".
 DEFAULT_LIST_LIMIT = 20
 #: Sweeps on PostgreSQL are single-flight across hosts under this advisory lock key.
@@ -426,13 +428,15 @@ def recover_stuck_runs(
             _sweep_postgresql(report, victims, actor)
         else:
             _sweep_generic(report, victims, actor)
-        report.locked_count = max(0, report.stuck_count - report.recovered_count)
-        queue.fail_tasks(
-            QualificationRun.objects.filter(
-                pk__in=[run.id for run in report.recovered]
-            ).values_list("task_id", flat=True),
-            "The run was recovered: its worker is gone.",
-        )
+        if not report.skipped_reason:
+            report.locked_count = max(0, report.stuck_count - report.recovered_count)
+        recovered_ids = [run.id for run in report.recovered]
+        for start in range(0, len(recovered_ids), TASK_BATCH_SIZE):
+            chunk = recovered_ids[start : start + TASK_BATCH_SIZE]
+            queue.fail_tasks(
+                QualificationRun.objects.filter(pk__in=chunk).values_list("task_id", flat=True),
+                "The run was recovered: its worker is gone.",
+            )
     if not dry_run and not force and not report.skipped_reason:
         report.workers_removed = remove_dead_workers()
     if log:
