@@ -225,7 +225,7 @@ def run_periodic_sweeps(stop: threading.Event | None = None) -> None:
             outage.succeeded()
             if report.recovered:
                 for line in report.lines():
-                    logger.info(line)
+                    logger.info(line.text)
                 logger.info("[Sweeper] Recovered %d stuck runs", report.recovered_count)
         finally:
             with contextlib.suppress(DatabaseError):
