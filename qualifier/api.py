@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.paginator import EmptyPage, Page, Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
@@ -20,6 +19,7 @@ from recovery.inputs import parse_whole_number, show
 from recovery.jsonapi import ApiError, Caller, json_endpoint, read_json_body, require_object
 from recovery.models import QualificationRun, RunStatus
 
+from .conf import conf
 from .criteria import Criteria, CriteriaError
 from .forms import sentence
 from .listings import (
@@ -172,7 +172,7 @@ def runs(request: HttpRequest, caller: Caller) -> JsonResponse:
 
 
 def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
-    payload = read_json_body(request, max_bytes=settings.QUALIFIER_MAX_UPLOAD_BYTES)
+    payload = read_json_body(request, max_bytes=conf.QUALIFIER_MAX_UPLOAD_BYTES)
     body = require_object(payload, allowed=("prospects", "criteria"))
     errors: dict[str, str] = {}
     prospects = []

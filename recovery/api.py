@@ -15,10 +15,9 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
-from .conf import parse_timeout_minutes
+from .conf import conf, parse_timeout_minutes
 from .inputs import parse_ids
 from .jsonapi import (
     SAFE_METHODS,
@@ -51,7 +50,7 @@ def staff_caller(request: HttpRequest) -> Caller:
     token is an operator's credential: it may do everything, and its events have no actor.
     Failed tokens are limited per client (429 with Retry-After).
     """
-    token = getattr(settings, "RECOVERY_API_TOKEN", "") or ""
+    token = conf.RECOVERY_API_TOKEN
     challenge = {"WWW-Authenticate": 'Bearer realm="qualifier"'} if token else {}
     header = request.headers.get("Authorization", "")
     if header:
