@@ -190,13 +190,24 @@ def test_not_scheduled_when_both_switched_off(monkeypatch, hook, outside_pytest)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_with_startup_recovery_off_the_thread_only_sweeps_periodically(monkeypatch, make_run):
-    calls: list[str] = []
-    monkeypatch.setattr(startup, "run_startup_recovery", lambda role: calls.append("startup"))
-    monkeypatch.setattr(startup, "run_periodic_sweeps", lambda stop: calls.append("periodic"))
-    with override_settings(RECOVERY_ON_STARTUP="false"):
-        StartupRecovery().run("runserver")
-    assert calls == ["periodic"]
+def test_with_startup_recovery_off_the_thread_only_sweeps_periodically(make_run, caplog):
+    """No startup sweep: the stuck run is recovered by the first periodic sweep, as `sweeper`."""
+    run = make_run(created_minutes_ago=30, heartbeat_minutes_ago=30)
+    hook = StartupRecovery()
+    caplog.set_level(logging.INFO, logger="recovery")
+    with override_settings(RECOVERY_ON_STARTUP="false", RECOVERY_SWEEP_INTERVAL_SECONDS="1"):
+        thread = threading.Thread(target=hook.run, args=("runserver",))
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not RecoveryEvent.objects.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            hook.stopping.set()
+            thread.join(5)
+    assert not thread.is_alive()
+    assert list(RecoveryEvent.objects.values_list("run_id", "source")) == [(run.pk, "sweeper")]
+    assert not any(message.startswith("[Startup]") for message in caplog.messages)
 
 
 def test_runserver_under_the_autoreloader_recovers_when_autoreload_started_says_it_serves(
