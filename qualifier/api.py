@@ -1,6 +1,6 @@
 """The qualification JSON API under /api/qualify/ (session authentication, CSRF on POST).
 
-Every answer is JSON, errors included (see `recovery.api.json_endpoint`): 400 with field
+Every answer is JSON, errors included (see `recovery.jsonapi.json_endpoint`): 400 with field
 errors, 401/403, 404 (also for another user's run), 405, 409 for a retry that is not allowed,
 and 413 for too many prospects or too large a body. Lists are paginated with `?page=N` and
 answer `{"count", "next", "previous", "results"}`; links are paths on this server.
@@ -10,18 +10,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.paginator import EmptyPage, Page, Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
-from django.urls import path, reverse
+from django.urls import reverse
 
-from recovery.api import ApiError, Caller, json_endpoint, read_json_body, require_object
 from recovery.inputs import parse_whole_number, show
+from recovery.jsonapi import ApiError, Caller, json_endpoint, read_json_body, require_object
 from recovery.models import QualificationRun, RunStatus
 
+from .conf import conf
 from .criteria import Criteria, CriteriaError
 from .forms import sentence
+from .listings import (
+    ACTIVE_LIMIT,
+    RESULT_SORTS,
+    RESULTS_PAGE_SIZE,
+    ordered_results,
+    percent,
+    run_duration,
+    with_recovery,
+)
 from .models import ProspectResult
 from .prospects import ProspectInputError, TooManyProspects, parse_json
 from .runs import (
@@ -32,17 +41,8 @@ from .runs import (
     create_run,
     retry_run,
 )
-from .views import (
-    ACTIVE_LIMIT,
-    RESULT_SORTS,
-    ordered_results,
-    percent,
-    run_duration,
-    with_recovery,
-)
 
 RUNS_PAGE_SIZE = 20
-RESULTS_PAGE_SIZE = 50
 
 
 # --- representations ------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def runs(request: HttpRequest, caller: Caller) -> JsonResponse:
 
 
 def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
-    payload = read_json_body(request, max_bytes=settings.QUALIFIER_MAX_UPLOAD_BYTES)
+    payload = read_json_body(request, max_bytes=conf.QUALIFIER_MAX_UPLOAD_BYTES)
     body = require_object(payload, allowed=("prospects", "criteria"))
     errors: dict[str, str] = {}
     prospects = []
@@ -264,14 +264,3 @@ def run_retry(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
         raise ApiError(429, str(exc)) from None
     body = run_json(retry, RunCounts())
     return JsonResponse(body, status=201, headers={"Location": body["url"]})
-
-
-app_name = "qualifier-api"
-
-urlpatterns = [
-    path("runs", runs, name="runs"),
-    path("runs/active", active_runs, name="active-runs"),
-    path("runs/<int:pk>", run, name="run"),
-    path("runs/<int:pk>/results", run_results, name="run-results"),
-    path("runs/<int:pk>/retry", run_retry, name="run-retry"),
-]

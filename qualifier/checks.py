@@ -15,6 +15,7 @@ from .conf import (
     parse_max_active_runs,
     parse_max_extra_columns,
     parse_max_prospects,
+    parse_max_upload_bytes,
     raw,
 )
 from .criteria import Criteria, CriteriaError
@@ -47,6 +48,12 @@ def check_qualifier_settings(app_configs: Any = None, **kwargs: Any) -> list[Che
             parse_max_active_runs,
             "Set it to the number of pending or processing runs one user may have, e.g. 5.",
             "qualifier.E007",
+        ),
+        *_check_value(
+            "QUALIFIER_MAX_UPLOAD_BYTES",
+            parse_max_upload_bytes,
+            "Set it to the largest upload in bytes, 1 to 1073741824, e.g. 10485760 (10 MiB).",
+            "qualifier.E008",
         ),
     ]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from recovery.inputs import parse_whole_number, show, unstorable
 
-from .conf import conf
+from .conf import DEFAULT_CRITERIA, conf
 
 LIST_FIELDS = ("industries", "countries", "title_keywords", "excluded_domains")
 BOUND_FIELDS = ("min_employees", "max_employees")
@@ -84,7 +84,8 @@ class Criteria:
     countries: tuple[str, ...] = ()
     title_keywords: tuple[str, ...] = ()
     excluded_domains: tuple[str, ...] = ()
-    min_score: int = 50
+    #: The one default there is (qualifier/conf.py); every other field starts neutral.
+    min_score: int = DEFAULT_CRITERIA["min_score"]
 
     @classmethod
     def defaults(cls) -> Criteria:

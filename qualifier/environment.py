@@ -15,6 +15,7 @@ import re
 import sys
 import warnings
 import zoneinfo
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import environ
@@ -78,6 +79,18 @@ class Environment:
         if problem:
             self.fail(name, value, f"the text {problem}")
         return value
+
+    def app_setting(self, name: str, defaults: Mapping[str, Any]) -> Any:
+        """An application setting: the environment's text when it is set (its app's system
+        checks judge it), else the default from the app's conf.py, the one place it lives."""
+        return self.str(name) if name in self.env.ENVIRON else defaults[name]
+
+    def app_settings(self, prefix: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+        """A mapping of application settings, each key read from `prefix` + KEY."""
+        return {
+            key: self.app_setting(prefix + key.upper(), {prefix + key.upper(): default})
+            for key, default in defaults.items()
+        }
 
     def bool(self, name: str, default: bool) -> bool:
         value = self.str(name, default="")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from .conf import conf
 from .criteria import LIST_FIELDS, Criteria, CriteriaError
 from .prospects import ProspectData, ProspectInputError, parse_csv
 from .uploads import describe_bytes
@@ -100,7 +100,7 @@ class NewRunForm(forms.Form):
         if self.upload_refused:
             raise ValidationError(self.upload_refused)
         upload = self.cleaned_data["prospects_file"]
-        limit = settings.QUALIFIER_MAX_UPLOAD_BYTES
+        limit = conf.QUALIFIER_MAX_UPLOAD_BYTES
         if upload.size > limit:
             raise ValidationError(
                 f"The file is {describe_bytes(upload.size)}; the limit is "

@@ -38,7 +38,6 @@ logger = logging.getLogger("qualifier")
 INSERT_BATCH_SIZE = 1_000
 
 
-#: The Prospect fields copied from the input (and by a retry).
 class RetryNotAllowed(ValueError):
     """The run cannot be retried; the message says why."""
 

@@ -2,9 +2,9 @@
 
 Every variable is documented in `.env.example`. Django's own settings are read through
 `qualifier.environment`, so a bad value stops every command and server with one line naming
-the setting and the value. The application's settings are passed through as given and
-validated by the system checks (recovery/checks.py, qualifier/checks.py), which name the
-setting and give a hint.
+the setting and the value. The application's settings are passed through as given (or, when
+the environment does not set them, their defaults from each app's conf.py) and validated by the
+system checks (recovery/checks.py, qualifier/checks.py), which name the setting and give a hint.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from pathlib import Path
 import environ
 from django.utils.csp import CSP
 
+from qualifier.conf import DEFAULT_CRITERIA as criteria_defaults
+from qualifier.conf import DEFAULTS as qualifier_defaults
 from qualifier.environment import Environment, SettingError
+from recovery.conf import DEFAULTS as recovery_defaults
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -201,70 +204,64 @@ FILE_UPLOAD_HANDLERS = [
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 # Behind a proxy: the header whose last address is the client's, e.g. X-Forwarded-For (the
 # throttle then counts per client rather than per proxy). Empty: the connection's address.
-AUTH_CLIENT_IP_HEADER = env.str("AUTH_CLIENT_IP_HEADER", default="").strip()
+AUTH_CLIENT_IP_HEADER = env.app_setting("AUTH_CLIENT_IP_HEADER", recovery_defaults)
 
 
 # --- Web pages and APIs ---
 # Bearer token for the recovery API (/api/qualify/recovery); empty turns token authentication off.
-RECOVERY_API_TOKEN = env.str("RECOVERY_API_TOKEN", default="")
+RECOVERY_API_TOKEN = env.app_setting("RECOVERY_API_TOKEN", recovery_defaults)
 # Largest CSV upload or JSON request body accepted, in bytes (the API answers 413 above it).
-QUALIFIER_MAX_UPLOAD_BYTES = env.int(
-    "QUALIFIER_MAX_UPLOAD_BYTES", default=10 * 1024 * 1024, minimum=1, maximum=1024**3
-)
+QUALIFIER_MAX_UPLOAD_BYTES = env.app_setting("QUALIFIER_MAX_UPLOAD_BYTES", qualifier_defaults)
 # Failed sign-ins or recovery API tokens one client may make per window before a 429
 # (validated by recovery/checks.py).
-AUTH_FAILURE_LIMIT = env.str("AUTH_FAILURE_LIMIT", default="10")
-AUTH_FAILURE_WINDOW_SECONDS = env.str("AUTH_FAILURE_WINDOW_SECONDS", default="300")
+AUTH_FAILURE_LIMIT = env.app_setting("AUTH_FAILURE_LIMIT", recovery_defaults)
+AUTH_FAILURE_WINDOW_SECONDS = env.app_setting("AUTH_FAILURE_WINDOW_SECONDS", recovery_defaults)
 
 # --- Recovery (validated by recovery/checks.py; read through recovery.conf) ---
 # Minutes without progress after which a processing run counts as hung (the backstop for a
 # worker that is alive but stuck on one run).
-STUCK_RUN_TIMEOUT_MINUTES = env.str("STUCK_RUN_TIMEOUT_MINUTES", default="5")
+STUCK_RUN_TIMEOUT_MINUTES = env.app_setting("STUCK_RUN_TIMEOUT_MINUTES", recovery_defaults)
 # Recover dead runs whenever a server or worker process starts.
-RECOVERY_ON_STARTUP = env.str("RECOVERY_ON_STARTUP", default="true")
+RECOVERY_ON_STARTUP = env.app_setting("RECOVERY_ON_STARTUP", recovery_defaults)
 # How often each worker process beats (registers that it is alive) on the database.
-RECOVERY_HEARTBEAT_SECONDS = env.str("RECOVERY_HEARTBEAT_SECONDS", default="10")
+RECOVERY_HEARTBEAT_SECONDS = env.app_setting("RECOVERY_HEARTBEAT_SECONDS", recovery_defaults)
 # A worker that has not beaten for this long is dead; at least three heartbeats.
-RECOVERY_WORKER_TIMEOUT_SECONDS = env.str("RECOVERY_WORKER_TIMEOUT_SECONDS", default="30")
+RECOVERY_WORKER_TIMEOUT_SECONDS = env.app_setting(
+    "RECOVERY_WORKER_TIMEOUT_SECONDS", recovery_defaults
+)
 # Every server and worker process sweeps this often (one at a time across all of them);
 # 0 turns the periodic sweeps off. Independent of RECOVERY_ON_STARTUP.
-RECOVERY_SWEEP_INTERVAL_SECONDS = env.str("RECOVERY_SWEEP_INTERVAL_SECONDS", default="10")
+RECOVERY_SWEEP_INTERVAL_SECONDS = env.app_setting(
+    "RECOVERY_SWEEP_INTERVAL_SECONDS", recovery_defaults
+)
 # How long a stopping worker may take to finish its batch and hand its run back.
-RECOVERY_SHUTDOWN_GRACE_SECONDS = env.str("RECOVERY_SHUTDOWN_GRACE_SECONDS", default="10")
+RECOVERY_SHUTDOWN_GRACE_SECONDS = env.app_setting(
+    "RECOVERY_SHUTDOWN_GRACE_SECONDS", recovery_defaults
+)
 # A run whose worker died this many times is failed instead of handed back once more.
-RECOVERY_MAX_ATTEMPTS = env.str("RECOVERY_MAX_ATTEMPTS", default="3")
+RECOVERY_MAX_ATTEMPTS = env.app_setting("RECOVERY_MAX_ATTEMPTS", recovery_defaults)
 # The host name this machine's workers register under (empty: the machine's own). Processes
 # that share it check each other's pids locally, so give each machine (container) its own.
-RECOVERY_HOSTNAME = env.str("RECOVERY_HOSTNAME", default="")
+RECOVERY_HOSTNAME = env.app_setting("RECOVERY_HOSTNAME", recovery_defaults)
 
 # --- Qualification (validated by qualifier/checks.py; read through qualifier.conf) ---
 # Most prospects one run may hold (a CSV upload or a JSON request).
-QUALIFIER_MAX_PROSPECTS = env.str("QUALIFIER_MAX_PROSPECTS", default="10000")
+QUALIFIER_MAX_PROSPECTS = env.app_setting("QUALIFIER_MAX_PROSPECTS", qualifier_defaults)
 # Most columns besides the known ones that a CSV or a JSON item may have (kept as extra data).
-QUALIFIER_MAX_EXTRA_COLUMNS = env.str("QUALIFIER_MAX_EXTRA_COLUMNS", default="50")
+QUALIFIER_MAX_EXTRA_COLUMNS = env.app_setting("QUALIFIER_MAX_EXTRA_COLUMNS", qualifier_defaults)
 # Most pending or processing runs one user may have at once.
-QUALIFIER_MAX_ACTIVE_RUNS_PER_USER = env.str("QUALIFIER_MAX_ACTIVE_RUNS_PER_USER", default="5")
+QUALIFIER_MAX_ACTIVE_RUNS_PER_USER = env.app_setting(
+    "QUALIFIER_MAX_ACTIVE_RUNS_PER_USER", qualifier_defaults
+)
 # Dotted path of the scorer: a callable (prospect, criteria) -> qualifier.scoring.Score.
-QUALIFIER_SCORER = env.str("QUALIFIER_SCORER", default="qualifier.scoring.rule_based_scorer")
+QUALIFIER_SCORER = env.app_setting("QUALIFIER_SCORER", qualifier_defaults)
 # Milliseconds the default scorer waits per prospect, to make runs slow enough to watch in demos.
-QUALIFIER_SCORING_DELAY_MS = env.str("QUALIFIER_SCORING_DELAY_MS", default="0")
+QUALIFIER_SCORING_DELAY_MS = env.app_setting("QUALIFIER_SCORING_DELAY_MS", qualifier_defaults)
 # The default ideal-customer profile; each run may override any of it. Lists are comma-separated;
 # an empty employee bound means no bound.
-QUALIFIER_DEFAULT_CRITERIA = {
-    "industries": env.str(
-        "QUALIFIER_INDUSTRIES", default="Software,SaaS,Information Technology,Fintech"
-    ),
-    "min_employees": env.str("QUALIFIER_MIN_EMPLOYEES", default="50"),
-    "max_employees": env.str("QUALIFIER_MAX_EMPLOYEES", default="5000"),
-    "countries": env.str("QUALIFIER_COUNTRIES", default=""),
-    "title_keywords": env.str(
-        "QUALIFIER_TITLE_KEYWORDS",
-        default="CEO,CTO,CFO,COO,CMO,CRO,Chief,Founder,Co-Founder,Owner,President,VP,"
-        "Vice President,Head,Director",
-    ),
-    "excluded_domains": env.str("QUALIFIER_EXCLUDED_DOMAINS", default=""),
-    "min_score": env.str("QUALIFIER_MIN_SCORE", default="60"),
-}
+# QUALIFIER_INDUSTRIES, QUALIFIER_MIN_EMPLOYEES, ... QUALIFIER_MIN_SCORE (defaults in
+# qualifier/conf.py).
+QUALIFIER_DEFAULT_CRITERIA = env.app_settings("QUALIFIER_", criteria_defaults)
 
 # --- Background tasks: the database is the queue (django-tasks-db) ---
 TASKS = {

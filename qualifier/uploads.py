@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.http import HttpRequest
+
+from .conf import conf
 
 #: Room for the form's other fields and the multipart boundaries around the file.
 FORM_ALLOWANCE_BYTES = 64 * 1024
@@ -45,7 +46,7 @@ class UploadLimitHandler(FileUploadHandler):
         boundary: Any,
         encoding: str | None = None,
     ) -> None:
-        self.limit = settings.QUALIFIER_MAX_UPLOAD_BYTES
+        self.limit = conf.QUALIFIER_MAX_UPLOAD_BYTES
         self.declared = content_length
         return None  # the parsing itself is Django's
 

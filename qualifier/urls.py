@@ -5,7 +5,7 @@ from django.urls import include, path, re_path
 
 from recovery import urls as recovery_urls
 
-from . import api, views
+from . import views
 
 pages = [
     path("", views.run_list, name="runs"),
@@ -19,7 +19,7 @@ urlpatterns = [
     path("", include((pages, "qualifier"))),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
-    path("api/qualify/", include(api)),
+    path("api/qualify/", include("qualifier.api_urls")),
     path("api/qualify/", include(recovery_urls)),
     re_path(r"^api/(?P<path>.*)$", views.api_not_found, name="api-not-found"),
 ]

@@ -12,20 +12,28 @@ from dataclasses import dataclass
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count, Exists, F, OuterRef, QuerySet, Subquery
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views import csrf, defaults
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from recovery.api import json_error
-from recovery.conf import conf as recovery_conf
-from recovery.models import QualificationRun, RecoveryEvent
+from recovery.jsonapi import json_error
+from recovery.models import QualificationRun
 
 from .criteria import Criteria
 from .export import results_csv_rows
 from .forms import NewRunForm
+from .listings import (
+    ACTIVE_LIMIT,
+    RESULT_SORTS,
+    RESULTS_PAGE_SIZE,
+    ordered_results,
+    percent,
+    run_duration,
+    with_recovery,
+)
 from .models import Prospect, ProspectResult
 from .prospects import ProspectInputError
 from .runs import (
@@ -41,41 +49,10 @@ from .uploads import upload_refusal
 
 API_PREFIX = "/api/"
 HISTORY_PAGE_SIZE = 20
-RESULTS_PAGE_SIZE = 50
-#: The runs page lists at most this many active runs (a user rarely has more than a few).
-ACTIVE_LIMIT = 100
-#: ?sort= values for results; the default is the input's order.
-RESULT_SORTS = {
-    "score": (F("score").asc(nulls_last=True), "prospect__position"),
-    "-score": (F("score").desc(nulls_last=True), "prospect__position"),
-}
 
 
 def user_runs(request: HttpRequest) -> QuerySet[QualificationRun]:
     return with_recovery(QualificationRun.objects.filter(user=request.user))
-
-
-def with_recovery(runs: QuerySet[QualificationRun]) -> QuerySet[QualificationRun]:
-    """Each run with `recovered` (recovery failed it: it has a recovery event) and its liveness
-    on the database's clock, for `run.activity()` (last activity, time queued, worker silent)."""
-    return runs.annotate(
-        recovered=Exists(RecoveryEvent.objects.filter(run=OuterRef("pk")))
-    ).with_liveness(recovery_conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
-
-
-def run_duration(run: QualificationRun) -> dt.timedelta | None:
-    """How long the run worked. A run failed by recovery ended at its last sign of life, not
-    when it was found dead (`recovered` comes from with_recovery(); without it, not recovered)."""
-    duration = run.duration()
-    if duration is None or not getattr(run, "recovered", False):
-        return duration
-    return run.last_seen - run.started_at
-
-
-def ordered_results(run: QualificationRun, sort: str | None) -> QuerySet[ProspectResult]:
-    """A run's results with their prospects, by score when `sort` asks, else input order."""
-    order = RESULT_SORTS.get(sort or "", ("prospect__position",))
-    return ProspectResult.objects.filter(run=run).select_related("prospect").order_by(*order)
 
 
 def numbered(results: QuerySet[ProspectResult]) -> QuerySet[ProspectResult]:
@@ -102,10 +79,6 @@ def format_duration(duration: dt.timedelta | None) -> str:
     if minutes:
         return f"{minutes} min {seconds} s"
     return f"{seconds} s"
-
-
-def percent(run: QualificationRun) -> int:
-    return 100 * run.completed // run.total if run.total else 0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ read-only everywhere.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,8 @@ from django.utils.translation import gettext_lazy as _
 
 from .conf import conf
 from .models import QualificationRun, RecoveryEvent, RecoverySource, RunStatus, Worker, ago
-from .sweep import RecoveryInputError, RecoveryReport, recover_stuck_runs, stuck_runs
+from .report import RecoveryReport, SkipReason
+from .sweep import RecoveryInputError, recover_stuck_runs, stuck_runs
 
 #: How many runs the force-fail confirmation page lists before it says "and N more".
 CONFIRMATION_MAX_DISPLAY = 100
@@ -325,7 +327,6 @@ class QualificationRunAdmin(admin.ModelAdmin):
         self._report(
             request,
             report,
-            selected,
             done=ngettext(
                 "Marked %(n)d stuck run as failed",
                 "Marked %(n)d stuck runs as failed",
@@ -357,7 +358,6 @@ class QualificationRunAdmin(admin.ModelAdmin):
             self._report(
                 request,
                 report,
-                selected,
                 done=ngettext(
                     "Force-failed %(n)d run", "Force-failed %(n)d runs", report.recovered_count
                 ),
@@ -417,43 +417,33 @@ class QualificationRunAdmin(admin.ModelAdmin):
             messages.WARNING,
         )
 
-    def _report(
-        self, request: HttpRequest, report: RecoveryReport, selected: list[int], *, done: str
-    ) -> None:
+    def _report(self, request: HttpRequest, report: RecoveryReport, *, done: str) -> None:
         """One message: how many changed, how many were skipped and why."""
-        recovered = {run.id for run in report.recovered}
-        skipped = [run_id for run_id in selected if run_id not in recovered]
-        text = done % {"n": len(recovered)}
-        if skipped:
-            text += "; " + skipped_summary(skipped, report)
-        level = messages.WARNING if skipped else messages.SUCCESS
+        text = done % {"n": report.recovered_count}
+        if report.skipped:
+            text += "; " + skipped_summary(report)
+        level = messages.WARNING if report.skipped else messages.SUCCESS
         self.message_user(request, text + ".", level)
 
 
-def skipped_summary(skipped: list[int], report: RecoveryReport) -> str:
-    """Why runs were skipped, e.g. "2 skipped: 1 still showing signs of life within 5 min,
-    1 already finished", from their state after the sweep (two queries, whatever the count)."""
-    runs = QualificationRun.objects.filter(pk__in=skipped)
-    finished = runs.finished().count()
-    if report.force:
-        busy = len(skipped) - finished
-    else:
-        busy = runs.filter(pk__in=stuck_runs(report.timeout_minutes).values("pk")).count()
-    alive = len(skipped) - finished - busy
+def skipped_summary(report: RecoveryReport) -> str:
+    """Why runs were skipped, e.g. "2 skipped: 1 still alive (...), 1 already finished", from
+    the reasons the sweep decided when it looked at them."""
+    counts = Counter(report.skipped.values())
     reasons = []
-    if alive:
+    if alive := counts[SkipReason.ALIVE]:
         reasons.append(
             gettext("%(n)d still alive (a live worker, progress within %(timeout)d min)")
             % {"n": alive, "timeout": report.timeout_minutes}
         )
-    if finished:
+    if finished := counts[SkipReason.FINISHED]:
         reasons.append(gettext("%(n)d already finished") % {"n": finished})
-    if busy:
-        # Still active and eligible, but the sweep skips a row that another transaction holds
-        # locked (a heartbeat being written, another sweep) rather than wait for it.
+    if busy := counts[SkipReason.LOCKED]:
+        # Dead, but the sweep skips a row that another transaction holds locked (a heartbeat
+        # being written, another sweep) rather than wait for it.
         reasons.append(gettext("%(n)d busy with a concurrent update, try again") % {"n": busy})
     return gettext("%(n)d skipped: %(reasons)s") % {
-        "n": len(skipped),
+        "n": len(report.skipped),
         "reasons": ", ".join(reasons),
     }
 

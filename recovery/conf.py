@@ -1,14 +1,19 @@
-"""The recovery app's settings, read lazily so that `override_settings` works in tests.
+"""The recovery app's settings: their defaults, their parsers, and the one object that reads
+them (`conf`).
 
 Values may come straight from the environment as strings; `parse_*` turns them into Python
-values and raises `ValueError` with a readable message, which the system checks report.
+values and raises `ValueError` with a readable message, which the system checks report. Each
+value is parsed once and kept; `override_settings` still works in tests because Django's
+`setting_changed` signal clears what was kept.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 from .inputs import parse_bool, parse_whole_number, show
 
@@ -24,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "RECOVERY_HOSTNAME": "",
     "AUTH_FAILURE_LIMIT": 10,
     "AUTH_FAILURE_WINDOW_SECONDS": 300,
+    "AUTH_CLIENT_IP_HEADER": "",
+    "RECOVERY_API_TOKEN": "",
 }
 
 #: Ten years: a longer timeout would reach before year 1 and overflow a date.
@@ -68,6 +75,35 @@ def parse_host_name(value: Any) -> str:
     return text
 
 
+#: A recovery API token shorter than this is guessable.
+MIN_TOKEN_LENGTH = 32
+
+
+def parse_api_token(value: Any) -> str:
+    """The recovery API's bearer token: a staff credential that needs no CSRF token, so it must
+    not be guessable. Empty turns token authentication off."""
+    if not value:
+        return ""
+    if not isinstance(value, str):
+        problem = f"it is a {type(value).__name__}, not text"
+    elif len(value) < MIN_TOKEN_LENGTH:
+        problem = f"it is {len(value)} characters long; at least {MIN_TOKEN_LENGTH} are needed"
+    elif value != value.strip() or not value.isascii() or not value.isprintable():
+        problem = "it must be printable ASCII without spaces around it"
+    else:
+        return value
+    raise ValueError(problem)
+
+
+def parse_header_name(value: Any) -> str:
+    """The request header that carries the client's address behind a proxy, or ""."""
+    if not value:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{show(value)} is not a header name")
+    return value.strip()
+
+
 PARSERS = {
     "STUCK_RUN_TIMEOUT_MINUTES": parse_timeout_minutes,
     "RECOVERY_ON_STARTUP": parse_bool,
@@ -80,6 +116,8 @@ PARSERS = {
     "RECOVERY_HOSTNAME": parse_host_name,
     "AUTH_FAILURE_LIMIT": parse_positive_int,
     "AUTH_FAILURE_WINDOW_SECONDS": parse_positive_int,
+    "AUTH_CLIENT_IP_HEADER": parse_header_name,
+    "RECOVERY_API_TOKEN": parse_api_token,
 }
 
 
@@ -87,60 +125,100 @@ def raw(name: str) -> Any:
     return getattr(settings, name, DEFAULTS[name])
 
 
-class RecoverySettings:
-    """Typed access to the settings; the system checks guarantee they parse."""
+class ParsedSettings:
+    """One app's settings, each parsed once by its parser and kept until a setting of the app
+    changes (Django's `setting_changed`, which `override_settings` sends)."""
+
+    def __init__(self, parsers: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+        self._parsers = parsers
+        self._defaults = defaults
+        self._parsed: dict[str, Any] = {}
+        setting_changed.connect(self._setting_changed, weak=False)
+
+    def _get(self, name: str) -> Any:
+        try:
+            return self._parsed[name]
+        except KeyError:
+            raw_value = getattr(settings, name, self._defaults[name])
+            value = self._parsed[name] = self._parsers[name](raw_value)
+            return value
+
+    def clear(self) -> None:
+        """Forget the parsed values."""
+        self._parsed.clear()
+
+    def _setting_changed(self, *, setting: str, **kwargs: Any) -> None:
+        if setting in self._defaults:
+            self.clear()
+
+
+class RecoverySettings(ParsedSettings):
+    """Typed access to the settings, each parsed once; the system checks guarantee they parse."""
+
+    def __init__(self) -> None:
+        super().__init__(PARSERS, DEFAULTS)
 
     @property
     def STUCK_RUN_TIMEOUT_MINUTES(self) -> int:
-        return parse_timeout_minutes(raw("STUCK_RUN_TIMEOUT_MINUTES"))
+        return self._get("STUCK_RUN_TIMEOUT_MINUTES")
 
     @property
     def RECOVERY_ON_STARTUP(self) -> bool:
-        return parse_bool(raw("RECOVERY_ON_STARTUP"))
+        return self._get("RECOVERY_ON_STARTUP")
 
     @property
     def RECOVERY_HEARTBEAT_SECONDS(self) -> int:
-        return parse_positive_int(raw("RECOVERY_HEARTBEAT_SECONDS"))
+        return self._get("RECOVERY_HEARTBEAT_SECONDS")
 
     @property
     def RECOVERY_WORKER_TIMEOUT_SECONDS(self) -> int:
         """A worker that has not beaten for this long is dead, and so are its runs."""
-        return parse_positive_int(raw("RECOVERY_WORKER_TIMEOUT_SECONDS"))
+        return self._get("RECOVERY_WORKER_TIMEOUT_SECONDS")
 
     @property
     def RECOVERY_SWEEP_INTERVAL_SECONDS(self) -> int:
         """Seconds between periodic sweeps in each server and worker; 0 turns them off."""
-        return parse_non_negative_int(raw("RECOVERY_SWEEP_INTERVAL_SECONDS"))
+        return self._get("RECOVERY_SWEEP_INTERVAL_SECONDS")
 
     @property
     def RECOVERY_SHUTDOWN_GRACE_SECONDS(self) -> int:
         """How long a stopping worker may take to finish its batch before it is cut off."""
-        return parse_positive_int(raw("RECOVERY_SHUTDOWN_GRACE_SECONDS"))
+        return self._get("RECOVERY_SHUTDOWN_GRACE_SECONDS")
 
     @property
     def RECOVERY_MAX_ATTEMPTS(self) -> int:
         """A run whose worker died this many times is failed instead of handed back again."""
-        return parse_positive_int(raw("RECOVERY_MAX_ATTEMPTS"))
+        return self._get("RECOVERY_MAX_ATTEMPTS")
 
     @property
     def RECOVERY_HOSTNAME(self) -> str:
         """The host name workers register under; empty means the machine's own. A worker's
         process is checked locally only by processes that register under the same name."""
-        return parse_host_name(raw("RECOVERY_HOSTNAME"))
+        return self._get("RECOVERY_HOSTNAME")
 
     @property
     def RECOVERY_RUN_TASK(self) -> str:
         """The django.tasks task that executes a run, called with the run's id."""
-        return parse_dotted_path(raw("RECOVERY_RUN_TASK"))
+        return self._get("RECOVERY_RUN_TASK")
 
     @property
     def AUTH_FAILURE_LIMIT(self) -> int:
         """Failed sign-ins or bearer tokens a client may make per window before a 429."""
-        return parse_positive_int(raw("AUTH_FAILURE_LIMIT"))
+        return self._get("AUTH_FAILURE_LIMIT")
 
     @property
     def AUTH_FAILURE_WINDOW_SECONDS(self) -> int:
-        return parse_positive_int(raw("AUTH_FAILURE_WINDOW_SECONDS"))
+        return self._get("AUTH_FAILURE_WINDOW_SECONDS")
+
+    @property
+    def AUTH_CLIENT_IP_HEADER(self) -> str:
+        """Behind a proxy, the header whose last address is the client's; "" for none."""
+        return self._get("AUTH_CLIENT_IP_HEADER")
+
+    @property
+    def RECOVERY_API_TOKEN(self) -> str:
+        """The recovery API's bearer token; "" turns token authentication off."""
+        return self._get("RECOVERY_API_TOKEN")
 
 
 conf = RecoverySettings()

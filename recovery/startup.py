@@ -1,20 +1,29 @@
 """Recovery whenever a server process starts, scheduled from `RecoveryConfig.ready()`.
 
 `ready()` must not query the database, so it only decides whether this process serves
-requests or runs tasks and, if so, starts a daemon thread that waits for the app registry to
-be ready and then sweeps. The server never waits for it; a database that is down, slow or not
-migrated costs one warning line, and every statement of the sweep is bounded. The thread also
-re-runs the recovery system checks first: the server's own checks run beside it, and a sweep
-must never run with settings they are about to reject.
+requests and, if so, starts a daemon thread that waits for the app registry to be ready and
+then sweeps. The server never waits for it; a database that is down, slow or not migrated costs
+one warning line, and every statement of the sweep is bounded. The thread also re-runs the
+recovery system checks first: the server's own checks run beside it, and a sweep must never run
+with settings they are about to reject.
 
-Which processes recover here: `runserver` (the serving child, not the autoreloader's watcher;
-also with --noreload), gunicorn workers (with or without --preload: the master never sweeps and
-closes any connection before it forks), and uvicorn, daphne or hypercorn. `db_worker` sweeps
-from its supervisor instead (`recovery.supervisor`), at its start before it takes any work.
-Every other command, and pytest, never does. Each of these long-lived processes then keeps
-sweeping every RECOVERY_SWEEP_INTERVAL_SECONDS, so a dead worker's runs are recovered even when
-no worker is left. N processes sweeping at once make one recovery per dead run: sweeps are
-single-flight in the database. RECOVERY_ON_STARTUP and the sweep interval are independent.
+Which processes recover here: `runserver` (the serving child, not the autoreloader's watcher:
+Django's `autoreload_started` signal is sent in the child only; also with --noreload), gunicorn
+workers (with or without --preload: the master never sweeps and closes any connection before
+it forks), and uvicorn, daphne or hypercorn. `db_worker` sweeps from its supervisor instead
+(`recovery.supervisor`). Every other command, and pytest, never does. Each of these long-lived
+processes then keeps sweeping every RECOVERY_SWEEP_INTERVAL_SECONDS, so a dead worker's runs
+are recovered even when no worker is left. N processes sweeping at once make one recovery per
+dead run: sweeps are single-flight in the database. RECOVERY_ON_STARTUP and the sweep interval
+are independent.
+
+Where a server offers hooks, they are used: gunicorn's `pre_fork` and `post_worker_init`
+(`recovery.gunicorn_hooks`, offered by `gunicorn -c python:qualifier.gunicorn_conf`). Without
+them recovery still starts by itself; what it must then guess from the arguments and the call
+stack is guessed in one place, `detect_server()`.
+
+Importable before Django is set up (a gunicorn config module imports it): models are imported
+where they are used.
 """
 
 from __future__ import annotations
@@ -27,24 +36,24 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import PurePath
 from types import FrameType
 from typing import Any
 
 from django.apps import apps
 from django.db import DatabaseError, connection, connections
-from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
+from django.utils.autoreload import autoreload_started
 
 from .conf import conf
-from .models import RecoverySource
 
 logger = logging.getLogger("recovery")
 
 #: How long the thread waits for the app registry before giving up.
 APPS_READY_TIMEOUT_SECONDS = 60.0
-#: How long a process that exits right after starting (`db_worker --batch` with an empty
-#: queue) waits for its sweep to finish instead of cutting it off.
+#: How long a process that exits right after starting waits for its sweep to finish instead of
+#: cutting it off.
 EXIT_GRACE_SECONDS = 5.0
 THREAD_NAME = "startup-recovery"
 ASGI_SERVERS = frozenset({"uvicorn", "daphne", "hypercorn"})
@@ -53,29 +62,45 @@ LAUNCHERS = frozenset({"gunicorn", *ASGI_SERVERS})
 #: sweeps from its own supervisor.)
 SERVER_COMMANDS = frozenset({"runserver"})
 
-_schedule_lock = threading.Lock()
-_scheduled = False
-_stopping = threading.Event()
+
+# --- which process is this: the guesswork, in one place -----------------------------------------
 
 
-def server_role(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
-) -> str | None:
-    """Names the kind of server this process is, or None if it serves nothing."""
+@dataclass(frozen=True)
+class Server:
+    """The kind of server this process is, as far as its arguments and call stack tell."""
+
+    name: str
+    #: runserver under its autoreloader: the watcher and its serving child both look like
+    #: this; `autoreload_started` is sent in the child only.
+    autoreload: bool = False
+    #: A gunicorn master loading the app before it forks its workers (--preload).
+    preloading: bool = False
+
+
+def detect_server(
+    argv: Sequence[str] | None = None, frame: FrameType | None = None
+) -> Server | None:
+    """What kind of server this process is, or None if it serves nothing.
+
+    The program's name tells gunicorn and the ASGI servers; runserver's own parser reads its
+    options; a gunicorn process that loads the app outside gunicorn's `spawn_worker` (found on
+    the call stack from `frame`) is a master preloading it.
+    """
     argv = list(sys.argv if argv is None else argv)
-    environ = os.environ if environ is None else environ
     launcher = launcher_name(argv[0] if argv else "")
-    if launcher in LAUNCHERS:
-        return launcher
+    if launcher == "gunicorn":
+        frame = sys._getframe(1) if frame is None else frame
+        return Server(launcher, preloading=not _on_stack(frame, is_gunicorn_spawn_worker))
+    if launcher in ASGI_SERVERS:
+        return Server(launcher)
     command = argv[1] if len(argv) > 1 else ""
     if command not in SERVER_COMMANDS:
         return None
     options = command_options(command, argv[2:])
     if options is None:
         return None
-    if options["use_reloader"] and environ.get(DJANGO_AUTORELOAD_ENV) != "true":
-        return None  # the autoreloader's watcher: its child is the one that serves
-    return command
+    return Server(command, autoreload=bool(options["use_reloader"]))
 
 
 def launcher_name(path: str) -> str:
@@ -114,6 +139,26 @@ def command_options(command: str, args: Sequence[str]) -> dict[str, Any] | None:
     return vars(options)
 
 
+def is_gunicorn_spawn_worker(frame: FrameType) -> bool:
+    """Whether `frame` runs gunicorn's Arbiter.spawn_worker, where each HTTP worker is forked."""
+    code = frame.f_code
+    return code.co_name == "spawn_worker" and PurePath(code.co_filename).parts[-2:] == (
+        "gunicorn",
+        "arbiter.py",
+    )
+
+
+def _on_stack(frame: FrameType | None, test: Any) -> bool:
+    while frame is not None:
+        if test(frame):
+            return True
+        frame = frame.f_back
+    return False
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
 def recovery_enabled() -> bool:
     """RECOVERY_ON_STARTUP; an invalid value means off, and the system check stops the process."""
     try:
@@ -130,75 +175,112 @@ def sweeps_enabled() -> bool:
         return False
 
 
-def schedule_startup_recovery() -> None:
-    """Called from `ready()`: at most once per process, and never under pytest."""
-    global _scheduled
-    if "pytest" in sys.modules:
-        return
-    role = server_role()
-    if role is None:
-        return
-    with _schedule_lock:
-        if _scheduled:
+# --- starting it -------------------------------------------------------------------------------
+
+
+class StartupRecovery:
+    """Starts recovery in this process: from `ready()` by itself, or from a server's hook."""
+
+    def __init__(self) -> None:
+        self.scheduled = False
+        #: Servers whose own hooks start recovery (`use_server_hooks`): ready() leaves them be.
+        self.hooked_servers: set[str] = set()
+        #: Set at exit: ends the periodic sweeps.
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._started_in: int | None = None
+
+    def schedule(self, argv: Sequence[str] | None = None) -> None:
+        """Called from `ready()`: at most once per process, and never under pytest."""
+        if "pytest" in sys.modules:
             return
-        _scheduled = True
-    enabled = recovery_enabled() or sweeps_enabled()
-    if role == "gunicorn" and not _on_stack(sys._getframe(), _is_gunicorn_spawn_worker):
-        # --preload: this is the master. It never sweeps; each worker it forks does. Whatever
-        # opened a connection here (the system checks open one on SQLite) is closed before a
-        # fork, so no worker inherits the master's connection.
-        hooks: dict[str, Any] = {"before": connections.close_all}
-        if enabled:
-            hooks["after_in_child"] = _after_gunicorn_fork
-        os.register_at_fork(**hooks)
-        return
-    if enabled:
-        _start_thread(role)
+        server = detect_server(argv)
+        if server is None:
+            return
+        with self._lock:
+            if self.scheduled:
+                return
+            self.scheduled = True
+        if server.name in self.hooked_servers:
+            return  # its hooks start recovery where the server says a worker is ready
+        enabled = recovery_enabled() or sweeps_enabled()
+        if server.preloading:
+            # This is the master. It never sweeps; each worker it forks does. Whatever opened
+            # a connection here (the system checks open one on SQLite) is closed before a fork,
+            # so no worker inherits the master's connection.
+            hooks: dict[str, Any] = {"before": connections.close_all}
+            if enabled:
+                hooks["after_in_child"] = self.after_gunicorn_fork
+            os.register_at_fork(**hooks)
+        elif not enabled:
+            return
+        elif server.autoreload:
+            autoreload_started.connect(self.on_autoreload_started, weak=False)
+        else:
+            self.start(server.name)
+
+    def on_autoreload_started(self, sender: Any, **kwargs: Any) -> None:
+        """Django sends autoreload_started in the autoreloader's child, the one that serves."""
+        self.start("runserver")
+
+    def after_gunicorn_fork(self) -> None:
+        """Runs in every child the --preload master forks; only its HTTP workers sweep (not a
+        USR2 re-exec or the dirty arbiter, nor a process a worker forks itself)."""
+        caller = sys._getframe(1)  # the Python frame that called os.fork()
+        if is_gunicorn_spawn_worker(caller):
+            self.start("gunicorn")
+
+    def start(self, role: str) -> threading.Thread | None:
+        """Starts the recovery thread of this process, once; returns it (None if it runs)."""
+        with self._lock:
+            if self._started_in == os.getpid():
+                return None
+            self._started_in = os.getpid()
+        thread = threading.Thread(target=self.run, args=(role,), name=THREAD_NAME, daemon=True)
+        thread.start()
+        atexit.register(self.stop, thread)
+        return thread
+
+    def stop(self, thread: threading.Thread) -> None:
+        """At exit: ends the periodic sweeps; a startup sweep under way may finish, for a
+        bounded time."""
+        self.stopping.set()
+        thread.join(EXIT_GRACE_SECONDS)
+
+    def run(self, role: str) -> None:
+        """The thread's work: the startup sweep (if on), then the periodic sweeps."""
+        if recovery_enabled():
+            try:
+                run_startup_recovery(role)
+            finally:
+                with contextlib.suppress(DatabaseError):
+                    connections.close_all()  # this thread's connections only
+        run_periodic_sweeps(self.stopping)
 
 
-def _is_gunicorn_spawn_worker(frame: FrameType) -> bool:
-    code = frame.f_code
-    return code.co_name == "spawn_worker" and PurePath(code.co_filename).parts[-2:] == (
-        "gunicorn",
-        "arbiter.py",
-    )
+_process = StartupRecovery()
 
 
-def _on_stack(frame: FrameType | None, test: Any) -> bool:
-    while frame is not None:
-        if test(frame):
-            return True
-        frame = frame.f_back
-    return False
+def schedule_startup_recovery() -> None:
+    """Called from `RecoveryConfig.ready()`."""
+    _process.schedule()
 
 
-def _after_gunicorn_fork() -> None:
-    """Runs in every child the --preload master forks; only its HTTP workers sweep (not a
-    USR2 re-exec or the dirty arbiter, nor a process a worker forks itself)."""
-    caller = sys._getframe(1)  # the Python frame that called os.fork()
-    if _is_gunicorn_spawn_worker(caller):
-        _start_thread("gunicorn")
+def use_server_hooks(server: str) -> None:
+    """The server's own hooks start recovery in this process (see `recovery.gunicorn_hooks`)."""
+    _process.hooked_servers.add(server)
 
 
-def _start_thread(role: str) -> None:
-    thread = threading.Thread(target=_thread_main, args=(role,), name=THREAD_NAME, daemon=True)
-    thread.start()
-    atexit.register(_stop_thread, thread)
+def start_recovery(role: str) -> None:
+    """Starts recovery now, in a process the server says is ready to serve (a server hook)."""
+    if recovery_enabled() or sweeps_enabled():
+        _process.start(role)
 
 
-def _stop_thread(thread: threading.Thread) -> None:
-    _stopping.set()  # ends the periodic sweeps; a startup sweep under way may finish
-    thread.join(EXIT_GRACE_SECONDS)
-
-
-def _thread_main(role: str) -> None:
-    if recovery_enabled():
-        try:
-            run_startup_recovery(role)
-        finally:
-            with contextlib.suppress(DatabaseError):
-                connections.close_all()  # this thread's connections only
-    run_periodic_sweeps()
+def close_connections_before_fork() -> None:
+    """No forked worker may inherit a connection of the process that forks it."""
+    if apps.ready:
+        connections.close_all()
 
 
 def run_periodic_sweeps(stop: threading.Event | None = None) -> None:
@@ -206,10 +288,11 @@ def run_periodic_sweeps(stop: threading.Event | None = None) -> None:
 
     Quiet unless it recovers something: a worker must not fill its log once a minute.
     """
+    from .models import RecoverySource
     from .sweep import recover_stuck_runs
     from .workers import Outage
 
-    stop = stop or _stopping
+    stop = stop or _process.stopping
     if not sweeps_enabled():
         return
     interval = conf.RECOVERY_SWEEP_INTERVAL_SECONDS
@@ -225,7 +308,7 @@ def run_periodic_sweeps(stop: threading.Event | None = None) -> None:
             outage.succeeded()
             if report.recovered:
                 for line in report.lines():
-                    logger.info(line)
+                    logger.info(line.text)
                 logger.info("[Sweeper] Recovered %d stuck runs", report.recovered_count)
         finally:
             with contextlib.suppress(DatabaseError):
@@ -241,6 +324,7 @@ def run_startup_recovery(role: str) -> None:
             return
         time.sleep(0.05)
     from .checks import check_recovery_settings
+    from .models import RecoverySource
     from .sweep import recover_stuck_runs
 
     # The server's own system checks report bad settings and stop it; they run beside this

@@ -13,14 +13,11 @@ rows, and a row that beat or completed meanwhile no longer matches when it is lo
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import math
 import os
 import socket
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
@@ -32,6 +29,7 @@ from . import queue, workers
 from .conf import conf
 from .models import (
     ACTIVE_STATUSES,
+    FINISHED_STATUSES,
     DatabaseStartedAt,
     Liveness,
     QualificationRun,
@@ -45,6 +43,7 @@ from .models import (
     ago,
     last_sign_of_life,
 )
+from .report import DEFAULT_LIST_LIMIT, RecoveredRun, RecoveryReport, RunSnapshot, SkipReason
 
 logger = logging.getLogger("recovery")
 
@@ -54,8 +53,6 @@ BATCH_SIZE = 100_000
 GENERIC_BATCH_SIZE = 2_000
 #: Recovered runs whose task rows are failed per statement (SQLite allows 32,766 parameters).
 TASK_BATCH_SIZE = 10_000
-#: How many runs a log listing shows before it ends with "... and N more".
-DEFAULT_LIST_LIMIT = 20
 #: Sweeps on PostgreSQL are single-flight across hosts under this advisory lock key.
 STARTUP_LOCK_KEY = 0x5155414C  # "QUAL"
 #: The sources that skip a sweep while another one runs (an operator's sweep waits instead).
@@ -76,168 +73,6 @@ SOURCE_PHRASES = {
 
 class RecoveryInputError(ValueError):
     """Bad arguments to a sweep: nothing was changed."""
-
-
-@dataclass(slots=True)  # not frozen: a sweep builds one per recovered run, and frozen
-class RunSnapshot:  # dataclasses pay an object.__setattr__ per field for it
-    """An active run as a sweep saw it."""
-
-    id: int
-    status: str
-    completed: int
-    total: int
-    created_at: dt.datetime
-    heartbeat_at: dt.datetime | None
-    last_seen: dt.datetime
-
-    def age_minutes(self, now: dt.datetime) -> int:
-        return _whole_minutes(now - self.created_at)
-
-    def silent_minutes(self, now: dt.datetime) -> int:
-        return _whole_minutes(now - self.last_seen)
-
-    def as_dict(self, now: dt.datetime) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "completed": self.completed,
-            "total": self.total,
-            "age_minutes": self.age_minutes(now),
-            "heartbeat_at": self.heartbeat_at.isoformat() if self.heartbeat_at else None,
-            "silent_minutes": self.silent_minutes(now),
-        }
-
-    def listing_line(self, now: dt.datetime) -> str:
-        beat = (
-            f"last heartbeat {_whole_minutes(now - self.heartbeat_at)}min ago"
-            if self.heartbeat_at
-            else "no heartbeat yet"
-        )
-        return (
-            f"  - {self.id}: {self.status}, {self.completed}/{self.total}, "
-            f"age: {self.age_minutes(now)}min, {beat}"
-        )
-
-
-@dataclass(slots=True)
-class RecoveredRun(RunSnapshot):
-    """A run a sweep recovered; `status` is the status it had before."""
-
-    reason: str = ""
-    cause: str = ""
-    new_status: str = RunStatus.FAILED
-
-    def as_dict(self, now: dt.datetime) -> dict[str, Any]:
-        return {
-            **RunSnapshot.as_dict(self, now),  # slots dataclasses lose zero-argument super()
-            "previous_status": self.status,
-            "new_status": str(self.new_status),
-            "cause": self.cause,
-            "reason": self.reason,
-        }
-
-    def recovered_line(self) -> str:
-        return (
-            f"  - Run {self.id}: {self.completed}/{self.total} completed "
-            f"(status: {self.status} → {self.new_status}; {self.cause.replace('_', ' ')})"
-        )
-
-
-@dataclass
-class RecoveryReport:
-    """What a sweep saw and did; the command prints it, the API returns it."""
-
-    timeout_minutes: int
-    source: str
-    dry_run: bool
-    force: bool
-    now: dt.datetime
-    worker_timeout_seconds: int = 0
-    active_count: int = 0
-    active: list[RunSnapshot] = field(default_factory=list)
-    stuck_count: int = 0
-    stuck: list[RunSnapshot] = field(default_factory=list)
-    recovered: list[RecoveredRun] = field(default_factory=list)
-    skipped_reason: str = ""
-    #: Dead runs another transaction held locked: left for the next sweep.
-    locked_count: int = 0
-    #: Rows of dead workers removed.
-    workers_removed: int = 0
-
-    @property
-    def recovered_count(self) -> int:
-        return len(self.recovered)
-
-    @property
-    def rule(self) -> str:
-        if self.force:
-            return "named by the operator, forced"
-        return (
-            f"worker gone, exited or silent for {self.worker_timeout_seconds}+ s, "
-            f"no progress for {self.timeout_minutes}+ minutes, or queued without a live task"
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "timeout_minutes": self.timeout_minutes,
-            "dry_run": self.dry_run,
-            "force": self.force,
-            "source": self.source,
-            "checked_at": self.now.isoformat(),
-            "active_count": self.active_count,
-            "stuck_count": self.stuck_count,
-            "recovered_count": self.recovered_count,
-            "active": [run.as_dict(self.now) for run in self.active],
-            "stuck": [run.as_dict(self.now) for run in self.stuck],
-            "recovered": [run.as_dict(self.now) for run in self.recovered],
-            "skipped_reason": self.skipped_reason,
-            "locked_count": self.locked_count,
-            "worker_timeout_seconds": self.worker_timeout_seconds,
-        }
-
-    def lines(self, list_limit: int | None = DEFAULT_LIST_LIMIT) -> list[str]:
-        """The log lines of the original write-up, listings bounded by `list_limit`."""
-        lines = [f"[Recovery] Found {self.active_count} active run(s) in database:"]
-        lines += _bounded(
-            [run.listing_line(self.now) for run in self.active], self.active_count, list_limit
-        )
-        if self.skipped_reason:
-            lines.append(f"[Recovery] Skipped: {self.skipped_reason}")
-            return lines
-        rule = self.rule
-        if not self.stuck_count:
-            lines.append(f"[Recovery] No stuck runs found ({rule})")
-            return lines
-        lines.append(f"[Recovery] Found {self.stuck_count} stuck runs ({rule})")
-        if self.dry_run:
-            lines += _bounded(
-                [run.listing_line(self.now) for run in self.stuck], self.stuck_count, list_limit
-            )
-            lines.append(
-                f"[Recovery] Would mark {self.stuck_count} runs as FAILED (dry run: nothing changed)"
-            )
-            return lines
-        lines.append(f"[Recovery] Marked {self.recovered_count} runs as FAILED")
-        lines += _bounded(
-            [run.recovered_line() for run in self.recovered], self.recovered_count, list_limit
-        )
-        if self.locked_count:
-            lines.append(
-                f"[Recovery] Skipped {self.locked_count} runs held locked by another transaction "
-                "(the next sweep retries them)"
-            )
-        return lines
-
-
-def _bounded(lines: list[str], total: int, limit: int | None) -> list[str]:
-    shown = lines if limit is None else lines[:limit]
-    if total > len(shown):
-        shown = [*shown, f"  ... and {total - len(shown)} more"]
-    return shown
-
-
-def _whole_minutes(delta: dt.timedelta) -> int:
-    return max(0, math.floor(delta.total_seconds() / 60))
 
 
 # --- queries ---------------------------------------------------------------------------------
@@ -420,6 +255,7 @@ def recover_stuck_runs(
     report.active = _snapshots(active_runs(), list_limit)
     victims = candidates(timeout_minutes=timeout, run_ids=run_ids, force=force)
     report.stuck_count = victims.count() if report.active_count else 0
+    named = _named_runs(run_ids, victims) if run_ids is not None else None
     if dry_run:
         report.stuck = _snapshots(victims, list_limit) if report.stuck_count else []
     elif report.stuck_count:
@@ -437,12 +273,44 @@ def recover_stuck_runs(
                 QualificationRun.objects.filter(pk__in=chunk).values_list("task_id", flat=True),
                 "The run was recovered: its worker is gone.",
             )
+    if named is not None:
+        report.skipped = _skip_reasons(named, report)
     if not dry_run and not force and not report.skipped_reason:
         report.workers_removed = remove_dead_workers()
     if log:
         for line in report.lines(list_limit):
-            logger.info(line)
+            logger.info(line.text)
     return report
+
+
+def _named_runs(
+    run_ids: Sequence[int], victims: QualificationRunQuerySet
+) -> dict[int, tuple[str, bool]]:
+    """The status of each named run and whether it was dead (or forceable) just before the
+    sweep: what its skip reason is decided from, without looking again afterwards."""
+    eligible = set(victims.values_list("pk", flat=True))
+    statuses = QualificationRun.objects.filter(pk__in=run_ids).values_list("pk", "status")
+    return {pk: (status, pk in eligible) for pk, status in statuses}
+
+
+def _skip_reasons(
+    named: dict[int, tuple[str, bool]], report: RecoveryReport
+) -> dict[int, SkipReason]:
+    """Why each named run the sweep did not recover was left alone. A dead run the locking
+    statement did not take was held (or changed) by another transaction; a dry run skips
+    none of the dead ones."""
+    recovered = {run.id for run in report.recovered}
+    skipped: dict[int, SkipReason] = {}
+    for pk, (status, eligible) in sorted(named.items()):
+        if pk in recovered or (eligible and report.dry_run):
+            continue
+        if status in FINISHED_STATUSES:
+            skipped[pk] = SkipReason.FINISHED
+        elif eligible:
+            skipped[pk] = SkipReason.LOCKED
+        else:
+            skipped[pk] = SkipReason.ALIVE
+    return skipped
 
 
 def _event_origin() -> tuple[str, int]:

@@ -14,7 +14,6 @@ import logging
 import math
 import time
 
-from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
@@ -24,7 +23,7 @@ logger = logging.getLogger("recovery.throttle")
 
 
 def client_address(request: HttpRequest) -> str:
-    header = getattr(settings, "AUTH_CLIENT_IP_HEADER", "") or ""
+    header = conf.AUTH_CLIENT_IP_HEADER
     if header:
         forwarded = request.headers.get(header, "")
         last = forwarded.rsplit(",", 1)[-1].strip()

@@ -168,3 +168,32 @@ def test_bad_arguments_exit_non_zero_with_a_message_on_stderr(
     assert exit_info.value.code != 0
     assert message in capsys.readouterr().err
     assert QualificationRun.objects.filter(status="FAILED").count() == 0
+
+
+def test_lines_are_styled_by_their_kind_not_their_wording(runs):
+    """Found-stuck and would-mark lines warn, the marked line succeeds, the rest is plain."""
+    from django.core.management.color import color_style
+
+    style = color_style(force_color=True)
+    out = io.StringIO()
+    call_command("recover_stuck_runs", stdout=out, force_color=True)
+    lines = out.getvalue().splitlines()
+
+    assert style.SUCCESS("[Recovery] Marked 2 runs as FAILED") in lines
+    found = (
+        "[Recovery] Found 2 stuck runs (worker gone, exited or silent for 30+ s, no progress "
+        "for 5+ minutes, or queued without a live task)"
+    )
+    assert style.WARNING(found) in lines
+    assert "[Recovery] Found 3 active run(s) in database:" in lines
+
+
+def test_json_says_why_each_named_run_was_skipped(runs):
+    named = [runs["stuck"], runs["healthy"], runs["done"]]
+    report = json.loads(run_command("--json", *(f"--run={run.pk}" for run in named)))
+
+    assert [run["id"] for run in report["recovered"]] == [runs["stuck"].pk]
+    assert report["skipped_runs"] == [
+        {"id": runs["healthy"].pk, "reason": "alive"},
+        {"id": runs["done"].pk, "reason": "finished"},
+    ]

@@ -622,6 +622,9 @@ def test_command_options_go_through_the_same_readers(args, message, make_run):
         ("AUTH_FAILURE_LIMIT", "0", "recovery.E012"),
         ("AUTH_FAILURE_WINDOW_SECONDS", "forever", "recovery.E013"),
         ("STUCK_RUN_TIMEOUT_MINUTES", "5256001", "recovery.E001"),
+        ("QUALIFIER_MAX_UPLOAD_BYTES", "0", "qualifier.E008"),
+        ("QUALIFIER_MAX_UPLOAD_BYTES", str(1024**3 + 1), "qualifier.E008"),
+        ("AUTH_CLIENT_IP_HEADER", 5, "recovery.E014"),
     ],
 )
 def test_new_and_bounded_settings_are_checked_by_name(name, value, check_id):

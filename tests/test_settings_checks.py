@@ -172,3 +172,58 @@ def test_the_check_is_registered_so_django_runs_it_for_every_command(db):
     with override_settings(STUCK_RUN_TIMEOUT_MINUTES="abc"):
         ids = [message.id for message in checks.run_checks()]
     assert "recovery.E001" in ids
+
+
+# --- one reader per app, defaults in one place, values parsed once ----------------------------
+
+
+@pytest.mark.parametrize("module", ["recovery.conf", "qualifier.conf"])
+def test_each_value_is_parsed_once_until_a_setting_changes(module, monkeypatch):
+    import importlib
+
+    app_conf = importlib.import_module(module)
+    name = next(iter(app_conf.PARSERS))
+    calls = []
+    parse = app_conf.PARSERS[name]
+    monkeypatch.setitem(app_conf.PARSERS, name, lambda value: calls.append(value) or parse(value))
+    app_conf.conf.clear()
+
+    first = getattr(app_conf.conf, name)
+    assert getattr(app_conf.conf, name) == first
+    assert len(calls) == 1
+    with override_settings(**{name: 7}):
+        assert getattr(app_conf.conf, name) == 7
+    assert getattr(app_conf.conf, name) == first
+    assert len(calls) == 3
+
+
+def test_the_default_minimum_score_is_written_once():
+    from qualifier.conf import DEFAULT_CRITERIA
+    from qualifier.conf import conf as qualifier_conf
+    from qualifier.criteria import Criteria
+
+    assert Criteria().min_score == DEFAULT_CRITERIA["min_score"] == 60
+    assert Criteria.defaults().min_score == 60
+    assert int(qualifier_conf.QUALIFIER_DEFAULT_CRITERIA["min_score"]) == 60
+
+
+def test_app_code_reads_app_settings_only_through_its_conf_object():
+    """No getattr(settings, ...) or settings.APP_SETTING outside the conf modules."""
+    import re
+    from pathlib import Path
+
+    import qualifier.conf
+    import recovery.conf
+
+    names = set(recovery.conf.DEFAULTS) | set(qualifier.conf.DEFAULTS)
+    pattern = re.compile(r"getattr\(settings|settings\.(" + "|".join(names) + r")\b")
+    root = Path(__file__).resolve().parent.parent
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for app in ("recovery", "qualifier")
+        for path in (root / app).rglob("*.py")
+        if path.name not in ("conf.py", "settings.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert offenders == []

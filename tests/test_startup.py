@@ -1,5 +1,6 @@
-"""Which processes recover at start (`server_role()` with fake argv/environ), and the hook's
-guards; the real processes are started in test_startup_processes.py."""
+"""Which processes recover at start (`detect_server()` with fake argv), and the hook's guards,
+through the startup module's public functions; the real processes are started in
+test_startup_processes.py."""
 
 from __future__ import annotations
 
@@ -14,45 +15,46 @@ from django.test import override_settings
 
 from recovery import startup
 from recovery.models import QualificationRun, RecoveryEvent, RunStatus
+from recovery.startup import Server, StartupRecovery
 
 VENV = "/srv/app/.venv/bin"
-RELOADER_CHILD = {"RUN_MAIN": "true"}
 
 
-def role(*argv: str, **environ: str) -> str | None:
-    return startup.server_role(list(argv), environ)
+def role(*argv: str) -> str | None:
+    server = startup.detect_server(list(argv))
+    return server.name if server else None
 
 
 # --- runserver -----------------------------------------------------------------------------
 
 
-def test_runserver_watcher_process_of_the_autoreloader_does_not_recover():
-    assert role("manage.py", "runserver") is None
-    assert role("manage.py", "runserver", "127.0.0.1:8000") is None
-
-
-def test_runserver_child_of_the_autoreloader_recovers():
-    assert role("manage.py", "runserver", **RELOADER_CHILD) == "runserver"
+def test_runserver_under_the_autoreloader_is_told_apart_from_noreload():
+    """Its watcher and its serving child have the same arguments: autoreload_started, which
+    Django sends in the child only, decides (see the hook's tests below)."""
+    autoreloaded = Server("runserver", autoreload=True)
+    assert startup.detect_server(["manage.py", "runserver"]) == autoreloaded
+    assert startup.detect_server(["manage.py", "runserver", "127.0.0.1:8000"]) == autoreloaded
 
 
 def test_runserver_noreload_recovers_in_its_only_process():
-    assert role("manage.py", "runserver", "--noreload") == "runserver"
-    assert role("manage.py", "runserver", "0.0.0.0:80", "--noreload") == "runserver"
+    noreload = Server("runserver")
+    assert startup.detect_server(["manage.py", "runserver", "--noreload"]) == noreload
+    assert startup.detect_server(["manage.py", "runserver", "0.0.0.0:80", "--noreload"]) == (
+        noreload
+    )
 
 
 def test_runserver_abbreviated_noreload_counts_as_noreload():
-    assert role("manage.py", "runserver", "--norel") == "runserver"
+    assert startup.detect_server(["manage.py", "runserver", "--norel"]) == Server("runserver")
 
 
 def test_runserver_through_django_admin_or_python_m_django_recovers():
     assert role(f"{VENV}/django-admin", "runserver", "--noreload") == "runserver"
-    assert role("/usr/lib/python3/django/__main__.py", "runserver", **RELOADER_CHILD) == (
-        "runserver"
-    )
+    assert role("/usr/lib/python3/django/__main__.py", "runserver") == "runserver"
 
 
 def test_runserver_help_is_not_a_server_and_prints_nothing(capsys):
-    assert role("manage.py", "runserver", "--help", **RELOADER_CHILD) is None
+    assert role("manage.py", "runserver", "--help") is None
     assert role("manage.py", "runserver", "--version", "--noreload") is None
     assert capsys.readouterr() == ("", "")
 
@@ -64,12 +66,10 @@ def test_runserver_help_is_not_a_server_and_prints_nothing(capsys):
     "args",
     [(), ("--no-reload",), ("--reload",), ("--batch",), ("--executor-of", "3", "--no-reload")],
 )
-@pytest.mark.parametrize("reloader_child", [False, True])
-def test_db_worker_never_sweeps_from_the_hook_its_supervisor_does(args, reloader_child):
+def test_db_worker_never_sweeps_from_the_hook_its_supervisor_does(args):
     """The supervisor sweeps before it takes work (recovery.supervisor); its executor child,
     which runs the same command, must not sweep at all."""
-    env = RELOADER_CHILD if reloader_child else {}
-    assert role("manage.py", "db_worker", *args, **env) is None
+    assert role("manage.py", "db_worker", *args) is None
 
 
 # --- servers launched by their own program ---------------------------------------------------
@@ -97,7 +97,7 @@ def test_asgi_servers_are_servers(server):
 def test_a_project_folder_named_like_a_server_does_not_make_commands_servers():
     assert role("/srv/gunicorn/manage.py", "migrate") is None
     assert role("/srv/gunicorn-app/manage.py", "runserver", "--noreload") == "runserver"
-    assert role("/srv/uvicorn/manage.py", "runserver") is None
+    assert role("/srv/uvicorn/manage.py", "runserver") == "runserver"
 
 
 # --- everything else -------------------------------------------------------------------------
@@ -123,16 +123,14 @@ def test_a_project_folder_named_like_a_server_does_not_make_commands_servers():
     ],
 )
 def test_other_commands_and_programs_are_not_servers(argv):
-    assert startup.server_role(argv, RELOADER_CHILD) is None
-    assert startup.server_role(argv, {}) is None
+    assert startup.detect_server(argv) is None
 
 
-def test_reads_the_real_argv_and_environment_by_default(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["manage.py", "runserver"])
-    monkeypatch.setenv("RUN_MAIN", "true")
-    assert startup.server_role() == "runserver"
-    monkeypatch.delenv("RUN_MAIN")
-    assert startup.server_role() is None
+def test_reads_the_real_argv_by_default(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["manage.py", "runserver", "--noreload"])
+    assert startup.detect_server() == Server("runserver")
+    monkeypatch.setattr(sys, "argv", ["manage.py", "migrate"])
+    assert startup.detect_server() is None
 
 
 # --- the hook --------------------------------------------------------------------------------
@@ -144,79 +142,122 @@ def _recovery_threads() -> list[threading.Thread]:
 
 def test_never_scheduled_under_pytest_even_for_a_server_argv(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["manage.py", "runserver", "--noreload"])
-    monkeypatch.setattr(startup, "_scheduled", False)
-    startup.schedule_startup_recovery()
-    assert startup._scheduled is False
+    hook = StartupRecovery()
+    hook.schedule()
+    assert hook.scheduled is False
     assert _recovery_threads() == []
 
 
 @pytest.fixture
-def outside_pytest(monkeypatch):
-    """The hook as a server process sees it: no pytest, nothing scheduled yet, and the thread
-    start and fork hooks recorded instead of done."""
+def hook() -> StartupRecovery:
+    """A fresh hook, as a process that has scheduled nothing yet has."""
+    return StartupRecovery()
+
+
+@pytest.fixture
+def outside_pytest(monkeypatch, hook):
+    """The hook as a server process sees it: no pytest, and the thread start and fork hooks
+    recorded instead of done."""
     monkeypatch.delitem(sys.modules, "pytest")
-    monkeypatch.setattr(startup, "_scheduled", False)
     calls: dict[str, list] = {"threads": [], "fork_hooks": []}
-    monkeypatch.setattr(startup, "_start_thread", lambda role: calls["threads"].append(role))
+    monkeypatch.setattr(hook, "start", lambda role: calls["threads"].append(role))
     monkeypatch.setattr(
         startup.os, "register_at_fork", lambda **hooks: calls["fork_hooks"].append(hooks)
     )
     return calls
 
 
-def test_scheduled_at_most_once_per_process(monkeypatch, outside_pytest):
+def test_scheduled_at_most_once_per_process(monkeypatch, hook, outside_pytest):
     monkeypatch.setattr(sys, "argv", ["manage.py", "runserver", "--noreload"])
-    startup.schedule_startup_recovery()
-    startup.schedule_startup_recovery()
+    hook.schedule()
+    hook.schedule()
     assert outside_pytest == {"threads": ["runserver"], "fork_hooks": []}
 
 
-def test_startup_recovery_off_still_sweeps_periodically(monkeypatch, outside_pytest):
+def test_startup_recovery_off_still_sweeps_periodically(monkeypatch, hook, outside_pytest):
     """RECOVERY_ON_STARTUP and RECOVERY_SWEEP_INTERVAL_SECONDS are independent switches."""
     monkeypatch.setattr(sys, "argv", ["manage.py", "runserver", "--noreload"])
     with override_settings(RECOVERY_ON_STARTUP="false"):
-        startup.schedule_startup_recovery()
+        hook.schedule()
     assert outside_pytest == {"threads": ["runserver"], "fork_hooks": []}
 
 
-def test_not_scheduled_when_both_switched_off(monkeypatch, outside_pytest):
+def test_not_scheduled_when_both_switched_off(monkeypatch, hook, outside_pytest):
     monkeypatch.setattr(sys, "argv", ["manage.py", "runserver", "--noreload"])
     with override_settings(RECOVERY_ON_STARTUP="false", RECOVERY_SWEEP_INTERVAL_SECONDS="0"):
-        startup.schedule_startup_recovery()
+        hook.schedule()
     assert outside_pytest == {"threads": [], "fork_hooks": []}
 
 
 @pytest.mark.django_db(transaction=True)
-def test_with_startup_recovery_off_the_thread_only_sweeps_periodically(monkeypatch, make_run):
-    calls: list[str] = []
-    monkeypatch.setattr(startup, "run_startup_recovery", lambda role: calls.append("startup"))
-    monkeypatch.setattr(startup, "run_periodic_sweeps", lambda: calls.append("periodic"))
-    with override_settings(RECOVERY_ON_STARTUP="false"):
-        startup._thread_main("runserver")
-    assert calls == ["periodic"]
+def test_with_startup_recovery_off_the_thread_only_sweeps_periodically(make_run, caplog):
+    """No startup sweep: the stuck run is recovered by the first periodic sweep, as `sweeper`."""
+    run = make_run(created_minutes_ago=30, heartbeat_minutes_ago=30)
+    hook = StartupRecovery()
+    caplog.set_level(logging.INFO, logger="recovery")
+    with override_settings(RECOVERY_ON_STARTUP="false", RECOVERY_SWEEP_INTERVAL_SECONDS="1"):
+        thread = threading.Thread(target=hook.run, args=("runserver",))
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not RecoveryEvent.objects.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            hook.stopping.set()
+            thread.join(5)
+    assert not thread.is_alive()
+    assert list(RecoveryEvent.objects.values_list("run_id", "source")) == [(run.pk, "sweeper")]
+    assert not any(message.startswith("[Startup]") for message in caplog.messages)
+
+
+def test_runserver_under_the_autoreloader_recovers_when_autoreload_started_says_it_serves(
+    monkeypatch, hook, outside_pytest
+):
+    from django.utils.autoreload import StatReloader, autoreload_started
+
+    monkeypatch.setattr(sys, "argv", ["manage.py", "runserver"])
+    hook.schedule()
+    try:
+        assert outside_pytest == {"threads": [], "fork_hooks": []}  # the watcher, so far
+        autoreload_started.send(sender=StatReloader())  # what Django does in the serving child
+        assert outside_pytest == {"threads": ["runserver"], "fork_hooks": []}
+    finally:
+        autoreload_started.disconnect(hook.on_autoreload_started)
 
 
 def test_gunicorn_preload_master_never_sweeps_but_closes_connections_before_forking(
-    monkeypatch, outside_pytest
+    monkeypatch, hook, outside_pytest
 ):
     from django.db import connections
 
     monkeypatch.setattr(sys, "argv", ["/srv/.venv/bin/gunicorn", "--preload", "qualifier.wsgi"])
-    startup.schedule_startup_recovery()
+    hook.schedule()
     assert outside_pytest["threads"] == []
     assert outside_pytest["fork_hooks"] == [
-        {"before": connections.close_all, "after_in_child": startup._after_gunicorn_fork}
+        {"before": connections.close_all, "after_in_child": hook.after_gunicorn_fork}
     ]
 
 
+def test_gunicorn_with_its_server_hooks_is_left_to_them(monkeypatch, hook, outside_pytest):
+    """With `-c python:qualifier.gunicorn_conf`, gunicorn's pre_fork and post_worker_init do
+    what the stack would otherwise be searched for (test_startup_processes.py runs it)."""
+    hook.hooked_servers.add("gunicorn")
+    for argv in (["gunicorn", "--preload", "qualifier.wsgi"], ["gunicorn", "qualifier.wsgi"]):
+        monkeypatch.setattr(sys, "argv", argv)
+        hook.scheduled = False
+        _gunicorn_function("spawn_worker")(hook.schedule)
+        hook.schedule()
+    assert outside_pytest == {"threads": [], "fork_hooks": []}
+
+
 def test_gunicorn_preload_master_still_closes_connections_when_switched_off(
-    monkeypatch, outside_pytest
+    monkeypatch, hook, outside_pytest
 ):
     from django.db import connections
 
     monkeypatch.setattr(sys, "argv", ["/srv/.venv/bin/gunicorn", "--preload", "qualifier.wsgi"])
     with override_settings(RECOVERY_ON_STARTUP="false", RECOVERY_SWEEP_INTERVAL_SECONDS="0"):
-        startup.schedule_startup_recovery()
+        hook.schedule()
     assert outside_pytest == {"threads": [], "fork_hooks": [{"before": connections.close_all}]}
 
 
@@ -228,18 +269,20 @@ def _gunicorn_function(name: str):
     return namespace[name]
 
 
-def test_gunicorn_worker_loading_the_app_itself_sweeps_in_that_worker(monkeypatch, outside_pytest):
+def test_gunicorn_worker_loading_the_app_itself_sweeps_in_that_worker(
+    monkeypatch, hook, outside_pytest
+):
     monkeypatch.setattr(sys, "argv", ["/srv/.venv/bin/gunicorn", "qualifier.wsgi"])
-    _gunicorn_function("spawn_worker")(startup.schedule_startup_recovery)
+    _gunicorn_function("spawn_worker")(hook.schedule)
     assert outside_pytest == {"threads": ["gunicorn"], "fork_hooks": []}
 
 
-def test_only_forks_for_http_workers_sweep_after_a_preload(outside_pytest):
-    startup._after_gunicorn_fork()  # a process some worker forked itself
-    _gunicorn_function("reexec")(startup._after_gunicorn_fork)  # USR2 re-exec
-    _gunicorn_function("spawn_dirty_arbiter")(startup._after_gunicorn_fork)
+def test_only_forks_for_http_workers_sweep_after_a_preload(hook, outside_pytest):
+    hook.after_gunicorn_fork()  # a process some worker forked itself
+    _gunicorn_function("reexec")(hook.after_gunicorn_fork)  # USR2 re-exec
+    _gunicorn_function("spawn_dirty_arbiter")(hook.after_gunicorn_fork)
     assert outside_pytest["threads"] == []
-    _gunicorn_function("spawn_worker")(startup._after_gunicorn_fork)
+    _gunicorn_function("spawn_worker")(hook.after_gunicorn_fork)
     assert outside_pytest["threads"] == ["gunicorn"]
 
 
@@ -366,24 +409,26 @@ def test_the_hook_returns_at_once_and_sweeps_on_a_daemon_thread(monkeypatch):
         release.wait(10)
 
     monkeypatch.setattr(startup, "run_startup_recovery", slow_sweep)
-    monkeypatch.setattr(startup, "run_periodic_sweeps", lambda: None)
+    monkeypatch.setattr(startup, "run_periodic_sweeps", lambda stop: None)
     joins: list[tuple] = []
     monkeypatch.setattr(startup.atexit, "register", lambda *args: joins.append(args))
-    startup._start_thread("runserver")
+    hook = StartupRecovery()
+    started_thread = hook.start("runserver")
     try:
         assert started.wait(5)
         (thread,) = _recovery_threads()
+        assert thread is started_thread
         assert thread.daemon and thread.is_alive()
+        assert hook.start("runserver") is None  # once per process
         # A process that exits at once waits a bounded time for the sweep, never forever.
-        assert joins == [(startup._stop_thread, thread)]
+        assert joins == [(hook.stop, thread)]
         monkeypatch.setattr(startup, "EXIT_GRACE_SECONDS", 0.05)
         before = time.monotonic()
-        startup._stop_thread(thread)
+        hook.stop(thread)
         assert time.monotonic() - before < 2
-        assert startup._stopping.is_set()
+        assert hook.stopping.is_set()
     finally:
         release.set()
-        startup._stopping.clear()
     thread.join(5)
     assert not thread.is_alive()
 
@@ -397,7 +442,7 @@ def test_startup_sweep_gives_up_on_a_locked_table_after_its_statement_timeout(
 
     run = make_run(created_minutes_ago=12, heartbeat_minutes_ago=12)
     monkeypatch.setattr("recovery.sweep.STARTUP_STATEMENT_TIMEOUT_MS", 300)
-    monkeypatch.setattr(startup, "run_periodic_sweeps", lambda: None)
+    monkeypatch.setattr(startup, "run_periodic_sweeps", lambda stop: None)
     db = connection.settings_dict
     with (
         psycopg.connect(
@@ -408,7 +453,7 @@ def test_startup_sweep_gives_up_on_a_locked_table_after_its_statement_timeout(
         other.execute("LOCK TABLE recovery_qualificationrun IN ACCESS EXCLUSIVE MODE")
         # On a thread of its own, as at startup: the timeout is set on that thread's
         # connection, which is closed afterwards.
-        thread = threading.Thread(target=startup._thread_main, args=("runserver",))
+        thread = threading.Thread(target=StartupRecovery().run, args=("runserver",))
         thread.start()
         thread.join(10)
         assert not thread.is_alive()

@@ -144,6 +144,10 @@ def runserver(port: int, *extra: str, python_options: Sequence[str] = ()) -> lis
     return [PYTHON, *python_options, "manage.py", "runserver", f"127.0.0.1:{port}", *extra]
 
 
+#: The config module the README recommends: gunicorn's own hooks start recovery.
+GUNICORN_CONFIG = ("-c", "python:qualifier.gunicorn_conf")
+
+
 def gunicorn(port: int, *extra: str, workers: int = 3) -> list[str]:
     return [
         bin_path("gunicorn"),
@@ -241,13 +245,16 @@ def test_runserver_noreload_recovers_without_database_access_during_app_initiali
     assert_original_log_lines(output, run_id)
 
 
+@pytest.mark.parametrize(
+    "config", [[], [*GUNICORN_CONFIG]], ids=["by-itself", "gunicorn-server-hooks"]
+)
 @pytest.mark.parametrize("preload", [False, True], ids=["workers-load-the-app", "preload"])
 def test_gunicorn_workers_recover_each_stuck_run_exactly_once_and_the_master_holds_no_connection(
-    process_database, tmp_path, preload
+    process_database, tmp_path, preload, config
 ):
     run_ids = seed_stuck_runs(process_database, 3)
     port = free_port()
-    args = gunicorn(port, *(["--preload"] if preload else []), workers=3)
+    args = gunicorn(port, *(["--preload"] if preload else []), *config, workers=3)
     with running(
         args, process_database, tmp_path / "gunicorn.log", PYTHONWARNINGS="error::RuntimeWarning"
     ) as server:

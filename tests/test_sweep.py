@@ -8,7 +8,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import override_settings
 
+from recovery import sweep
 from recovery.models import QualificationRun, RecoveryEvent, RunStatus
+from recovery.report import SkipReason
 from recovery.sweep import RecoveryInputError, recover_stuck_runs, stuck_runs
 
 
@@ -365,3 +367,51 @@ def test_an_event_outlives_its_actor(make_run):
     event = RecoveryEvent.objects.get()
     assert event.actor is None
     assert event.reason.endswith("by bob).")
+
+
+# --- why named runs were skipped ----------------------------------------------------------------
+
+
+def test_each_named_run_the_sweep_left_alone_has_its_reason(make_run):
+    stuck = make_run(created_minutes_ago=30, heartbeat_minutes_ago=9)
+    alive = make_run(created_minutes_ago=30, heartbeat_minutes_ago=1)
+    done = make_run(RunStatus.COMPLETED, total=1, completed=1, created_minutes_ago=30)
+
+    report = recover_stuck_runs(source="command", run_ids=[stuck.pk, alive.pk, done.pk])
+
+    assert [run.id for run in report.recovered] == [stuck.pk]
+    assert report.skipped == {alive.pk: SkipReason.ALIVE, done.pk: SkipReason.FINISHED}
+    assert report.as_dict()["skipped_runs"] == [
+        {"id": alive.pk, "reason": "alive"},
+        {"id": done.pk, "reason": "finished"},
+    ]
+
+
+def test_a_dry_run_skips_only_the_named_runs_it_would_not_recover(make_run):
+    stuck = make_run(created_minutes_ago=30, heartbeat_minutes_ago=9)
+    alive = make_run(created_minutes_ago=30, heartbeat_minutes_ago=1)
+
+    report = recover_stuck_runs(source="command", run_ids=[stuck.pk, alive.pk], dry_run=True)
+
+    assert report.skipped == {alive.pk: SkipReason.ALIVE}
+
+
+def test_a_sweep_without_named_runs_reports_no_skipped_runs(make_run):
+    make_run(created_minutes_ago=30, heartbeat_minutes_ago=1)
+
+    assert recover_stuck_runs(source="command").skipped == {}
+
+
+def test_a_dead_named_run_the_locking_statement_did_not_take_is_skipped_as_locked(
+    make_run, monkeypatch
+):
+    """Decided from what the sweep saw: the run was dead when it looked, so when the batch does
+    not take it (held by another transaction), it is locked, whatever it looks like later."""
+    stuck = make_run(created_minutes_ago=30, heartbeat_minutes_ago=9)
+    monkeypatch.setattr(sweep, "_sweep_postgresql", lambda *args: None)
+    monkeypatch.setattr(sweep, "_sweep_generic", lambda *args: None)
+
+    report = recover_stuck_runs(source="command", run_ids=[stuck.pk])
+
+    assert report.skipped == {stuck.pk: SkipReason.LOCKED}
+    assert report.locked_count == 1

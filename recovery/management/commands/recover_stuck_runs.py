@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
 
@@ -11,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from recovery.conf import MAX_TIMEOUT_MINUTES, conf
 from recovery.inputs import parse_whole_number, show
 from recovery.models import RecoverySource
+from recovery.report import DEFAULT_LIST_LIMIT, LineKind
 from recovery.sweep import RecoveryInputError, recover_stuck_runs
 
 
@@ -95,6 +95,7 @@ class Command(BaseCommand):
     ) -> None:
         if force and not run_ids:
             raise CommandError("--force needs --run ID: name the runs you know are dead.")
+        list_limit = None if verbosity >= 2 or as_json else DEFAULT_LIST_LIMIT
         try:
             report = recover_stuck_runs(
                 source=RecoverySource.COMMAND,
@@ -102,21 +103,15 @@ class Command(BaseCommand):
                 run_ids=run_ids,
                 force=force,
                 dry_run=dry_run,
-                list_limit=None if verbosity >= 2 or as_json else 20,
+                list_limit=list_limit,
                 log=False,
             )
         except RecoveryInputError as exc:
             raise CommandError(str(exc)) from exc
 
         if as_json:
-            self.stdout.write(json.dumps(report.as_dict(), indent=2))
-            return
-        if verbosity == 0:
-            return
-        for line in report.lines(None if verbosity >= 2 else 20):
-            if line.startswith("[Recovery] Marked"):
-                self.stdout.write(self.style.SUCCESS(line))
-            elif line.startswith(("[Recovery] Would", "[Recovery] Found")) and "stuck" in line:
-                self.stdout.write(self.style.WARNING(line))
-            else:
-                self.stdout.write(line)
+            self.stdout.write(report.as_json())
+        elif verbosity:
+            styles = {LineKind.SUCCESS: self.style.SUCCESS, LineKind.WARNING: self.style.WARNING}
+            for line in report.lines(list_limit):
+                self.stdout.write(styles.get(line.kind, str)(line.text))

@@ -1,0 +1,52 @@
+"""What the pages and the API both show of runs and results: page sizes, sorts, durations.
+
+One home for what `qualifier.views` and `qualifier.api` share, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db.models import Exists, F, OuterRef, QuerySet
+
+from recovery.conf import conf as recovery_conf
+from recovery.models import QualificationRun, RecoveryEvent
+
+from .models import ProspectResult
+
+#: Results per page, on the run's page and in the API.
+RESULTS_PAGE_SIZE = 50
+#: The runs page lists at most this many active runs (a user rarely has more than a few).
+ACTIVE_LIMIT = 100
+#: ?sort= values for results; the default is the input's order.
+RESULT_SORTS = {
+    "score": (F("score").asc(nulls_last=True), "prospect__position"),
+    "-score": (F("score").desc(nulls_last=True), "prospect__position"),
+}
+
+
+def with_recovery(runs: QuerySet[QualificationRun]) -> QuerySet[QualificationRun]:
+    """Each run with `recovered` (recovery failed it: it has a recovery event) and its liveness
+    on the database's clock, for `run.activity()` (last activity, time queued, worker silent)."""
+    return runs.annotate(
+        recovered=Exists(RecoveryEvent.objects.filter(run=OuterRef("pk")))
+    ).with_liveness(recovery_conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
+
+
+def run_duration(run: QualificationRun) -> dt.timedelta | None:
+    """How long the run worked. A run failed by recovery ended at its last sign of life, not
+    when it was found dead (`recovered` comes from with_recovery(); without it, not recovered)."""
+    duration = run.duration()
+    if duration is None or not getattr(run, "recovered", False):
+        return duration
+    return run.last_seen - run.started_at
+
+
+def ordered_results(run: QualificationRun, sort: str | None) -> QuerySet[ProspectResult]:
+    """A run's results with their prospects, by score when `sort` asks, else input order."""
+    order = RESULT_SORTS.get(sort or "", ("prospect__position",))
+    return ProspectResult.objects.filter(run=run).select_related("prospect").order_by(*order)
+
+
+def percent(run: QualificationRun) -> int:
+    return 100 * run.completed // run.total if run.total else 0
