@@ -283,8 +283,12 @@ def summary(url: str) -> str:
     by_status = dict(
         QualificationRun.objects.order_by().values_list("status").annotate(n=Count("pk"))
     )
-    events = RecoveryEvent.objects.count()
-    return f"runs by status {by_status}, recovery events (false recoveries): {events}"
+    recoveries = RecoveryEvent.objects.exclude(source="shutdown").count()
+    handed_back = RecoveryEvent.objects.filter(source="shutdown").count()
+    return (
+        f"runs by status {by_status}, recoveries (false ones): {recoveries}, "
+        f"hand-backs when the soak stopped its worker: {handed_back}"
+    )
 
 
 def use_database_without_reset(url: str) -> None:
