@@ -278,6 +278,7 @@ LOGGING = {
         "timestamped": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "filters": {
+        "handed_back": {"()": "recovery.log.HandedBackTasks"},
         "not_ours": {
             "()": "qualifier.environment.OtherLoggers",
             "exclude": ["recovery", "qualifier"],
@@ -301,5 +302,7 @@ LOGGING = {
         # Django's default handlers print only with DEBUG on (or mail admins we do not have):
         # send its records to the root handler instead, in production too.
         "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # A task handed back when its worker stops is not an error (recovery/log.py).
+        "django.tasks": {"filters": ["handed_back"], "propagate": True},
     },
 }

@@ -493,3 +493,28 @@ def test_a_supervised_executor_whose_worker_is_gone_stops_instead_of_registering
         execute(run.pk, scorer=CountingScorer())
     assert workers.stop_requested.is_set()
     assert QualificationRun.objects.get(pk=run.pk).status == RunStatus.PENDING
+
+
+def test_a_task_handed_back_at_shutdown_is_logged_as_one_line_not_an_error():
+    from recovery.log import HandedBackTasks
+
+    try:
+        raise WorkerStopping("the worker is shutting down; the run goes back to the queue")
+    except WorkerStopping:
+        import sys
+
+        record = logging.LogRecord(
+            "django.tasks",
+            logging.ERROR,
+            __file__,
+            1,
+            "Task id=%s state=%s",
+            ("t1", "FAILED"),
+            sys.exc_info(),
+        )
+    assert HandedBackTasks().filter(record)
+    assert (record.levelno, record.exc_info) == (logging.INFO, None)
+    assert record.getMessage() == (
+        "Task id=t1 state=FAILED (handed back: the worker is shutting down; the run goes back "
+        "to the queue)"
+    )
