@@ -226,6 +226,31 @@ def test_a_crashed_executor_is_noticed_at_once_and_its_run_continues(process_dat
     assert duplicate_results(process_database, run_id) == 0
 
 
+def test_a_scorer_that_holds_the_gil_for_longer_than_the_worker_timeout_is_not_failed(
+    process_database, tmp_path
+):
+    """The beat comes from the supervisor, so a long C call in a scorer cannot stop it."""
+    stall_file = tmp_path / "stall"
+    run_id = create_run(process_database, 2)
+    worker = start_worker(
+        process_database,
+        tmp_path / "worker.log",
+        QUALIFIER_SCORER="tests.gil_scorer.scorer",
+        QUALIFIER_SCORING_DELAY_MS="0",
+        GIL_STALL_FILE=str(stall_file),
+        **FAST,
+    )
+    try:
+        wait_until(
+            lambda: run_state(process_database, run_id)[0] == "COMPLETED", "completion", worker
+        )
+    finally:
+        worker.stop()
+    stalled = float(stall_file.read_text())
+    assert stalled > 3, f"the scorer held the GIL for only {stalled} s"
+    assert events(process_database, run_id) == []
+
+
 # --- waiting is not dying -----------------------------------------------------------------------
 
 
