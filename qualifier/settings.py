@@ -229,6 +229,9 @@ RECOVERY_SWEEP_INTERVAL_SECONDS = env.str("RECOVERY_SWEEP_INTERVAL_SECONDS", def
 RECOVERY_SHUTDOWN_GRACE_SECONDS = env.str("RECOVERY_SHUTDOWN_GRACE_SECONDS", default="10")
 # A run whose worker died this many times is failed instead of handed back once more.
 RECOVERY_MAX_ATTEMPTS = env.str("RECOVERY_MAX_ATTEMPTS", default="3")
+# What a sweep does with a dead run: fail it, or resume it (back to the queue, where the next
+# worker continues it); a run whose worker died RECOVERY_MAX_ATTEMPTS times is failed anyway.
+RECOVERY_POLICY = env.str("RECOVERY_POLICY", default="fail")
 
 # --- Qualification (validated by qualifier/checks.py; read through qualifier.conf) ---
 # Most prospects one run may hold (a CSV upload or a JSON request).

@@ -25,6 +25,8 @@ HINTS = {
     "RECOVERY_MAX_ATTEMPTS": "Set it to a whole number greater than 0, e.g. 3.",
     "RECOVERY_RUN_TASK": "Set it to the dotted path of the task that executes a run, e.g. "
     "qualifier.tasks.execute_run.",
+    "RECOVERY_POLICY": "Set it to fail (a dead run is failed, keeping its results) or resume "
+    "(a dead run goes back to the queue and continues where it stopped).",
     "AUTH_FAILURE_LIMIT": "Set it to the number of failed sign-ins or API tokens a client may "
     "make per window, e.g. 10.",
     "AUTH_FAILURE_WINDOW_SECONDS": "Set it to a whole number of seconds, e.g. 300.",
@@ -40,6 +42,7 @@ IDS = {
     "RECOVERY_RUN_TASK": "recovery.E010",
     "AUTH_FAILURE_LIMIT": "recovery.E012",
     "AUTH_FAILURE_WINDOW_SECONDS": "recovery.E013",
+    "RECOVERY_POLICY": "recovery.E014",
 }
 
 

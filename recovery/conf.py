@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "RECOVERY_SHUTDOWN_GRACE_SECONDS": 10,
     "RECOVERY_MAX_ATTEMPTS": 3,
     "RECOVERY_RUN_TASK": "qualifier.tasks.execute_run",
+    "RECOVERY_POLICY": "fail",
     "AUTH_FAILURE_LIMIT": 10,
     "AUTH_FAILURE_WINDOW_SECONDS": 300,
 }
@@ -60,6 +61,20 @@ def parse_dotted_path(value: Any) -> str:
     return text
 
 
+#: What a sweep does with a dead run: fail it (the original's behaviour), or put it back in the
+#: queue so the next worker continues it.
+POLICY_FAIL = "fail"
+POLICY_RESUME = "resume"
+POLICIES = (POLICY_FAIL, POLICY_RESUME)
+
+
+def parse_policy(value: Any) -> str:
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text not in POLICIES:
+        raise ValueError(f"{show(value)} is not one of {', '.join(POLICIES)}")
+    return text
+
+
 PARSERS = {
     "STUCK_RUN_TIMEOUT_MINUTES": parse_timeout_minutes,
     "RECOVERY_ON_STARTUP": parse_bool,
@@ -69,6 +84,7 @@ PARSERS = {
     "RECOVERY_SHUTDOWN_GRACE_SECONDS": parse_positive_int,
     "RECOVERY_MAX_ATTEMPTS": parse_positive_int,
     "RECOVERY_RUN_TASK": parse_dotted_path,
+    "RECOVERY_POLICY": parse_policy,
     "AUTH_FAILURE_LIMIT": parse_positive_int,
     "AUTH_FAILURE_WINDOW_SECONDS": parse_positive_int,
 }
@@ -117,6 +133,11 @@ class RecoverySettings:
     def RECOVERY_RUN_TASK(self) -> str:
         """The django.tasks task that executes a run, called with the run's id."""
         return parse_dotted_path(raw("RECOVERY_RUN_TASK"))
+
+    @property
+    def RECOVERY_POLICY(self) -> str:
+        """`fail` a dead run (keeping its results), or `resume` it: back to the queue."""
+        return parse_policy(raw("RECOVERY_POLICY"))
 
     @property
     def AUTH_FAILURE_LIMIT(self) -> int:
