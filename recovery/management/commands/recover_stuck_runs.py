@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from recovery.conf import MAX_TIMEOUT_MINUTES, conf
+from recovery.conf import MAX_TIMEOUT_MINUTES, POLICIES, conf
 from recovery.inputs import parse_whole_number, show
 from recovery.models import RecoverySource
 from recovery.sweep import RecoveryInputError, recover_stuck_runs
@@ -74,6 +74,12 @@ class Command(BaseCommand):
             action="store_true",
             help="With --run: fail the named active runs even before the timeout.",
         )
+        parser.add_argument(
+            "--policy",
+            choices=POLICIES,
+            default=None,
+            help="fail dead runs, or resume them (back to the queue) (default: RECOVERY_POLICY).",
+        )
 
     @staticmethod
     def _default_timeout() -> str:
@@ -91,6 +97,7 @@ class Command(BaseCommand):
         as_json: bool,
         run_ids: list[int] | None,
         force: bool,
+        policy: str | None,
         **options: Any,
     ) -> None:
         if force and not run_ids:
@@ -104,6 +111,7 @@ class Command(BaseCommand):
                 dry_run=dry_run,
                 list_limit=None if verbosity >= 2 or as_json else 20,
                 log=False,
+                policy=policy,
             )
         except RecoveryInputError as exc:
             raise CommandError(str(exc)) from exc
@@ -114,7 +122,7 @@ class Command(BaseCommand):
         if verbosity == 0:
             return
         for line in report.lines(None if verbosity >= 2 else 20):
-            if line.startswith("[Recovery] Marked"):
+            if line.startswith(("[Recovery] Marked", "[Recovery] Resumed")):
                 self.stdout.write(self.style.SUCCESS(line))
             elif line.startswith(("[Recovery] Would", "[Recovery] Found")) and "stuck" in line:
                 self.stdout.write(self.style.WARNING(line))
