@@ -639,7 +639,8 @@ def remove_dead_workers() -> int:
 
 def announce(runs: Sequence[RecoveredRun], *, policy: str, source: str) -> None:
     """Sends `run_recovered` for each run once the current transaction commits (never if it
-    rolls back). The runs are read in one query, and only when someone listens."""
+    rolls back). The runs are read in one query, and only when someone listens. A receiver
+    that raises is logged and does not stop the recovery or the other receivers."""
     if not runs:
         return
     sent = [(run.id, str(run.status), str(run.new_status), run.reason) for run in runs]
@@ -649,18 +650,27 @@ def announce(runs: Sequence[RecoveredRun], *, policy: str, source: str) -> None:
             return
         found = QualificationRun.objects.in_bulk([run_id for run_id, *_ in sent])
         for run_id, previous, new, reason in sent:
-            if run_id in found:
-                run_recovered.send(
-                    sender=QualificationRun,
-                    run=found[run_id],
-                    previous_status=previous,
-                    new_status=new,
-                    policy=policy,
-                    source=source,
-                    reason=reason,
-                )
+            if run_id not in found:
+                continue
+            answers = run_recovered.send_robust(
+                sender=QualificationRun,
+                run=found[run_id],
+                previous_status=previous,
+                new_status=new,
+                policy=policy,
+                source=source,
+                reason=reason,
+            )
+            for receiver, answer in answers:
+                if isinstance(answer, Exception):
+                    logger.error(
+                        "[Recovery] A run_recovered receiver (%s) failed for run %s",
+                        getattr(receiver, "__qualname__", receiver),
+                        run_id,
+                        exc_info=answer,
+                    )
 
-    transaction.on_commit(send)
+    transaction.on_commit(send, robust=True)
 
 
 def send_back(expected: QualificationRunQuerySet, run_ids: Sequence[int]) -> int:

@@ -338,3 +338,22 @@ def test_the_signal_is_sent_for_a_hand_back_and_for_a_continue(make_run, signals
         (run.pk, "PROCESSING", "PENDING", "resume", "supervisor"),
         (failed.pk, "FAILED", "PENDING", "resume", "continue"),
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_receiver_that_raises_is_logged_and_does_not_stop_the_recovery(
+    make_run, signals_received, caplog
+):
+    def broken(sender, **kwargs):
+        raise RuntimeError("mail server down")
+
+    run_recovered.connect(broken, dispatch_uid="broken-receiver")
+    try:
+        first, second = dead_run(make_run), dead_run(make_run)
+        report = recover_stuck_runs(source="sweeper", policy="resume", log=False)
+    finally:
+        run_recovered.disconnect(dispatch_uid="broken-receiver")
+    assert report.recovered_count == 2
+    assert sorted(s["run"].pk for s in signals_received) == sorted([first.pk, second.pk])
+    assert caplog.text.count("A run_recovered receiver") == 2
+    assert "mail server down" in caplog.text
