@@ -2,8 +2,10 @@
 
 The startup hook, the periodic sweeper, the `recover_stuck_runs` command, the admin actions and
 the API all go through `recover_stuck_runs()`, and a stopping or crashed worker through
-`hand_back_runs()`, so "dead" (`QualificationRunQuerySet.dead`), the transitions, the failure
-reasons and the audit events are defined once. Every age is measured on the database's clock.
+`hand_back_runs()`, and a continued failed run through `continue_failed_runs()`, so "dead"
+(`QualificationRunQuerySet.dead`), the transitions (back to the queue: `send_back()`), the
+crash-loop guard, the failure reasons, the audit events and the `run_recovered` signal are
+defined once. Every age is measured on the database's clock.
 
 Exactly once: on PostgreSQL each batch is one statement that locks its victims with
 `FOR UPDATE SKIP LOCKED`, fails them and inserts their events; concurrent sweepers take disjoint
