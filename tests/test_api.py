@@ -523,3 +523,63 @@ def test_an_idempotency_key_older_than_a_day_is_forgotten_and_purged(api):
     assert again.status_code == 201
     assert again.json()["id"] != first.json()["id"]
     assert list(IdempotencyKey.objects.values_list("run_id", flat=True)) == [again.json()["id"]]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@override_settings(TASKS=DUMMY)
+def test_two_requests_racing_with_one_idempotency_key_create_one_run(alice):
+    """The unique (user, key) constraint decides: the loser's run is rolled back with it, and
+    it answers with the winner's run."""
+    import threading
+
+    from django.db import connections
+
+    barrier = threading.Barrier(2)
+    answers: list[tuple[int, int]] = []
+
+    def request() -> None:
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(alice)
+        client.cookies["csrftoken"] = CSRF_SECRET
+        barrier.wait()
+        try:
+            response = post_with_key(client, "race", {"prospects": PROSPECTS})
+            answers.append((response.status_code, response.json()["id"]))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=request) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(status for status, _ in answers) == [200, 201]
+    assert len({run_id for _, run_id in answers}) == 1
+    assert QualificationRun.objects.count() == 1
+
+
+@override_settings(TASKS=DUMMY)
+def test_a_key_taken_between_the_check_and_the_insert_answers_the_winners_run(
+    api, alice, monkeypatch
+):
+    """The losing side of a race: its own run is rolled back with the key's insert."""
+    import qualifier.api as api_module
+    from qualifier.models import IdempotencyKey
+
+    real_replay = api_module._replay
+    winner = QualificationRun.objects.create(user=alice, total=2)
+    calls = []
+
+    def replay_after_a_concurrent_insert(caller, key, body_hash):
+        calls.append(key)
+        if len(calls) == 1:  # the other request commits its key right after our check
+            IdempotencyKey.objects.create(user=alice, key=key, body_hash=body_hash, run=winner)
+            return None
+        return real_replay(caller, key, body_hash)
+
+    monkeypatch.setattr(api_module, "_replay", replay_after_a_concurrent_insert)
+    response = post_with_key(api, "race", {"prospects": PROSPECTS})
+    assert response.status_code == 200
+    assert response.json()["id"] == winner.pk
+    assert list(QualificationRun.objects.values_list("pk", flat=True)) == [winner.pk]
