@@ -1,19 +1,26 @@
 """The qualification JSON API under /api/qualify/ (session authentication, CSRF on POST).
 
 Every answer is JSON, errors included (see `recovery.jsonapi.json_endpoint`): 400 with field
-errors, 401/403, 404 (also for another user's run), 405, 409 for a retry that is not allowed,
+errors, 401/403, 404 (also for another user's run), 405, 409 for a continue that is not allowed
+(the run is already pending or processing, finished, or has nothing left), 422 for an
+`Idempotency-Key` reused with another body,
 and 413 for too many prospects or too large a body. Lists are paginated with `?page=N` and
 answer `{"count", "next", "previous", "results"}`; links are paths on this server.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import json
 from typing import Any
 
 from django.core.paginator import EmptyPage, Page, Paginator
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
+from django.utils import timezone
 
 from recovery.inputs import parse_whole_number, show
 from recovery.jsonapi import ApiError, Caller, json_endpoint, read_json_body, require_object
@@ -31,18 +38,21 @@ from .listings import (
     run_duration,
     with_recovery,
 )
-from .models import ProspectResult
+from .models import IdempotencyKey, ProspectResult
 from .prospects import ProspectInputError, TooManyProspects, parse_json
 from .runs import (
     RetryNotAllowed,
     RunCounts,
     TooManyActiveRuns,
+    continue_run,
     counts_for,
     create_run,
-    retry_run,
 )
 
 RUNS_PAGE_SIZE = 20
+#: How long a create's Idempotency-Key is remembered (per user).
+IDEMPOTENCY_KEY_LIFETIME = dt.timedelta(days=1)
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 
 # --- representations ------------------------------------------------------------------------
@@ -204,8 +214,31 @@ def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
     if errors:
         summary = " ".join(f"{name}: {text}" for name, text in errors.items())
         raise ApiError(400, f"The run was not created. {summary}", errors)
+    key = _idempotency_key(request)
+    # The parsed body, so the same JSON written with other spacing or key order is the same
+    # request.
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    body_hash = hashlib.sha256(canonical.encode()).hexdigest() if key else ""
+    if key:
+        replay = _replay(caller, key, body_hash)
+        if replay is not None:
+            return replay
     try:
-        run = create_run(user=caller.user, prospects=prospects, criteria=criteria)
+        with transaction.atomic():
+            run = create_run(user=caller.user, prospects=prospects, criteria=criteria)
+            if key:
+                IdempotencyKey.objects.filter(
+                    created_at__lt=timezone.now() - IDEMPOTENCY_KEY_LIFETIME
+                ).delete()
+                IdempotencyKey.objects.create(
+                    user=caller.user, key=key, body_hash=body_hash, run=run
+                )
+    except IntegrityError:
+        # Another request with this key created its run first: this one created nothing.
+        replay = _replay(caller, key, body_hash) if key else None
+        if replay is None:
+            raise
+        return replay
     except TooManyProspects as exc:
         raise ApiError(413, sentence(str(exc)), {"prospects": sentence(str(exc))}) from None
     except ProspectInputError as exc:
@@ -214,6 +247,52 @@ def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
         raise ApiError(429, str(exc)) from None
     body = run_json(run, RunCounts())
     return JsonResponse(body, status=201, headers={"Location": body["url"]})
+
+
+def _idempotency_key(request: HttpRequest) -> str:
+    """The `Idempotency-Key` header: 1 to 255 printable ASCII characters, or none."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return ""
+    if (
+        not key
+        or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH
+        or not (key.isascii() and key.isprintable())
+    ):
+        raise ApiError(
+            400,
+            f"The Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable "
+            "ASCII characters, e.g. a UUID.",
+            {"Idempotency-Key": "1 to 255 printable ASCII characters."},
+        )
+    return key
+
+
+def _replay(caller: Caller, key: str, body_hash: str) -> JsonResponse | None:
+    """The run a request with this key created within the last day, or None. The same key
+    with another body is a client's mistake: 422, and nothing is created."""
+    found = (
+        IdempotencyKey.objects.filter(
+            user=caller.user,
+            key=key,
+            created_at__gte=timezone.now() - IDEMPOTENCY_KEY_LIFETIME,
+        )
+        .select_related("run")
+        .first()
+    )
+    if found is None:
+        return None
+    if found.body_hash != body_hash:
+        raise ApiError(
+            422,
+            f"The Idempotency-Key {show(key)} was used within the last day for another request "
+            f"(run {found.run_id}); use a new key for a new run.",
+        )
+    run = with_recovery(QualificationRun.objects.all()).get(pk=found.run_id)
+    body = run_json(run, counts_for([run])[run.pk])
+    return JsonResponse(
+        body, status=200, headers={"Location": body["url"], "Idempotent-Replayed": "true"}
+    )
 
 
 @json_endpoint("GET")
@@ -253,14 +332,17 @@ def run_results(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
 
 
 @json_endpoint("POST")
-def run_retry(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
-    """A new run over the prospects of a FAILED run that have no result yet (409 otherwise)."""
-    original = _own_run(caller, pk)
+def run_continue(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
+    """The same FAILED run goes back to the queue for its prospects without a result: 200
+    with the run, now PENDING. 409 while it is pending or processing (it is never executed
+    twice), once it has finished, or when nothing is left."""
+    found = _own_run(caller, pk)
     try:
-        retry = retry_run(original, user=caller.user)
+        continue_run(found, user=caller.user)
     except RetryNotAllowed as exc:
         raise ApiError(409, sentence(str(exc))) from None
     except TooManyActiveRuns as exc:
         raise ApiError(429, str(exc)) from None
-    body = run_json(retry, RunCounts())
-    return JsonResponse(body, status=201, headers={"Location": body["url"]})
+    found = _own_run(caller, pk)
+    body = run_json(found, counts_for([found])[found.pk])
+    return JsonResponse(body, status=200, headers={"Location": body["url"]})

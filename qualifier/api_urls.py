@@ -11,5 +11,7 @@ urlpatterns = [
     path("runs/active", api.active_runs, name="active-runs"),
     path("runs/<int:pk>", api.run, name="run"),
     path("runs/<int:pk>/results", api.run_results, name="run-results"),
-    path("runs/<int:pk>/retry", api.run_retry, name="run-retry"),
+    path("runs/<int:pk>/continue", api.run_continue, name="run-continue"),
+    # The old name, with the new behaviour: the same run continues (no new run is created).
+    path("runs/<int:pk>/retry", api.run_continue, name="run-retry"),
 ]

@@ -7,6 +7,7 @@ keeps everything it finished, and no prospect is ever scored twice within a run.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -111,3 +112,29 @@ class ProspectResult(models.Model):
     @property
     def qualified(self) -> bool:
         return self.outcome == Outcome.QUALIFIED
+
+
+class IdempotencyKey(models.Model):
+    """An `Idempotency-Key` a user sent with `POST /api/qualify/runs`, and the run it created:
+    repeating the request returns that run instead of creating another. Kept for a day; the
+    unique (user, key) constraint decides between two requests that race with one key."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE
+    )
+    key = models.CharField(_("key"), max_length=255)
+    #: SHA-256 of the request body: the same key with another body is refused, not replayed.
+    body_hash = models.CharField(_("body hash"), max_length=64)
+    run = models.ForeignKey(QualificationRun, verbose_name=_("run"), on_delete=models.CASCADE)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("idempotency key")
+        verbose_name_plural = _("idempotency keys")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_once_per_user")
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_key_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key} → run {self.run_id}"

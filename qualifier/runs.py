@@ -16,10 +16,11 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Q
 
 from recovery import queue
-from recovery.models import QualificationRun, RunStatus
+from recovery.models import QualificationRun, RecoverySource, RunStatus
+from recovery.sweep import continue_failed_runs
 
 from .conf import conf
 from .criteria import Criteria
@@ -39,7 +40,7 @@ INSERT_BATCH_SIZE = 1_000
 
 
 class RetryNotAllowed(ValueError):
-    """The run cannot be retried; the message says why."""
+    """The run cannot be continued (or retried); the message says why."""
 
 
 class TooManyActiveRuns(Exception):
@@ -123,38 +124,29 @@ def create_run(
     return run
 
 
-def retry_run(run: QualificationRun, *, user: Any) -> QualificationRun:
-    """A new run over the prospects of a FAILED run that have no result yet.
-
-    The original keeps its results; the new run uses the same criteria and points back to
-    it with `retry_of`.
-    """
-    run.refresh_from_db(fields=["status"])
-    if run.status != RunStatus.FAILED:
+def continue_run(run: QualificationRun, *, user: Any) -> QualificationRun:
+    """The same FAILED run goes back to the queue and finishes the prospects that have no
+    result yet; its results stay in one run. Once: a second call while it is pending or
+    processing raises RetryNotAllowed and starts nothing (the rows are locked, and the change
+    is a conditional FAILED → PENDING)."""
+    with transaction.atomic():
+        if getattr(user, "is_authenticated", False):
+            check_active_runs(user)
+        continued = continue_failed_runs([run.pk], source=RecoverySource.CONTINUE, actor=user)
+    run.refresh_from_db()
+    if continued:
+        return run
+    state = run.get_status_display().lower()
+    if run.is_active:
         raise RetryNotAllowed(
-            f"Run {run.pk} is {run.get_status_display().lower()}; only a failed run can be retried."
+            f"Run {run.pk} is already {state}: it was continued and will finish the prospects "
+            "left; it is not started twice."
         )
-    has_result = ProspectResult.objects.filter(run=run, prospect=OuterRef("pk"))
-    remaining = list(
-        Prospect.objects.filter(run=run)
-        .filter(~Exists(has_result))
-        .order_by("position")
-        .values(*PROSPECT_FIELDS)
-    )
-    if not remaining:
+    if run.status == RunStatus.FAILED:
         raise RetryNotAllowed(
-            f"Run {run.pk} has a result for every prospect; there is nothing left to retry."
+            f"Run {run.pk} has a result for every prospect; there is nothing left to continue."
         )
-    prospects = ParsedProspects(
-        (ProspectData(**row) for row in remaining),
-        columns=RunInput.objects.filter(run=run).values_list("columns", flat=True).first() or (),
-    )
-    return create_run(
-        user=user,
-        prospects=prospects,
-        criteria=Criteria.from_dict(run.criteria),
-        retry_of=run,
-    )
+    raise RetryNotAllowed(f"Run {run.pk} is {state}; only a failed run can be continued.")
 
 
 def counts_for(runs: Iterable[QualificationRun]) -> dict[int, RunCounts]:

@@ -243,6 +243,9 @@ RECOVERY_MAX_ATTEMPTS = env.app_setting("RECOVERY_MAX_ATTEMPTS", recovery_defaul
 # The host name this machine's workers register under (empty: the machine's own). Processes
 # that share it check each other's pids locally, so give each machine (container) its own.
 RECOVERY_HOSTNAME = env.app_setting("RECOVERY_HOSTNAME", recovery_defaults)
+# What a sweep does with a dead run: fail it, or resume it (back to the queue, where the next
+# worker continues it); a run whose worker died RECOVERY_MAX_ATTEMPTS times is failed anyway.
+RECOVERY_POLICY = env.app_setting("RECOVERY_POLICY", recovery_defaults)
 
 # --- Qualification (validated by qualifier/checks.py; read through qualifier.conf) ---
 # Most prospects one run may hold (a CSV upload or a JSON request).

@@ -13,6 +13,7 @@ pages = [
     path("runs/<int:pk>/", views.run_detail, name="run-detail"),
     path("runs/<int:pk>/results.csv", views.run_results_csv, name="run-results-csv"),
     path("runs/<int:pk>/retry/", views.run_retry, name="run-retry"),
+    path("runs/<int:pk>/continue/", views.run_retry, name="run-continue"),
 ]
 
 urlpatterns = [

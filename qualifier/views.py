@@ -40,9 +40,9 @@ from .runs import (
     RetryNotAllowed,
     RunCounts,
     TooManyActiveRuns,
+    continue_run,
     counts_for,
     create_run,
-    retry_run,
 )
 from .spreadsheets import FormulaSafeWriter
 from .uploads import upload_refusal
@@ -194,18 +194,19 @@ def run_results_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
 @login_required
 @require_POST
 def run_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    """Continue: the same failed run goes back to the queue for the prospects left."""
     run = get_object_or_404(user_runs(request), pk=pk)
     try:
-        retry = retry_run(run, user=request.user)
+        continue_run(run, user=request.user)
     except (RetryNotAllowed, TooManyActiveRuns) as exc:
         messages.error(request, str(exc))
         return redirect("qualifier:run-detail", pk=run.pk)
     messages.success(
         request,
-        f"Run {retry.pk} retries the {retry.total} prospects of run {run.pk} that had no "
-        f"result; run {run.pk} keeps its results.",
+        f"Run {run.pk} continues with the {run.total - run.completed} prospects that had no "
+        "result; its results so far are kept.",
     )
-    return redirect("qualifier:run-detail", pk=retry.pk)
+    return redirect("qualifier:run-detail", pk=run.pk)
 
 
 # --- errors -------------------------------------------------------------------------------------

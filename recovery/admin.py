@@ -26,10 +26,10 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from .conf import conf
+from .conf import POLICY_RESUME, conf
 from .models import QualificationRun, RecoveryEvent, RecoverySource, RunStatus, Worker, ago
 from .report import RecoveryReport, SkipReason
-from .sweep import RecoveryInputError, recover_stuck_runs, stuck_runs
+from .sweep import RecoveryInputError, continue_failed_runs, recover_stuck_runs, stuck_runs
 
 #: How many runs the force-fail confirmation page lists before it says "and N more".
 CONFIRMATION_MAX_DISPLAY = 100
@@ -211,7 +211,7 @@ class QualificationRunAdmin(admin.ModelAdmin):
     search_help_text = _("Run id, or the user's username or email.")
     list_select_related = ("user",)
     ordering = ("-created_at", "-id")
-    actions = ("mark_stuck_failed", "force_fail_selected")
+    actions = ("mark_stuck_failed", "force_fail_selected", "resume_selected")
     inlines = (RecoveryEventInline,)
     raw_id_fields = ("user",)
     # Only the run's user may be edited; everything else is the application's record.
@@ -368,6 +368,49 @@ class QualificationRunAdmin(admin.ModelAdmin):
             return None
         return self._force_fail_confirmation(request, runs, active)
 
+    @admin.action(description=_("Resume selected runs"), permissions=["change"])
+    def resume_selected(self, request: HttpRequest, queryset: Any) -> None:
+        """Puts back in the queue the selected runs that are stuck right now and the failed
+        ones with prospects left, through the same code as the resume policy and the owner's
+        Continue; the message says what was resumed and why the others were skipped."""
+        selected = list(queryset.values_list("pk", flat=True))
+        continued = continue_failed_runs(selected, source=RecoverySource.ADMIN, actor=request.user)
+        try:
+            report = recover_stuck_runs(
+                source=RecoverySource.ADMIN,
+                actor=request.user,
+                run_ids=selected,
+                policy=POLICY_RESUME,
+            )
+        except RecoveryInputError as exc:
+            report = None
+            self.message_user(request, gettext("Stuck runs: %s.") % exc, messages.ERROR)
+        swept = report.recovered if report else []
+        resumed = [run for run in swept if run.new_status == RunStatus.PENDING]
+        gave_up = [run for run in swept if run.new_status == RunStatus.FAILED]
+        done = {run.id for run in [*continued, *swept]}
+        parts = [
+            ngettext("Resumed %(n)d run", "Resumed %(n)d runs", len(continued) + len(resumed))
+            % {"n": len(continued) + len(resumed)}
+            + " "
+            + gettext("(%(stuck)d stuck, %(failed)d failed with prospects left)")
+            % {"stuck": len(resumed), "failed": len(continued)}
+        ]
+        if gave_up:
+            parts.append(
+                ngettext(
+                    "failed %(n)d stuck run whose worker died %(max)d times (crash-loop guard)",
+                    "failed %(n)d stuck runs whose worker died %(max)d times (crash-loop guard)",
+                    len(gave_up),
+                )
+                % {"n": len(gave_up), "max": conf.RECOVERY_MAX_ATTEMPTS}
+            )
+        skipped = [run_id for run_id in selected if run_id not in done]
+        if skipped:
+            parts.append(resume_skipped_summary(skipped))
+        level = messages.WARNING if skipped or gave_up else messages.SUCCESS
+        self.message_user(request, "; ".join(parts) + ".", level)
+
     def _force_fail_confirmation(
         self,
         request: HttpRequest,
@@ -444,6 +487,38 @@ def skipped_summary(report: RecoveryReport) -> str:
         reasons.append(gettext("%(n)d busy with a concurrent update, try again") % {"n": busy})
     return gettext("%(n)d skipped: %(reasons)s") % {
         "n": len(report.skipped),
+        "reasons": ", ".join(reasons),
+    }
+
+
+def resume_skipped_summary(skipped: list[int]) -> str:
+    """Why selected runs were not resumed, from their state now (one query)."""
+    runs = QualificationRun.objects.filter(pk__in=skipped).annotate(
+        dead=Exists(stuck_runs().filter(pk=OuterRef("pk")))
+    )
+    completed = nothing_left = alive = busy = 0
+    for status, dead in runs.values_list("status", "dead"):
+        if status == RunStatus.COMPLETED:
+            completed += 1
+        elif status == RunStatus.FAILED:
+            nothing_left += 1  # a failed run with prospects left would have been continued
+        elif dead:
+            busy += 1  # eligible, but another transaction held it locked
+        else:
+            alive += 1
+    reasons = []
+    if alive:
+        reasons.append(
+            gettext("%(n)d still alive (a live worker or waiting in the queue)") % {"n": alive}
+        )
+    if completed:
+        reasons.append(gettext("%(n)d already completed") % {"n": completed})
+    if nothing_left:
+        reasons.append(gettext("%(n)d failed with no prospect left") % {"n": nothing_left})
+    if busy:
+        reasons.append(gettext("%(n)d busy with a concurrent update, try again") % {"n": busy})
+    return gettext("%(n)d skipped: %(reasons)s") % {
+        "n": len(skipped),
         "reasons": ", ".join(reasons),
     }
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 
-from .conf import conf, parse_timeout_minutes
+from .conf import POLICIES, conf, parse_timeout_minutes
 from .inputs import parse_ids
 from .jsonapi import (
     SAFE_METHODS,
@@ -111,7 +111,7 @@ def recovery(request: HttpRequest, caller: Caller) -> JsonResponse:
         options = _recovery_options(request)
         dry_run = False
     else:
-        options = {"timeout_minutes": _query_minutes(request)}
+        options = {"timeout_minutes": _query_minutes(request), "policy": _query_policy(request)}
         dry_run = True
     try:
         report = recover_stuck_runs(
@@ -126,6 +126,17 @@ def recovery(request: HttpRequest, caller: Caller) -> JsonResponse:
         message = str(exc)
         raise ApiError(400, message[:1].upper() + message[1:] + ".") from None
     return JsonResponse(report.as_dict())
+
+
+def _query_policy(request: HttpRequest) -> str | None:
+    policy = request.GET.get("policy")
+    if policy is not None and policy not in POLICIES:
+        raise ApiError(
+            400,
+            f"policy must be one of {', '.join(POLICIES)}.",
+            {"policy": f"One of {', '.join(POLICIES)}."},
+        )
+    return policy
 
 
 def _query_minutes(request: HttpRequest) -> int | None:
@@ -147,7 +158,7 @@ _TIMEOUT_FIELD = "A whole number of minutes greater than 0 (at most ten years)."
 
 def _recovery_options(request: HttpRequest) -> dict[str, Any]:
     payload = read_json_body(request, max_bytes=RECOVERY_MAX_BODY_BYTES, default={})
-    body = require_object(payload, allowed=("timeout_minutes", "run_ids", "force"))
+    body = require_object(payload, allowed=("timeout_minutes", "run_ids", "force", "policy"))
     options: dict[str, Any] = {}
     errors: dict[str, str] = {}
     if body.get("timeout_minutes") is not None:
@@ -163,6 +174,11 @@ def _recovery_options(request: HttpRequest) -> dict[str, Any]:
             options["run_ids"] = parse_ids(body["run_ids"], max_items=RECOVERY_MAX_RUN_IDS)
         except ValueError as exc:
             errors["run_ids"] = f"{str(exc)[:1].upper()}{str(exc)[1:]}."
+    if body.get("policy") is not None:
+        if body["policy"] not in POLICIES:
+            errors["policy"] = f"One of {', '.join(POLICIES)}."
+        else:
+            options["policy"] = body["policy"]
     if "force" in body:
         if not isinstance(body["force"], bool):
             errors["force"] = "true or false."

@@ -23,6 +23,8 @@ HINTS = {
     "qualifier.tasks.execute_run.",
     "RECOVERY_HOSTNAME": "Leave it empty to use the machine's host name, or set a name of at "
     "most 255 printable ASCII characters.",
+    "RECOVERY_POLICY": "Set it to fail (a dead run is failed, keeping its results) or resume "
+    "(a dead run goes back to the queue and continues where it stopped).",
     "AUTH_FAILURE_LIMIT": "Set it to the number of failed sign-ins or API tokens a client may "
     "make per window, e.g. 10.",
     "AUTH_FAILURE_WINDOW_SECONDS": "Set it to a whole number of seconds, e.g. 300.",
@@ -41,6 +43,7 @@ IDS = {
     "AUTH_FAILURE_LIMIT": "recovery.E012",
     "AUTH_FAILURE_WINDOW_SECONDS": "recovery.E013",
     "AUTH_CLIENT_IP_HEADER": "recovery.E014",
+    "RECOVERY_POLICY": "recovery.E016",
 }
 
 

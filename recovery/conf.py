@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "RECOVERY_MAX_ATTEMPTS": 3,
     "RECOVERY_RUN_TASK": "qualifier.tasks.execute_run",
     "RECOVERY_HOSTNAME": "",
+    "RECOVERY_POLICY": "fail",
     "AUTH_FAILURE_LIMIT": 10,
     "AUTH_FAILURE_WINDOW_SECONDS": 300,
     "AUTH_CLIENT_IP_HEADER": "",
@@ -104,6 +105,20 @@ def parse_header_name(value: Any) -> str:
     return value.strip()
 
 
+#: What a sweep does with a dead run: fail it (the original's behaviour), or put it back in the
+#: queue so the next worker continues it.
+POLICY_FAIL = "fail"
+POLICY_RESUME = "resume"
+POLICIES = (POLICY_FAIL, POLICY_RESUME)
+
+
+def parse_policy(value: Any) -> str:
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text not in POLICIES:
+        raise ValueError(f"{show(value)} is not one of {', '.join(POLICIES)}")
+    return text
+
+
 PARSERS = {
     "STUCK_RUN_TIMEOUT_MINUTES": parse_timeout_minutes,
     "RECOVERY_ON_STARTUP": parse_bool,
@@ -114,6 +129,7 @@ PARSERS = {
     "RECOVERY_MAX_ATTEMPTS": parse_positive_int,
     "RECOVERY_RUN_TASK": parse_dotted_path,
     "RECOVERY_HOSTNAME": parse_host_name,
+    "RECOVERY_POLICY": parse_policy,
     "AUTH_FAILURE_LIMIT": parse_positive_int,
     "AUTH_FAILURE_WINDOW_SECONDS": parse_positive_int,
     "AUTH_CLIENT_IP_HEADER": parse_header_name,
@@ -200,6 +216,11 @@ class RecoverySettings(ParsedSettings):
     def RECOVERY_RUN_TASK(self) -> str:
         """The django.tasks task that executes a run, called with the run's id."""
         return self._get("RECOVERY_RUN_TASK")
+
+    @property
+    def RECOVERY_POLICY(self) -> str:
+        """`fail` a dead run (keeping its results), or `resume` it: back to the queue."""
+        return self._get("RECOVERY_POLICY")
 
     @property
     def AUTH_FAILURE_LIMIT(self) -> int:

@@ -181,6 +181,11 @@ class QualificationRunQuerySet(models.QuerySet["QualificationRun"]):
             .annotate(cause=Case(*causes, default=Value(RecoveryCause.NO_PROGRESS)))
         )
 
+    def continuable(self) -> QualificationRunQuerySet:
+        """FAILED runs with prospects left: their owner (or an operator) may continue them in
+        place. `completed` counts the results written, so it says what is left."""
+        return self.filter(status=RunStatus.FAILED, completed__lt=F("total"))
+
     def forced(self) -> QualificationRunQuerySet:
         """Active runs an operator fails by name, whatever their state."""
         return self.active().annotate(cause=Value(RecoveryCause.FORCED))
@@ -412,6 +417,7 @@ class RecoverySource(models.TextChoices):
     SWEEPER = "sweeper", _("Periodic sweeper")
     SHUTDOWN = "shutdown", _("Worker shutdown")
     SUPERVISOR = "supervisor", _("Worker supervisor")
+    CONTINUE = "continue", _("Continued by its owner")
 
 
 class RecoveryEvent(models.Model):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .conf import POLICY_FAIL, POLICY_RESUME
 from .models import RunStatus
 
 #: How many runs a log listing shows before it ends with "... and N more".
@@ -137,6 +138,8 @@ class RecoveryReport:
     workers_removed: int = 0
     #: For each run the caller named and the sweep left alone, why.
     skipped: dict[int, SkipReason] = field(default_factory=dict)
+    #: What was done with dead runs: "fail" them, or "resume" them (back to the queue).
+    policy: str = POLICY_FAIL
 
     @property
     def recovered_count(self) -> int:
@@ -167,6 +170,7 @@ class RecoveryReport:
             "skipped_reason": self.skipped_reason,
             "locked_count": self.locked_count,
             "worker_timeout_seconds": self.worker_timeout_seconds,
+            "policy": self.policy,
             "skipped_runs": [
                 {"id": run_id, "reason": str(reason)} for run_id, reason in self.skipped.items()
             ],
@@ -195,17 +199,29 @@ class RecoveryReport:
             lines += _bounded(
                 [run.listing_line(self.now) for run in self.stuck], self.stuck_count, list_limit
             )
+            would = "resume" if self.policy == POLICY_RESUME else "mark"
+            target = "" if self.policy == POLICY_RESUME else " as FAILED"
             lines.append(
                 Line(
                     warning,
-                    f"[Recovery] Would mark {self.stuck_count} runs as FAILED "
+                    f"[Recovery] Would {would} {self.stuck_count} runs{target} "
                     "(dry run: nothing changed)",
                 )
             )
             return lines
-        lines.append(
-            Line(LineKind.SUCCESS, f"[Recovery] Marked {self.recovered_count} runs as FAILED")
-        )
+        if self.policy == POLICY_RESUME:
+            resumed = sum(run.new_status == RunStatus.PENDING for run in self.recovered)
+            lines.append(
+                Line(
+                    LineKind.SUCCESS,
+                    f"[Recovery] Resumed {resumed} runs (back in the queue), marked "
+                    f"{self.recovered_count - resumed} as FAILED",
+                )
+            )
+        else:
+            lines.append(
+                Line(LineKind.SUCCESS, f"[Recovery] Marked {self.recovered_count} runs as FAILED")
+            )
         lines += _bounded(
             [run.recovered_line() for run in self.recovered], self.recovered_count, list_limit
         )

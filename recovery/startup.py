@@ -309,10 +309,17 @@ def run_periodic_sweeps(stop: threading.Event | None = None) -> None:
             if report.recovered:
                 for line in report.lines():
                     logger.info(line.text)
-                logger.info("[Sweeper] Recovered %d stuck runs", report.recovered_count)
+                logger.info(
+                    "[Sweeper] Recovered %d stuck runs%s", report.recovered_count, _policy(report)
+                )
         finally:
             with contextlib.suppress(DatabaseError):
                 connections.close_all()
+
+
+def _policy(report: Any) -> str:
+    """The policy, said when it is not the default (the default's lines stay as they were)."""
+    return f" (policy: {report.policy})" if report.policy != "fail" else ""
 
 
 def run_startup_recovery(role: str) -> None:
@@ -348,7 +355,7 @@ def run_startup_recovery(role: str) -> None:
     if report.skipped_reason:
         logger.info("[Startup] %s", report.skipped_reason.capitalize())
     elif report.recovered:
-        logger.info("[Startup] Recovered %d stuck runs", report.recovered_count)
+        logger.info("[Startup] Recovered %d stuck runs%s", report.recovered_count, _policy(report))
     else:
         logger.info("[Startup] No stuck runs found")
     logger.debug("[Startup] Recovery ran in the %s process %s", role, os.getpid())

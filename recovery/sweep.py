@@ -2,8 +2,10 @@
 
 The startup hook, the periodic sweeper, the `recover_stuck_runs` command, the admin actions and
 the API all go through `recover_stuck_runs()`, and a stopping or crashed worker through
-`hand_back_runs()`, so "dead" (`QualificationRunQuerySet.dead`), the transitions, the failure
-reasons and the audit events are defined once. Every age is measured on the database's clock.
+`hand_back_runs()`, and a continued failed run through `continue_failed_runs()`, so "dead"
+(`QualificationRunQuerySet.dead`), the transitions (back to the queue: `send_back()`), the
+crash-loop guard, the failure reasons, the audit events and the `run_recovered` signal are
+defined once. Every age is measured on the database's clock.
 
 Exactly once: on PostgreSQL each batch is one statement that locks its victims with
 `FOR UPDATE SKIP LOCKED`, fails them and inserts their events; concurrent sweepers take disjoint
@@ -26,7 +28,7 @@ from django.db.models.functions import Cast, Coalesce, Concat, Now
 from django.utils import timezone
 
 from . import queue, workers
-from .conf import conf
+from .conf import POLICIES, POLICY_RESUME, conf
 from .models import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -44,6 +46,7 @@ from .models import (
     last_sign_of_life,
 )
 from .report import DEFAULT_LIST_LIMIT, RecoveredRun, RecoveryReport, RunSnapshot, SkipReason
+from .signals import run_recovered
 
 logger = logging.getLogger("recovery")
 
@@ -68,6 +71,7 @@ SOURCE_PHRASES = {
     RecoverySource.SWEEPER: "recovered by the periodic sweeper",
     RecoverySource.SHUTDOWN: "handed back when its worker shut down",
     RecoverySource.SUPERVISOR: "noticed by its worker's supervisor",
+    RecoverySource.CONTINUE: "continued by its owner",
 }
 
 
@@ -229,14 +233,20 @@ def recover_stuck_runs(
     dry_run: bool = False,
     list_limit: int | None = DEFAULT_LIST_LIMIT,
     log: bool = True,
+    policy: str | None = None,
 ) -> RecoveryReport:
-    """Fails every stuck run (or, with `force`, every named active run) exactly once.
+    """Recovers every stuck run (or, with `force`, every named active run) exactly once:
+    fails it, or under the `resume` policy (default RECOVERY_POLICY) puts it back in the
+    queue, unless its worker already died RECOVERY_MAX_ATTEMPTS times.
 
     Returns a report of what was active, what was stuck and what was recovered. Bad input
     raises `RecoveryInputError` before anything is changed.
     """
     if source not in RecoverySource.values:
         raise RecoveryInputError(f"unknown recovery source {source!r}")
+    policy = conf.RECOVERY_POLICY if policy is None else policy
+    if policy not in POLICIES:
+        raise RecoveryInputError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
     timeout = _timeout(timeout_minutes)
     if force and not run_ids:
         raise RecoveryInputError("force needs the ids of the runs to fail")
@@ -250,6 +260,7 @@ def recover_stuck_runs(
         force=force,
         now=now,
         worker_timeout_seconds=conf.RECOVERY_WORKER_TIMEOUT_SECONDS,
+        policy=policy,
     )
     report.active_count = active_runs().count()
     report.active = _snapshots(active_runs(), list_limit)
@@ -260,19 +271,17 @@ def recover_stuck_runs(
         report.stuck = _snapshots(victims, list_limit) if report.stuck_count else []
     elif report.stuck_count:
         victims = victims.annotate(reason=failure_reason(source, actor))
-        if connection.vendor == "postgresql":
-            _sweep_postgresql(report, victims, actor)
+        if policy == POLICY_RESUME:
+            old_tasks = _sweep_resume(report, victims, actor)
         else:
-            _sweep_generic(report, victims, actor)
+            if connection.vendor == "postgresql":
+                _sweep_postgresql(report, victims, actor)
+            else:
+                _sweep_generic(report, victims, actor)
+            old_tasks = None
         if not report.skipped_reason:
             report.locked_count = max(0, report.stuck_count - report.recovered_count)
-        recovered_ids = [run.id for run in report.recovered]
-        for start in range(0, len(recovered_ids), TASK_BATCH_SIZE):
-            chunk = recovered_ids[start : start + TASK_BATCH_SIZE]
-            queue.fail_tasks(
-                QualificationRun.objects.filter(pk__in=chunk).values_list("task_id", flat=True),
-                "The run was recovered: its worker is gone.",
-            )
+        _fail_old_tasks(report, old_tasks)
     if named is not None:
         report.skipped = _skip_reasons(named, report)
     if not dry_run and not force and not report.skipped_reason:
@@ -374,11 +383,30 @@ def _sweep_postgresql(
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
                 rows = cursor.fetchall()
-        report.recovered += [RecoveredRun(*row) for row in rows]
+            batch = [RecoveredRun(*row) for row in rows]
+            announce(batch, policy=report.policy, source=report.source)
+        report.recovered += batch
         # A short batch means nothing is left; a full one that reaches the count made before
         # the sweep means the same, without one more statement to find out.
         if len(rows) < BATCH_SIZE or len(report.recovered) >= report.stuck_count:
             return
+
+
+def _fail_old_tasks(report: RecoveryReport, old_tasks: list[str] | None) -> None:
+    """Marks the recovered runs' old task rows failed, in bounded statements; `old_tasks` are
+    the ids the runs had before a resume gave them new ones (None: read them now)."""
+    reason = "The run was recovered: its worker is gone."
+    if old_tasks is not None:
+        for start in range(0, len(old_tasks), TASK_BATCH_SIZE):
+            queue.fail_tasks(old_tasks[start : start + TASK_BATCH_SIZE], reason)
+        return
+    recovered_ids = [run.id for run in report.recovered]
+    for start in range(0, len(recovered_ids), TASK_BATCH_SIZE):
+        chunk = recovered_ids[start : start + TASK_BATCH_SIZE]
+        queue.fail_tasks(
+            QualificationRun.objects.filter(pk__in=chunk).values_list("task_id", flat=True),
+            reason,
+        )
 
 
 def _sweep_lock(source: str) -> bool:
@@ -453,6 +481,7 @@ def _sweep_generic(report: RecoveryReport, victims: QualificationRunQuerySet, ac
                 )
                 for run in batch
             )
+            announce(batch, policy=report.policy, source=report.source)
         report.recovered += batch
         if len(batch) < GENERIC_BATCH_SIZE:
             return
@@ -480,13 +509,263 @@ def remove_dead_workers() -> int:
     return len(ids)
 
 
+# --- resuming: the one way back to the queue ----------------------------------------------------
+
+
+def announce(runs: Sequence[RecoveredRun], *, policy: str, source: str) -> None:
+    """Sends `run_recovered` for each run once the current transaction commits (never if it
+    rolls back). The runs are read in one query, and only when someone listens. A receiver
+    that raises is logged and does not stop the recovery or the other receivers."""
+    if not runs:
+        return
+    sent = [(run.id, str(run.status), str(run.new_status), run.reason) for run in runs]
+
+    def send() -> None:
+        if not run_recovered.has_listeners(QualificationRun):
+            return
+        found = QualificationRun.objects.in_bulk([run_id for run_id, *_ in sent])
+        for run_id, previous, new, reason in sent:
+            if run_id not in found:
+                continue
+            answers = run_recovered.send_robust(
+                sender=QualificationRun,
+                run=found[run_id],
+                previous_status=previous,
+                new_status=new,
+                policy=policy,
+                source=source,
+                reason=reason,
+            )
+            for receiver, answer in answers:
+                if isinstance(answer, Exception):
+                    logger.error(
+                        "[Recovery] A run_recovered receiver (%s) failed for run %s",
+                        getattr(receiver, "__qualname__", receiver),
+                        run_id,
+                        exc_info=answer,
+                    )
+
+    transaction.on_commit(send, robust=True)
+
+
+def send_back(expected: QualificationRunQuerySet, run_ids: Sequence[int]) -> int:
+    """The one transition back to the queue: the runs of `expected` (a queryset naming the
+    state the caller expects) among `run_ids` become PENDING without a worker, with a new task
+    each; their results are kept, and the next worker skips every prospect that has one.
+
+    Used by a stopping or crashed worker's hand-back, by sweeps under the `resume` policy and
+    by continuing a failed run. Call it inside the transaction that writes the event, so the
+    new task is enqueued with the change (django-tasks-db). One UPDATE, one enqueue per run
+    (the tasks API has no bulk enqueue) and one UPDATE for the task ids, however many runs.
+    Returns how many runs changed: all of them or, for a single run, none.
+    """
+    if not run_ids:
+        return 0
+    changed = expected.filter(pk__in=run_ids).update(
+        status=RunStatus.PENDING,
+        worker=None,
+        queued_at=Now(),
+        task_id="",
+        completed_at=None,
+        failure_reason="",
+    )
+    if not changed:
+        return 0
+    if changed != len(run_ids):  # callers hold the rows locked (or name one run)
+        raise RuntimeError("runs sent back to the queue changed under their lock; rolled back")
+    task_ids = {run_id: queue.queue_run(run_id) for run_id in run_ids}
+    known = {run_id: task_id for run_id, task_id in task_ids.items() if task_id}
+    if known:
+        QualificationRun.objects.filter(pk__in=known).update(
+            task_id=Case(
+                *(When(pk=run_id, then=Value(task_id)) for run_id, task_id in known.items()),
+                output_field=CharField(),
+            )
+        )
+    return changed
+
+
+def gives_up(attempts: int) -> bool:
+    """The crash-loop guard: a run whose worker died on each of RECOVERY_MAX_ATTEMPTS attempts
+    is failed instead of queued once more, so a prospect that kills its worker cannot loop."""
+    return attempts >= conf.RECOVERY_MAX_ATTEMPTS
+
+
+def next_prospect(completed: int, total: int) -> str:
+    """Where an attempt stopped: results are written in input order, so the first prospect
+    without a result is number completed + 1 (the worker died on it or on one of the few
+    after it, scored in the same unwritten batch)."""
+    return f"prospect {min(completed + 1, total)} of {total}, the first without a result"
+
+
+def gave_up_reason(attempts: int, completed: int, total: int) -> str:
+    return (
+        f"Gave up after {attempts} attempts; the worker died each time (the last attempt "
+        f"stopped at {next_prospect(completed, total)})"
+    )
+
+
+def resumed_reason(completed: int, total: int) -> str:
+    return (
+        f"Resumed: back in the queue with {completed} of {total} prospects done; the next "
+        f"worker starts at {next_prospect(completed, total)}"
+    )
+
+
+def _sweep_resume(
+    report: RecoveryReport, victims: QualificationRunQuerySet, actor: Any
+) -> list[str]:
+    """The `resume` policy: per batch, lock the dead runs (skipping rows others hold), send
+    them back to the queue, or fail those that reached the crash-loop guard, and write their
+    events, in one transaction. Returns the task ids the runs had (to mark those tasks failed).
+
+    The queries per batch do not depend on its size, except for the one enqueue per run that
+    the tasks API needs.
+    """
+    host, pid = _event_origin()
+    actor_id = getattr(actor, "pk", None)
+    old_tasks: list[str] = []
+    while True:
+        with transaction.atomic():
+            if connection.vendor == "postgresql" and not _sweep_lock(report.source):
+                report.skipped_reason = "another process is recovering stuck runs right now"
+                return old_tasks
+            rows = victims.annotate(last_seen=last_sign_of_life()).order_by("pk")
+            if connection.features.has_select_for_update_skip_locked:
+                rows = rows.select_for_update(skip_locked=True, of=("self",))
+            batch: list[RecoveredRun] = []
+            attempts: dict[int, int] = {}
+            for row in rows.values_list(
+                "pk",
+                "status",
+                "completed",
+                "total",
+                "created_at",
+                "heartbeat_at",
+                "last_seen",
+                "reason",
+                "cause",
+                "attempts",
+                "task_id",
+            )[:GENERIC_BATCH_SIZE]:
+                run = RecoveredRun(*row[:9])
+                attempts[run.id] = row[9]
+                old_tasks.append(row[10])
+                batch.append(run)
+            if not batch:
+                return old_tasks
+            failed: dict[str, list[int]] = defaultdict(list)
+            resumed: list[int] = []
+            for run in batch:
+                why = run.reason
+                if run.status == RunStatus.PROCESSING and gives_up(attempts[run.id]):
+                    run.reason = (
+                        f"{gave_up_reason(attempts[run.id], run.completed, run.total)}. {why}"
+                    )
+                    run.new_status = RunStatus.FAILED
+                    failed[run.reason].append(run.id)
+                else:
+                    run.reason = f"{resumed_reason(run.completed, run.total)}. {why}"
+                    run.new_status = RunStatus.PENDING
+                    resumed.append(run.id)
+            locked = QualificationRun.objects.filter(status__in=ACTIVE_STATUSES)
+            if failed:
+                changed = locked.filter(pk__in=[i for ids in failed.values() for i in ids]).update(
+                    status=RunStatus.FAILED,
+                    completed_at=Now(),
+                    failure_reason=Case(
+                        *(When(pk__in=ids, then=Value(text)) for text, ids in failed.items()),
+                        default=Value(""),
+                    ),
+                )
+                if changed != sum(len(ids) for ids in failed.values()):  # pragma: no cover
+                    raise RuntimeError("recovery batch changed under its lock; rolled back")
+            send_back(locked, resumed)
+            RecoveryEvent.objects.bulk_create(
+                RecoveryEvent(
+                    run_id=run.id,
+                    created_at=Now(),
+                    from_status=run.status,
+                    to_status=run.new_status,
+                    source=report.source,
+                    cause=run.cause,
+                    reason=run.reason,
+                    completed=run.completed,
+                    total=run.total,
+                    heartbeat_at=run.heartbeat_at,
+                    host=host,
+                    pid=pid,
+                    actor_id=actor_id,
+                )
+                for run in batch
+            )
+            announce(batch, policy=report.policy, source=report.source)
+        report.recovered += batch
+        if len(batch) < GENERIC_BATCH_SIZE:
+            return old_tasks
+
+
+def continue_failed_runs(
+    run_ids: Sequence[int], *, source: str, actor: Any = None
+) -> list[RecoveredRun]:
+    """FAILED runs with prospects left go back to the queue in place (the same run, its
+    results kept), through the same transition as every resume; returns the runs continued.
+
+    The rows are locked first, so of two concurrent calls for one run exactly one continues
+    it; the other finds it PENDING and continues nothing (the caller says why).
+    """
+    host, pid = _event_origin()
+    with transaction.atomic():
+        rows = (
+            QualificationRun.objects.continuable()
+            .filter(pk__in=run_ids)
+            .with_last_seen()
+            .order_by("pk")
+            .select_for_update(of=("self",))
+            .values_list(
+                "pk", "status", "completed", "total", "created_at", "heartbeat_at", "last_seen"
+            )
+        )
+        batch = [RecoveredRun(*row) for row in rows]
+        if not batch:
+            return []
+        where = SOURCE_PHRASES[RecoverySource(source)]
+        if actor is not None and source != RecoverySource.CONTINUE:
+            where += f" by {actor.get_username()}"
+        for run in batch:
+            run.new_status = RunStatus.PENDING
+            run.reason = f"{resumed_reason(run.completed, run.total)} ({where})."
+        send_back(QualificationRun.objects.continuable(), [run.id for run in batch])
+        RecoveryEvent.objects.bulk_create(
+            RecoveryEvent(
+                run_id=run.id,
+                created_at=Now(),
+                from_status=RunStatus.FAILED,
+                to_status=RunStatus.PENDING,
+                source=source,
+                reason=run.reason,
+                completed=run.completed,
+                total=run.total,
+                heartbeat_at=run.heartbeat_at,
+                host=host,
+                pid=pid,
+                actor_id=getattr(actor, "pk", None),
+            )
+            for run in batch
+        )
+        announce(batch, policy=POLICY_RESUME, source=source)
+    for run in batch:
+        logger.info("[Recovery] Run %s: %s", run.id, run.reason)
+    return batch
+
+
 # --- handing runs back --------------------------------------------------------------------------
 
 
 def hand_back_runs(worker: Worker, *, source: str, cause: str) -> list[QualificationRun]:
-    """The runs `worker` was executing go back to the queue: PENDING, a new task, results kept,
-    one event each. A run whose worker already died RECOVERY_MAX_ATTEMPTS times is failed
-    instead, so a prospect that kills its worker every time cannot loop forever.
+    """The runs `worker` was executing go back to the queue (`send_back`): PENDING, a new task,
+    results kept, one event each. A run whose worker already died RECOVERY_MAX_ATTEMPTS times
+    is failed instead (`gives_up`), so a prospect that kills its worker cannot loop forever.
 
     Called by a stopping worker (source `shutdown`) and by a supervisor whose executor crashed
     (source `supervisor`). Each run is one conditional UPDATE under the worker and attempt that
@@ -495,20 +774,15 @@ def hand_back_runs(worker: Worker, *, source: str, cause: str) -> list[Qualifica
     """
     handed: list[QualificationRun] = []
     host, pid = _event_origin()
-    max_attempts = conf.RECOVERY_MAX_ATTEMPTS
     where = SOURCE_PHRASES[RecoverySource(source)]
     for run in QualificationRun.objects.filter(worker=worker, status=RunStatus.PROCESSING):
         owned = QualificationRun.objects.filter(
             pk=run.pk, status=RunStatus.PROCESSING, worker=worker, attempts=run.attempts
         )
-        give_up = cause == RecoveryCause.CRASHED and run.attempts >= max_attempts
+        give_up = cause == RecoveryCause.CRASHED and gives_up(run.attempts)
         with transaction.atomic():
             if give_up:
-                reason = (
-                    f"Gave up after {run.attempts} attempts; the worker died each time "
-                    f"(the last time with {run.completed} of {run.total} prospects done) "
-                    f"({where})."
-                )
+                reason = f"{gave_up_reason(run.attempts, run.completed, run.total)} ({where})."
                 changed = owned.update(
                     status=RunStatus.FAILED, completed_at=Now(), failure_reason=reason
                 )
@@ -518,14 +792,8 @@ def hand_back_runs(worker: Worker, *, source: str, cause: str) -> list[Qualifica
                     f"Back in the queue with {run.completed} of {run.total} prospects done "
                     f"({where})."
                 )
-                changed = owned.update(
-                    status=RunStatus.PENDING, worker=None, queued_at=Now(), task_id=""
-                )
+                changed = send_back(owned, [run.pk])
                 to_status = RunStatus.PENDING
-                if changed:
-                    task_id = queue.queue_run(run.pk)
-                    if task_id:
-                        QualificationRun.objects.filter(pk=run.pk).update(task_id=task_id)
             if not changed:
                 continue
             RecoveryEvent.objects.create(
@@ -542,6 +810,19 @@ def hand_back_runs(worker: Worker, *, source: str, cause: str) -> list[Qualifica
                 host=host,
                 pid=pid,
             )
+            recovered = RecoveredRun(
+                run.pk,
+                RunStatus.PROCESSING,
+                run.completed,
+                run.total,
+                run.created_at,
+                run.heartbeat_at,
+                run.last_seen,
+                reason=reason,
+                cause=cause,
+                new_status=to_status,
+            )
+            announce([recovered], policy=POLICY_RESUME, source=source)
         queue.fail_tasks([run.task_id], reason)
         logger.info("[Recovery] Run %s: %s", run.pk, reason)
         run.refresh_from_db()

@@ -385,30 +385,49 @@ def test_results_with_an_unknown_sort_is_400(api, alice, make_run):
 # --- POST /runs/<id>/retry -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("endpoint", ["continue", "retry"])  # the old path, the new behaviour
 @override_settings(TASKS=DUMMY)
-def test_retry_answers_201_with_the_new_linked_run(api, alice, make_run):
+def test_continue_answers_200_with_the_same_run_pending_again(api, alice, make_run, endpoint):
     original = make_run(RunStatus.FAILED, total=3, completed=1, user=alice, criteria={})
     add_results(original, [(Outcome.QUALIFIED, 90)])
     Prospect.objects.bulk_create(
         Prospect(run=original, position=position, name="Left", company="Co") for position in (2, 3)
     )
-    response = post(api, f"{API}/runs/{original.pk}/retry")
-    assert response.status_code == 201, response.content
+    response = post(api, f"{API}/runs/{original.pk}/{endpoint}")
+    assert response.status_code == 200, response.content
     body = response.json()
-    assert body["retry_of"] == original.pk
-    assert body["total"] == 2
-    assert body["status"] == "PENDING"
+    assert (body["id"], body["status"], body["total"], body["completed"]) == (
+        original.pk,
+        "PENDING",
+        3,
+        1,
+    )
     assert response["Location"] == body["url"]
+    assert QualificationRun.objects.count() == 1
     assert ProspectResult.objects.filter(run=original).count() == 1
 
 
+@override_settings(TASKS=DUMMY)
+def test_a_second_continue_is_409_and_queues_nothing_more(api, alice, make_run):
+    run = make_run(RunStatus.FAILED, total=3, completed=0, user=alice, criteria={})
+    assert post(api, f"{API}/runs/{run.pk}/continue").status_code == 200
+    task = QualificationRun.objects.get(pk=run.pk).task_id
+    response = post(api, f"{API}/runs/{run.pk}/retry")
+    assert response.status_code == 409
+    assert response.json()["error"] == (
+        f"Run {run.pk} is already pending: it was continued and will finish the prospects "
+        "left; it is not started twice."
+    )
+    assert QualificationRun.objects.get(pk=run.pk).task_id == task
+
+
 @pytest.mark.parametrize("status", [RunStatus.COMPLETED, RunStatus.PROCESSING, RunStatus.PENDING])
-def test_retry_of_a_run_that_is_not_failed_is_409(api, alice, make_run, status):
+def test_continue_of_a_run_that_is_not_failed_is_409(api, alice, make_run, status):
     run = make_run(status, user=alice)
     response = post(api, f"{API}/runs/{run.pk}/retry")
     assert response.status_code == 409
-    assert "only a failed run can be retried" in response.json()["error"]
-    assert QualificationRun.objects.count() == 1
+    assert f"Run {run.pk} is" in response.json()["error"]
+    assert QualificationRun.objects.get(pk=run.pk).status == status
 
 
 def test_retry_of_another_users_run_is_404(api, bob, make_run):
@@ -433,3 +452,134 @@ def test_unknown_api_urls_are_json_404(api):
     response = api.get(f"{API}/runs/")
     assert response.status_code == 404
     assert response.json() == {"error": "There is no API endpoint at /api/qualify/runs/."}
+
+
+# --- Idempotency-Key on POST /runs ----------------------------------------------------------
+
+
+def post_with_key(client: Client, key: str, body: object):
+    return client.post(
+        f"{API}/runs",
+        json.dumps(body),
+        content_type="application/json",
+        headers={"X-CSRFToken": CSRF_SECRET, "Idempotency-Key": key},
+    )
+
+
+@override_settings(TASKS=DUMMY)
+def test_repeating_a_create_with_the_same_idempotency_key_returns_the_first_run(api):
+    first = post_with_key(api, "order-42", {"prospects": PROSPECTS})
+    again = post_with_key(api, "order-42", {"prospects": PROSPECTS})
+    assert first.status_code == 201, first.content
+    assert again.status_code == 200
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert QualificationRun.objects.count() == 1
+
+
+@override_settings(TASKS=DUMMY)
+def test_an_idempotency_key_is_per_user(api, bob):
+    other = Client()
+    other.force_login(bob)
+    other.cookies["csrftoken"] = CSRF_SECRET
+    mine = post_with_key(api, "same-key", {"prospects": PROSPECTS})
+    theirs = post_with_key(other, "same-key", {"prospects": PROSPECTS})
+    assert (mine.status_code, theirs.status_code) == (201, 201)
+    assert mine.json()["id"] != theirs.json()["id"]
+
+
+@override_settings(TASKS=DUMMY)
+def test_an_idempotency_key_reused_with_another_body_is_422_and_creates_nothing(api):
+    first = post_with_key(api, "k1", {"prospects": PROSPECTS})
+    other = post_with_key(api, "k1", {"prospects": PROSPECTS[:1]})
+    assert other.status_code == 422
+    assert other.json()["error"] == (
+        f"The Idempotency-Key 'k1' was used within the last day for another request "
+        f"(run {first.json()['id']}); use a new key for a new run."
+    )
+    assert QualificationRun.objects.count() == 1
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "tab\there"])
+@override_settings(TASKS=DUMMY)
+def test_a_bad_idempotency_key_is_400_and_creates_nothing(api, key):
+    response = post_with_key(api, key, {"prospects": PROSPECTS})
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()["error"]
+    assert not QualificationRun.objects.exists()
+
+
+@override_settings(TASKS=DUMMY)
+def test_an_idempotency_key_older_than_a_day_is_forgotten_and_purged(api):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from qualifier.models import IdempotencyKey
+
+    first = post_with_key(api, "k", {"prospects": PROSPECTS})
+    IdempotencyKey.objects.update(created_at=timezone.now() - dt.timedelta(days=1, seconds=1))
+    again = post_with_key(api, "k", {"prospects": PROSPECTS})
+    assert again.status_code == 201
+    assert again.json()["id"] != first.json()["id"]
+    assert list(IdempotencyKey.objects.values_list("run_id", flat=True)) == [again.json()["id"]]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@override_settings(TASKS=DUMMY)
+def test_two_requests_racing_with_one_idempotency_key_create_one_run(alice):
+    """The unique (user, key) constraint decides: the loser's run is rolled back with it, and
+    it answers with the winner's run."""
+    import threading
+
+    from django.db import connections
+
+    barrier = threading.Barrier(2)
+    answers: list[tuple[int, int]] = []
+
+    def request() -> None:
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(alice)
+        client.cookies["csrftoken"] = CSRF_SECRET
+        barrier.wait()
+        try:
+            response = post_with_key(client, "race", {"prospects": PROSPECTS})
+            answers.append((response.status_code, response.json()["id"]))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=request) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(status for status, _ in answers) == [200, 201]
+    assert len({run_id for _, run_id in answers}) == 1
+    assert QualificationRun.objects.count() == 1
+
+
+@override_settings(TASKS=DUMMY)
+def test_a_key_taken_between_the_check_and_the_insert_answers_the_winners_run(
+    api, alice, monkeypatch
+):
+    """The losing side of a race: its own run is rolled back with the key's insert."""
+    import qualifier.api as api_module
+    from qualifier.models import IdempotencyKey
+
+    real_replay = api_module._replay
+    winner = QualificationRun.objects.create(user=alice, total=2)
+    calls = []
+
+    def replay_after_a_concurrent_insert(caller, key, body_hash):
+        calls.append(key)
+        if len(calls) == 1:  # the other request commits its key right after our check
+            IdempotencyKey.objects.create(user=alice, key=key, body_hash=body_hash, run=winner)
+            return None
+        return real_replay(caller, key, body_hash)
+
+    monkeypatch.setattr(api_module, "_replay", replay_after_a_concurrent_insert)
+    response = post_with_key(api, "race", {"prospects": PROSPECTS})
+    assert response.status_code == 200
+    assert response.json()["id"] == winner.pk
+    assert list(QualificationRun.objects.values_list("pk", flat=True)) == [winner.pk]

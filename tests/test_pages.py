@@ -428,14 +428,33 @@ def test_run_detail_paginates_results_and_keeps_the_sort(signed_in, alice, make_
     assert scores_in(second) == [str(score) for score in range(9, -1, -1)]
 
 
-def test_run_detail_shows_failure_reason_and_retry_button_on_a_failed_run(
+def test_run_detail_shows_failure_reason_and_continue_button_on_a_failed_run(
     signed_in, alice, make_run
 ):
     run = make_run(RunStatus.FAILED, user=alice, failure_reason="worker crashed")
     html = signed_in.get(f"/runs/{run.pk}/").content.decode()
     assert "worker crashed" in html
     assert f'action="/runs/{run.pk}/retry/"' in html
+    assert ">Continue</button>" in html
     assert 'name="csrfmiddlewaretoken"' in html
+
+
+@pytest.mark.parametrize(
+    ("status", "completed"),
+    [
+        (RunStatus.FAILED, 10),  # nothing left
+        (RunStatus.PENDING, 0),
+        (RunStatus.PROCESSING, 3),
+        (RunStatus.COMPLETED, 10),
+    ],
+)
+def test_the_continue_button_hides_when_it_does_not_apply(
+    signed_in, alice, make_run, status, completed
+):
+    run = make_run(status, user=alice, total=10, completed=completed)
+    html = signed_in.get(f"/runs/{run.pk}/").content.decode()
+    assert f'action="/runs/{run.pk}/retry/"' not in html
+    assert ">Continue</button>" not in html
 
 
 # --- CSV download ----------------------------------------------------------------------------
@@ -573,54 +592,36 @@ def test_a_downloaded_csv_uploads_again_as_the_same_prospects_and_downloads_the_
     assert download(signed_in, again) == downloaded
 
 
-def test_a_retry_downloads_in_the_columns_of_the_original_upload(
-    signed_in, django_capture_on_commit_callbacks
-):
-    with override_settings(TASKS=DUMMY):
-        signed_in.post("/runs/new/", {"prospects_file": upload(UPLOAD.encode())})
-    original = QualificationRun.objects.get()
-    QualificationRun.objects.filter(pk=original.pk).update(status=RunStatus.FAILED)
-    with override_settings(TASKS=IMMEDIATE), django_capture_on_commit_callbacks(execute=True):
-        signed_in.post(f"/runs/{original.pk}/retry/")
-    retry = QualificationRun.objects.get(retry_of=original)
-
-    assert download(signed_in, retry)[0][:3] == ["Notes", "Name", "company"]
-
-
-# --- retry -----------------------------------------------------------------------------------
+# --- continue --------------------------------------------------------------------------------
 
 
 @override_settings(TASKS=DUMMY)
-def test_retry_creates_a_linked_run_over_the_prospects_without_a_result(signed_in, alice, make_run):
-    original = make_run(RunStatus.FAILED, total=5, completed=2, user=alice, criteria={})
-    add_results(original, [(Outcome.QUALIFIED, 90), (Outcome.NOT_QUALIFIED, 10)])
-    Prospect.objects.bulk_create(
-        Prospect(run=original, position=position, name=f"Left {position}", company="Co")
-        for position in (4, 5, 6)
-    )
-    response = signed_in.post(f"/runs/{original.pk}/retry/")
-    retry = QualificationRun.objects.exclude(pk=original.pk).get()
+def test_continue_sends_the_same_run_back_to_the_queue_and_hides_the_button(
+    signed_in, alice, make_run
+):
+    run = make_run(RunStatus.FAILED, total=5, completed=2, user=alice, criteria={})
+    add_results(run, [(Outcome.QUALIFIED, 90), (Outcome.NOT_QUALIFIED, 10)])
+    response = signed_in.post(f"/runs/{run.pk}/retry/")
     assert response.status_code == 302
-    assert response["Location"] == f"/runs/{retry.pk}/"
-    assert (retry.retry_of, retry.total, retry.status) == (original, 3, RunStatus.PENDING)
-    assert sorted(Prospect.objects.filter(run=retry).values_list("name", flat=True)) == [
-        "Left 4",
-        "Left 5",
-        "Left 6",
-    ]
-    assert ProspectResult.objects.filter(run=original).count() == 2
+    assert response["Location"] == f"/runs/{run.pk}/"
+    assert QualificationRun.objects.count() == 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.PENDING
     page = signed_in.get(response["Location"]).content.decode()
-    assert f'href="/runs/{original.pk}/"' in page
-    assert f"retries the 3 prospects of run {original.pk}" in page
+    assert f"Run {run.pk} continues with the 3 prospects that had no result" in page
+    assert ">Continue</button>" not in page
+    again = signed_in.post(f"/runs/{run.pk}/retry/", follow=True).content.decode()
+    assert f"Run {run.pk} is already pending: it was continued" in again
+    assert ProspectResult.objects.filter(run=run).count() == 2
 
 
-def test_retry_of_a_run_that_is_not_failed_shows_why_and_creates_nothing(
+def test_continue_of_a_run_that_is_not_failed_shows_why_and_changes_nothing(
     signed_in, alice, make_run
 ):
     run = make_run(RunStatus.COMPLETED, user=alice)
     response = signed_in.post(f"/runs/{run.pk}/retry/", follow=True)
-    assert "only a failed run can be retried" in response.content.decode()
-    assert QualificationRun.objects.count() == 1
+    assert "only a failed run can be continued" in response.content.decode()
+    assert QualificationRun.objects.get(pk=run.pk).status == RunStatus.COMPLETED
 
 
 def test_retry_is_post_only_and_needs_the_csrf_token(alice, make_run):

@@ -109,7 +109,7 @@ def test_the_sweep_reports_dead_runs_another_transaction_holds_locked(make_run):
         other.rollback()
 
     assert (report.stuck_count, report.recovered_count, report.locked_count) == (1, 0, 1)
-    assert any("held locked by another transaction" in line for line in report.lines())
+    assert any("held locked by another transaction" in line.text for line in report.lines())
     assert recover_stuck_runs(source="command", log=False).recovered_count == 1
 
 

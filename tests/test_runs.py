@@ -1,4 +1,4 @@
-"""Creating runs (run, prospects and task together), retrying failed runs, counting results."""
+"""Creating runs (run, prospects and task together), continuing failed runs, counting results."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from django.test import override_settings
 from qualifier.criteria import Criteria
 from qualifier.models import Outcome, Prospect, ProspectResult
 from qualifier.prospects import ProspectData, ProspectInputError, TooManyProspects
-from qualifier.runs import RetryNotAllowed, RunCounts, counts_for, create_run, retry_run
-from recovery.models import QualificationRun, RunStatus
+from qualifier.runs import RetryNotAllowed, RunCounts, continue_run, counts_for, create_run
+from recovery.models import QualificationRun, RecoveryEvent, RecoverySource, RunStatus
 from tests.helpers import DUMMY, IMMEDIATE
 
 pytestmark = pytest.mark.django_db
@@ -146,52 +146,87 @@ def failed_run_with_results(user, *, scored: int, total: int = 5) -> Qualificati
 
 
 @override_settings(TASKS=DUMMY)
-def test_retry_creates_a_run_over_the_prospects_without_a_result(user):
-    original = failed_run_with_results(user, scored=2)
-    retry = retry_run(original, user=user)
-    assert retry.pk != original.pk
-    assert (retry.status, retry.total, retry.retry_of) == (RunStatus.PENDING, 3, original)
-    assert retry.criteria == original.criteria
-    copied = list(Prospect.objects.filter(run=retry).values_list("position", "name", "extra"))
-    assert copied == [
-        (4, "Person 2", {"row": "2"}),
-        (5, "Person 3", {"row": "3"}),
-        (6, "Person 4", {"row": "4"}),
-    ]
+def test_continue_puts_the_same_run_back_in_the_queue_with_a_new_task_and_an_event(
+    user, django_capture_on_commit_callbacks
+):
+    run = failed_run_with_results(user, scored=2)
+    old_task = run.task_id
+    with django_capture_on_commit_callbacks(execute=True):
+        continued = continue_run(run, user=user)
+    assert continued.pk == run.pk
+    assert QualificationRun.objects.count() == 1  # no new run
+    run.refresh_from_db()
+    assert (run.status, run.completed, run.failure_reason) == (RunStatus.PENDING, 2, "")
+    assert run.task_id and run.task_id != old_task
+    assert ProspectResult.objects.filter(run=run).count() == 2  # results kept, in one run
+    [event] = RecoveryEvent.objects.filter(run=run)
+    assert (event.from_status, event.to_status, event.source, event.actor) == (
+        RunStatus.FAILED,
+        RunStatus.PENDING,
+        RecoverySource.CONTINUE,
+        user,
+    )
+    assert event.reason.startswith(
+        "Resumed: back in the queue with 2 of 5 prospects done; the next worker starts at "
+        "prospect 3 of 5, the first without a result"
+    )
+
+
+@override_settings(TASKS=IMMEDIATE)
+def test_a_continued_run_finishes_only_the_prospects_left(user, django_capture_on_commit_callbacks):
+    run = failed_run_with_results(user, scored=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        continue_run(run, user=user)
+    run.refresh_from_db()
+    assert (run.status, run.completed) == (RunStatus.COMPLETED, 5)
+    assert ProspectResult.objects.filter(run=run).count() == 5
+    # The two results written before are the very same rows: they were not scored again.
+    assert ProspectResult.objects.filter(run=run, score=90).count() >= 2
 
 
 @override_settings(TASKS=DUMMY)
-def test_retry_keeps_the_original_runs_results(user):
-    original = failed_run_with_results(user, scored=2)
-    retry_run(original, user=user)
-    original.refresh_from_db()
-    assert original.status == RunStatus.FAILED
-    assert ProspectResult.objects.filter(run=original).count() == 2
-    assert Prospect.objects.filter(run=original).count() == 5
+def test_a_second_continue_while_the_run_is_pending_is_refused_and_queues_nothing(user):
+    run = failed_run_with_results(user, scored=2)
+    continue_run(run, user=user)
+    task = QualificationRun.objects.get(pk=run.pk).task_id
+    with pytest.raises(RetryNotAllowed, match="already pending: it was continued"):
+        continue_run(run, user=user)
+    run.refresh_from_db()
+    assert run.task_id == task
+    assert RecoveryEvent.objects.filter(run=run).count() == 1
 
 
-@pytest.mark.parametrize("status", [RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.COMPLETED])
-def test_only_a_failed_run_can_be_retried(user, status):
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (RunStatus.PENDING, "is already pending"),
+        (RunStatus.PROCESSING, "is already processing"),
+        (RunStatus.COMPLETED, "only a failed run can be continued"),
+    ],
+)
+def test_only_a_failed_run_can_be_continued(user, status, message):
     with override_settings(TASKS=DUMMY):
         run = create_run(user=user, prospects=prospects(1))
     QualificationRun.objects.filter(pk=run.pk).update(status=status)
-    with pytest.raises(RetryNotAllowed, match="only a failed run can be retried"):
-        retry_run(run, user=user)
-    assert QualificationRun.objects.count() == 1
+    with pytest.raises(RetryNotAllowed, match=message):
+        continue_run(run, user=user)
+    assert QualificationRun.objects.get(pk=run.pk).status == status
+    assert not RecoveryEvent.objects.exists()
 
 
-def test_retry_reads_the_current_status_not_a_stale_instance(user):
+def test_continue_reads_the_current_status_not_a_stale_instance(user):
     run = failed_run_with_results(user, scored=1)
     QualificationRun.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED)
     with pytest.raises(RetryNotAllowed):
-        retry_run(run, user=user)
+        continue_run(run, user=user)
+    assert QualificationRun.objects.get(pk=run.pk).status == RunStatus.COMPLETED
 
 
-def test_a_failed_run_with_every_result_has_nothing_to_retry(user):
+def test_a_failed_run_with_every_result_has_nothing_to_continue(user):
     run = failed_run_with_results(user, scored=5)
-    with pytest.raises(RetryNotAllowed, match="nothing left to retry"):
-        retry_run(run, user=user)
-    assert QualificationRun.objects.count() == 1
+    with pytest.raises(RetryNotAllowed, match="nothing left to continue"):
+        continue_run(run, user=user)
+    assert QualificationRun.objects.get(pk=run.pk).status == RunStatus.FAILED
 
 
 # --- counts -----------------------------------------------------------------------------------

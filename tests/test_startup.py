@@ -189,6 +189,17 @@ def test_not_scheduled_when_both_switched_off(monkeypatch, hook, outside_pytest)
     assert outside_pytest == {"threads": [], "fork_hooks": []}
 
 
+def recovered_yet() -> bool:
+    """Polled while the sweep writes: SQLite's shared in-memory test database answers "table
+    is locked" instead of waiting, so that counts as not yet."""
+    from django.db import OperationalError
+
+    try:
+        return RecoveryEvent.objects.exists()
+    except OperationalError:
+        return False
+
+
 @pytest.mark.django_db(transaction=True)
 def test_with_startup_recovery_off_the_thread_only_sweeps_periodically(make_run, caplog):
     """No startup sweep: the stuck run is recovered by the first periodic sweep, as `sweeper`."""
@@ -200,7 +211,7 @@ def test_with_startup_recovery_off_the_thread_only_sweeps_periodically(make_run,
         thread.start()
         try:
             deadline = time.monotonic() + 10
-            while not RecoveryEvent.objects.exists() and time.monotonic() < deadline:
+            while not recovered_yet() and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
             hook.stopping.set()

@@ -387,7 +387,8 @@ def test_a_run_whose_worker_keeps_crashing_is_failed_after_the_max_attempts(this
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert run.failure_reason.startswith(
-        "Gave up after 2 attempts; the worker died each time (the last time with 2 of 4"
+        "Gave up after 2 attempts; the worker died each time (the last attempt stopped at "
+        "prospect 3 of 4, the first without a result) (noticed by its worker's supervisor)."
     )
     assert list(RecoveryEvent.objects.filter(run=run).values_list("to_status", flat=True)) == [
         RunStatus.FAILED,

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from recovery.conf import MAX_TIMEOUT_MINUTES, conf
+from recovery.conf import MAX_TIMEOUT_MINUTES, POLICIES, conf
 from recovery.inputs import parse_whole_number, show
 from recovery.models import RecoverySource
 from recovery.report import DEFAULT_LIST_LIMIT, LineKind
@@ -74,6 +74,12 @@ class Command(BaseCommand):
             action="store_true",
             help="With --run: fail the named active runs even before the timeout.",
         )
+        parser.add_argument(
+            "--policy",
+            choices=POLICIES,
+            default=None,
+            help="fail dead runs, or resume them (back to the queue) (default: RECOVERY_POLICY).",
+        )
 
     @staticmethod
     def _default_timeout() -> str:
@@ -91,6 +97,7 @@ class Command(BaseCommand):
         as_json: bool,
         run_ids: list[int] | None,
         force: bool,
+        policy: str | None,
         **options: Any,
     ) -> None:
         if force and not run_ids:
@@ -105,6 +112,7 @@ class Command(BaseCommand):
                 dry_run=dry_run,
                 list_limit=list_limit,
                 log=False,
+                policy=policy,
             )
         except RecoveryInputError as exc:
             raise CommandError(str(exc)) from exc

@@ -1,0 +1,195 @@
+"""Real processes under the `resume` policy: a worker SIGKILLed twice in one run, a scorer that
+kills its worker on one prospect (the crash-loop guard), and two processes continuing the same
+failed run at once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.processes import PYTHON, Process, base_env
+from tests.test_worker_processes import (
+    kill_worker,
+    run_state,
+    shell,
+    sql,
+    start_worker,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+RESUME = {"RECOVERY_POLICY": "resume", "QUALIFIER_SCORING_DELAY_MS": "50"}
+
+
+def create_run(url: str, names: list[str]) -> int:
+    out = shell(
+        url,
+        "from qualifier.prospects import ProspectData\n"
+        "from qualifier.runs import create_run\n"
+        f"names = {names!r}\n"
+        "data = [ProspectData(name=n, company='C', industry='Software', employees=100, "
+        "title='VP', position=i + 2) for i, n in enumerate(names)]\n"
+        "print('RUN', create_run(user=None, prospects=data).pk)\n",
+    )
+    return int(out.split("RUN", 1)[1].split()[0])
+
+
+def results_per_prospect(url: str, run_id: int) -> tuple[int, int, int]:
+    """(prospects, results, prospects with exactly one result) of a run."""
+    [(prospects,)] = sql(
+        url, "SELECT COUNT(*) FROM qualifier_prospect WHERE run_id = %s", (run_id,)
+    )
+    [(results, distinct)] = sql(
+        url,
+        "SELECT COUNT(*), COUNT(DISTINCT prospect_id) FROM qualifier_prospectresult "
+        "WHERE run_id = %s",
+        (run_id,),
+    )
+    return prospects, results, distinct
+
+
+def events(url: str, run_id: int) -> list[tuple[str, str, str, str]]:
+    return sql(
+        url,
+        "SELECT source, cause, to_status, reason FROM recovery_recoveryevent WHERE run_id = %s "
+        "ORDER BY id",
+        (run_id,),
+    )
+
+
+def test_a_worker_killed_twice_in_one_run_under_resume_completes_it_with_one_result_each(
+    process_database, tmp_path
+):
+    url, total = process_database, 120
+    run_id = create_run(url, [f"P{i}" for i in range(total)])
+    progress = [0]
+    for kill in (1, 2):
+        worker = start_worker(url, tmp_path / f"worker-{kill}.log", **RESUME)
+        try:
+            # Running again (the restarted worker's startup sweep requeued it): new results.
+            wait_until(
+                lambda: run_state(url, run_id)[1] >= progress[-1] + 10, "new results", worker
+            )
+            kill_worker(worker)
+        finally:
+            worker.stop()
+        status, completed, results = run_state(url, run_id)
+        assert status == "PROCESSING" and completed == results < total
+        progress.append(completed)
+    last = start_worker(url, tmp_path / "worker-3.log", **RESUME)
+    try:
+        wait_until(lambda: run_state(url, run_id)[0] == "COMPLETED", "completion", last)
+    finally:
+        output = last.stop()
+    assert run_state(url, run_id) == ("COMPLETED", total, total)
+    assert results_per_prospect(url, run_id) == (total, total, total)
+    resumed = events(url, run_id)
+    assert [(source, cause, to) for source, cause, to, _ in resumed] == [
+        ("startup", "process_gone", "PENDING"),
+        ("startup", "process_gone", "PENDING"),
+    ]
+    assert resumed[1][3].startswith(
+        f"Resumed: back in the queue with {progress[2]} of {total} prospects done; the next "
+        f"worker starts at prospect {progress[2] + 1} of {total}"
+    )
+    assert "(policy: resume)" in output
+    assert f"{total - progress[2]} scored now" in output  # only the prospects left
+
+
+def test_a_scorer_that_kills_its_worker_on_one_prospect_is_given_up_after_max_attempts(
+    process_database, tmp_path
+):
+    url = process_database
+    names = ["A", "B", "C", "D", "Killer", "F", "G", "H", "I", "J"]
+    run_id = create_run(url, names)
+    worker = start_worker(
+        url,
+        tmp_path / "worker.log",
+        RECOVERY_POLICY="resume",
+        RECOVERY_MAX_ATTEMPTS="3",
+        QUALIFIER_SCORER="tests.killer_scorer.scorer",
+        QUALIFIER_SCORING_DELAY_MS="300",  # a batch is written after D, before Killer
+    )
+    try:
+        wait_until(lambda: run_state(url, run_id)[0] == "FAILED", "the guard", worker, 90)
+        assert worker.popen.poll() is None  # the worker lives on; only its executor died
+    finally:
+        worker.stop()
+    status, completed, results = run_state(url, run_id)
+    assert (status, completed, results) == ("FAILED", 4, 4)
+    [(reason,)] = sql(
+        url,
+        "SELECT failure_reason FROM recovery_qualificationrun WHERE id = %s",
+        (run_id,),
+    )
+    assert reason == (
+        "Gave up after 3 attempts; the worker died each time (the last attempt stopped at "
+        "prospect 5 of 10, the first without a result) (noticed by its worker's supervisor)."
+    )
+    assert [(s, c, to) for s, c, to, _ in events(url, run_id)] == [
+        ("supervisor", "crashed", "PENDING"),
+        ("supervisor", "crashed", "PENDING"),
+        ("supervisor", "crashed", "FAILED"),
+    ]
+    assert results_per_prospect(url, run_id) == (10, 4, 4)
+
+
+CONTINUE = """
+import time
+from recovery.models import QualificationRun
+from qualifier.runs import RetryNotAllowed, continue_run
+run = QualificationRun.objects.get(pk={run_id})
+time.sleep(max(0.0, {start_at} - time.time()))
+try:
+    continue_run(run, user=None)
+    print("OUTCOME continued")
+except RetryNotAllowed as exc:
+    print("OUTCOME refused:", exc)
+"""
+
+
+def test_two_processes_continuing_one_failed_run_at_once_give_one_execution(
+    process_database, tmp_path
+):
+    url = process_database
+    run_id = create_run(url, [f"P{i}" for i in range(20)])
+    shell(
+        url,
+        "from recovery.models import QualificationRun\n"
+        "from django_tasks_db.models import DBTaskResult\n"
+        f"QualificationRun.objects.filter(pk={run_id}).update(status='FAILED', "
+        "failure_reason='worker died')\n"
+        "DBTaskResult.objects.all().delete()\n",
+    )
+    start_at = time.time() + 5
+    code = CONTINUE.format(run_id=run_id, start_at=start_at)
+    env = base_env(url, RECOVERY_ON_STARTUP="false")
+    callers = [
+        Process([PYTHON, "manage.py", "shell", "-c", code], env, tmp_path / f"caller-{i}.log")
+        for i in (1, 2)
+    ]
+    outputs = []
+    for caller in callers:
+        caller.popen.wait(60)
+        outputs.append(caller.stop())
+    outcomes = sorted(line for out in outputs for line in out.splitlines() if "OUTCOME" in line)
+    assert outcomes == [
+        "OUTCOME continued",
+        f"OUTCOME refused: Run {run_id} is already pending: it was continued and will finish "
+        "the prospects left; it is not started twice.",
+    ], outputs
+    assert sql(url, "SELECT COUNT(*) FROM django_tasks_database_dbtaskresult") == [(1,)]
+    assert sql(url, "SELECT COUNT(*) FROM recovery_recoveryevent WHERE run_id = %s", (run_id,)) == [
+        (1,)
+    ]
+    worker = start_worker(url, tmp_path / "worker.log", QUALIFIER_SCORING_DELAY_MS="0")
+    try:
+        wait_until(lambda: run_state(url, run_id)[0] == "COMPLETED", "completion", worker)
+        time.sleep(1)  # a second execution, if there were one, would start now
+        output = worker.stop()
+    finally:
+        worker.stop()
+    assert output.count(f"Run {run_id} started by") == 1
+    assert run_state(url, run_id) == ("COMPLETED", 20, 20)
