@@ -37,8 +37,9 @@ def run_id(value: str) -> int:
 
 class Command(BaseCommand):
     help = (
-        "Mark qualification runs that show no sign of life as FAILED, keeping their progress "
-        "and results, with one recovery event per run."
+        "Recover dead qualification runs (worker gone, exited or silent, no progress, or queued "
+        "without a live task): mark them FAILED, or with --policy resume put them back in the "
+        "queue, keeping their progress and results, with one recovery event per run."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -47,7 +48,8 @@ class Command(BaseCommand):
             type=positive_minutes,
             default=None,
             metavar="MINUTES",
-            help="Minutes without a sign of life after which a run is stuck "
+            help="Minutes without progress after which a processing run is stuck although its "
+            "worker answers "
             f"(default: STUCK_RUN_TIMEOUT_MINUTES, currently {self._default_timeout()}).",
         )
         parser.add_argument(
