@@ -165,6 +165,7 @@ class Supervisor:
         self._stop_reason = ""
         self._first_signal_at = 0.0
         self._finished = threading.Lock()
+        self._interpreter_exiting = False
 
     # --- entry points -----------------------------------------------------------------------
 
@@ -175,7 +176,7 @@ class Supervisor:
                 # on a code change, so the clean-up also runs at exit; the watcher above it may
                 # be killed without telling us, so its going away stops us too.
                 self.configure_signals()
-                atexit.register(self.finish)
+                atexit.register(self._at_exit)
                 watch_parent(lambda: self.request_stop("the autoreloader stopped"))
             run_with_reloader(self._run_then_exit)
         else:
@@ -186,8 +187,16 @@ class Supervisor:
         try:
             self.run()
         finally:
-            logging.shutdown()
-            os._exit(0)  # the autoreloader's main thread would otherwise keep the process
+            if not self._interpreter_exiting:
+                # Stopped by a signal: end the process, which the autoreloader's main thread
+                # would otherwise keep. On a code change the main thread is already exiting
+                # (status 3, "reload me") and must keep that status.
+                logging.shutdown()
+                os._exit(0)
+
+    def _at_exit(self) -> None:
+        self._interpreter_exiting = True
+        self.finish()
 
     def configure_signals(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
