@@ -1,0 +1,207 @@
+"""The figures behind /metrics and /readyz, read from the database at scrape time.
+
+Every process and host answers the same figures, since they are counted from the shared tables
+(runs, workers, recovery events) rather than from counters kept in one process's memory; so no
+Prometheus multi-process mode is needed behind gunicorn. A scrape makes a fixed number of
+aggregate queries whatever the size of the tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Count, F, FloatField, Func, Max, Min, Q, Sum
+from django.db.models.lookups import LessThanOrEqual
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from .conf import conf
+from .models import (
+    Liveness,
+    QualificationRun,
+    RecoveryEvent,
+    RecoverySource,
+    RunStatus,
+    SecondsSince,
+    Worker,
+    ago,
+)
+
+#: Upper bounds (seconds) of the histogram of how long dead runs stayed active.
+DEAD_SECONDS_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class SecondsBetween(Func):
+    """`later - earlier` in seconds (fractional), computed by the database."""
+
+    output_field = FloatField()
+    arity = 2
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        later, earlier = (compiler.compile(expr) for expr in self.get_source_expressions())
+        return (
+            f"EXTRACT(EPOCH FROM ({later[0]} - {earlier[0]}))::double precision",
+            [*later[1], *earlier[1]],
+        )
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        later, earlier = (compiler.compile(expr) for expr in self.get_source_expressions())
+        return (
+            f"((julianday({later[0]}) - julianday({earlier[0]})) * 86400.0)",
+            [*later[1], *earlier[1]],
+        )
+
+
+@dataclass
+class Figures:
+    """What the database says about runs, workers and recoveries right now."""
+
+    runs_by_status: dict[str, int]
+    dead_runs: int
+    queued_runs: int
+    oldest_queued_seconds: int | None
+    live_workers: int
+    dead_workers: int
+    recoveries: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    last_recovery_seconds: int | None = None
+    dead_seconds_buckets: list[tuple[int, int]] = field(default_factory=list)
+    dead_seconds_count: int = 0
+    dead_seconds_sum: float = 0.0
+
+
+def rows_dead_runs(liveness: Liveness | None = None) -> int:
+    """Dead runs as the rows alone tell (worker gone or silent, no progress): what every host
+    agrees on. A sweep also asks this host's process table and the task queue, which a scrape
+    does not, so a PENDING run whose task vanished is counted once a sweep has seen it."""
+    liveness = liveness or Liveness(
+        worker_timeout_seconds=conf.RECOVERY_WORKER_TIMEOUT_SECONDS,
+        stuck_timeout_minutes=conf.STUCK_RUN_TIMEOUT_MINUTES,
+    )
+    return QualificationRun.objects.dead(liveness).filter(status=RunStatus.PROCESSING).count()
+
+
+def worker_counts() -> tuple[int, int]:
+    """(live, dead-but-registered) workers, in one query on the database's clock."""
+    alive = Q(last_beat_at__gte=ago(conf.RECOVERY_WORKER_TIMEOUT_SECONDS))
+    counts = Worker.objects.aggregate(live=Count("pk", filter=alive), total=Count("pk"))
+    return counts["live"], counts["total"] - counts["live"]
+
+
+def collect() -> Figures:
+    """Six aggregate queries, each served by an index or a small table."""
+    by_status = dict.fromkeys(RunStatus.values, 0)
+    # An index-only scan of run_status_created_idx.
+    for status, count in (
+        QualificationRun.objects.order_by().values_list("status").annotate(n=Count("*"))
+    ):
+        by_status[status] = count
+    # The partial index over active runs.
+    queue = QualificationRun.objects.filter(status=RunStatus.PENDING).aggregate(
+        queued=Count("pk"), oldest=SecondsSince(Min("queued_at"))
+    )
+    live, dead = worker_counts()
+    figures = Figures(
+        runs_by_status=by_status,
+        dead_runs=rows_dead_runs(),
+        queued_runs=queue["queued"],
+        oldest_queued_seconds=queue["oldest"],
+        live_workers=live,
+        dead_workers=dead,
+    )
+    events = RecoveryEvent.objects.order_by()
+    for source, to_status, cause, count in events.values_list(
+        "source", "to_status", "cause"
+    ).annotate(n=Count("*")):
+        figures.recoveries[(source, to_status, cause)] = count
+    stayed = SecondsBetween(F("created_at"), F("heartbeat_at"))
+    histogram = events.filter(heartbeat_at__isnull=False).aggregate(
+        count=Count("pk"),
+        total=Sum(stayed),
+        **{
+            f"le_{bound}": Count("pk", filter=LessThanOrEqual(stayed, bound))
+            for bound in DEAD_SECONDS_BUCKETS
+        },
+    )
+    figures.dead_seconds_count = histogram["count"]
+    figures.dead_seconds_sum = float(histogram["total"] or 0.0)
+    figures.dead_seconds_buckets = [
+        (bound, histogram[f"le_{bound}"]) for bound in DEAD_SECONDS_BUCKETS
+    ]
+    figures.last_recovery_seconds = events.aggregate(last=SecondsSince(Max("created_at")))["last"]
+    return figures
+
+
+class RecoveryCollector:
+    """A prometheus_client collector that reads `collect()` on every scrape."""
+
+    def collect(self) -> Iterator[Metric]:
+        figures = collect()
+        runs = GaugeMetricFamily(
+            "qualifier_runs", "Qualification runs by status.", labels=["status"]
+        )
+        for status, count in sorted(figures.runs_by_status.items()):
+            runs.add_metric([status.lower()], count)
+        yield runs
+        yield GaugeMetricFamily(
+            "qualifier_dead_runs",
+            "Processing runs that are dead right now (worker gone or silent, or no progress) "
+            "and not yet recovered.",
+            value=figures.dead_runs,
+        )
+        yield GaugeMetricFamily(
+            "qualifier_queued_runs",
+            "Runs waiting in the queue (PENDING).",
+            value=figures.queued_runs,
+        )
+        yield GaugeMetricFamily(
+            "qualifier_oldest_queued_seconds",
+            "How long the longest-waiting queued run has waited (0 with an empty queue).",
+            value=figures.oldest_queued_seconds or 0,
+        )
+        workers = GaugeMetricFamily(
+            "qualifier_workers",
+            "Registered workers: live (beat within RECOVERY_WORKER_TIMEOUT_SECONDS) or dead.",
+            labels=["state"],
+        )
+        workers.add_metric(["live"], figures.live_workers)
+        workers.add_metric(["dead"], figures.dead_workers)
+        yield workers
+        recoveries = CounterMetricFamily(
+            "qualifier_recoveries",
+            "Runs recovered, by who recovered them, what the policy made of them, and why.",
+            labels=["source", "to_status", "cause"],
+        )
+        for (source, to_status, cause), count in sorted(figures.recoveries.items()):
+            recoveries.add_metric([source, to_status.lower(), cause or "none"], count)
+        yield recoveries
+        handed_back = sum(
+            count
+            for (source, _, _), count in figures.recoveries.items()
+            if source == RecoverySource.SHUTDOWN
+        )
+        yield CounterMetricFamily(
+            "qualifier_runs_handed_back_at_shutdown",
+            "Runs a stopping worker handed back (recoveries with source=shutdown).",
+            value=handed_back,
+        )
+        if figures.last_recovery_seconds is not None:
+            yield GaugeMetricFamily(
+                "qualifier_last_recovery_age_seconds",
+                "Seconds since the last recovery event (absent before the first one).",
+                value=figures.last_recovery_seconds,
+            )
+        yield HistogramMetricFamily(
+            "qualifier_dead_run_active_seconds",
+            "How long a dead run stayed active after its last heartbeat until it was recovered.",
+            buckets=[
+                *((str(float(bound)), count) for bound, count in figures.dead_seconds_buckets),
+                ("+Inf", figures.dead_seconds_count),
+            ],
+            sum_value=figures.dead_seconds_sum,
+        )
