@@ -210,6 +210,10 @@ AUTH_CLIENT_IP_HEADER = env.app_setting("AUTH_CLIENT_IP_HEADER", recovery_defaul
 # --- Web pages and APIs ---
 # Bearer token for the recovery API (/api/qualify/recovery); empty turns token authentication off.
 RECOVERY_API_TOKEN = env.app_setting("RECOVERY_API_TOKEN", recovery_defaults)
+# /metrics (Prometheus): a bearer token of at least 32 characters, and/or comma-separated client
+# networks (CIDRs) that may read it without one. Neither set: /metrics answers 404 (off).
+METRICS_TOKEN = env.app_setting("METRICS_TOKEN", recovery_defaults)
+METRICS_ALLOWED_NETWORKS = env.app_setting("METRICS_ALLOWED_NETWORKS", recovery_defaults)
 # Largest CSV upload or JSON request body accepted, in bytes (the API answers 413 above it).
 QUALIFIER_MAX_UPLOAD_BYTES = env.app_setting("QUALIFIER_MAX_UPLOAD_BYTES", qualifier_defaults)
 # Failed sign-ins or recovery API tokens one client may make per window before a 429
@@ -273,12 +277,18 @@ TASKS = {
     }
 }
 
+# text: the readable lines; json: one JSON object per line (qualifier/logformat.py).
+LOG_FORMAT = env.log_format("LOG_FORMAT")
+_JSON_FORMATTER = {"()": "qualifier.logformat.JsonFormatter"}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(message)s"},
-        "timestamped": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": _JSON_FORMATTER if LOG_FORMAT == "json" else {"format": "%(message)s"},
+        "timestamped": _JSON_FORMATTER
+        if LOG_FORMAT == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "filters": {
         "handed_back": {"()": "recovery.log.HandedBackTasks"},
