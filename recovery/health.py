@@ -59,7 +59,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
     body: dict[str, Any] = {"status": "unavailable" if failed else "ok", "checks": checks}
     if failed:
         body["reasons"] = [f"{name}: {text}" for name, text in failed.items()]
-    return JsonResponse(body, status=503 if failed else 200)
+    response = JsonResponse(body, status=503 if failed else 200)
+    # An unready instance is an answer, not a server error: django.request would log every
+    # poll's 503 as an ERROR (django.utils.log.log_response honours this flag).
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
 
 
 def probe_database() -> str:

@@ -99,7 +99,7 @@ def test_one_scrape_makes_the_same_few_queries_however_many_rows(
     for _ in range(30):
         make_run(heartbeat_minutes_ago=10, worker_beat_seconds_ago=300)
     recover_stuck_runs(source=RecoverySource.COMMAND, log=False)
-    with django_assert_max_num_queries(7):
+    with django_assert_max_num_queries(9):
         scrape(client)
 
 
@@ -257,3 +257,21 @@ def test_a_worker_that_beat_long_ago_counts_as_dead(db):
     assert worker_counts() == (1, 1)
     assert RecoveryEvent.objects.count() == 0
     call_command("check")
+
+
+@pytest.mark.postgres
+def test_finished_runs_are_estimated_from_the_statistics_above_the_limit(make_run, monkeypatch):
+    from django.db import connection
+
+    from recovery import metrics
+
+    for status in [RunStatus.COMPLETED] * 6 + [RunStatus.FAILED] * 4:
+        make_run(status)
+    make_run(RunStatus.PROCESSING)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE recovery_qualificationrun")  # counts this transaction's rows
+    monkeypatch.setattr(metrics, "EXACT_COUNT_LIMIT", 5)
+    assert metrics.finished_runs_by_status() == {"COMPLETED": 6, "FAILED": 4}
+    monkeypatch.setattr(metrics, "EXACT_COUNT_LIMIT", 20_000)
+    make_run(RunStatus.FAILED)
+    assert metrics.finished_runs_by_status() == {"COMPLETED": 6, "FAILED": 5}
