@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.db import connection
-from django.db.models import Count, F, FloatField, Func, Max, Min, Q
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -38,27 +37,6 @@ from .models import (
 EXACT_COUNT_LIMIT = 20_000
 #: Upper bounds (seconds) of the histogram of how long dead runs stayed active.
 DEAD_SECONDS_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1800)
-
-
-class SecondsBetween(Func):
-    """`later - earlier` in seconds (fractional), computed by the database."""
-
-    output_field = FloatField()
-    arity = 2
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        later, earlier = (compiler.compile(expr) for expr in self.get_source_expressions())
-        return (
-            f"EXTRACT(EPOCH FROM ({later[0]} - {earlier[0]}))::double precision",
-            [*later[1], *earlier[1]],
-        )
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        later, earlier = (compiler.compile(expr) for expr in self.get_source_expressions())
-        return (
-            f"((julianday({later[0]}) - julianday({earlier[0]})) * 86400.0)",
-            [*later[1], *earlier[1]],
-        )
 
 
 @dataclass
@@ -118,20 +96,26 @@ def finished_runs_by_status() -> dict[str, int]:
 
 def dead_seconds_histogram() -> tuple[list[tuple[int, int]], int, float]:
     """(cumulative buckets, count, sum) of how long recovered runs stayed active after their
-    last heartbeat: one pass over the events, the duration computed once per row."""
+    last heartbeat: one pass over the events. The durations stay intervals on PostgreSQL
+    (comparing intervals is cheap; turning each into seconds is not)."""
     stayed = (
         RecoveryEvent.objects.order_by()
         .filter(heartbeat_at__isnull=False)
-        .annotate(stayed=SecondsBetween(F("created_at"), F("heartbeat_at")))
+        .annotate(stayed=ExpressionWrapper(F("created_at") - F("heartbeat_at"), DurationField()))
         .values("stayed")
     )
     inner, params = stayed.query.sql_with_params()
+    if connection.vendor == "postgresql":
+        bound_sql, total_sql = "interval '{} seconds'", "EXTRACT(EPOCH FROM SUM(stayed))"
+    else:  # Django stores and subtracts durations in microseconds elsewhere
+        bound_sql, total_sql = "{}000000", "SUM(stayed) / 1000000.0"
     buckets = ", ".join(
-        f"COUNT(*) FILTER (WHERE stayed <= {bound})" for bound in DEAD_SECONDS_BUCKETS
+        f"COUNT(*) FILTER (WHERE stayed <= {bound_sql.format(bound)})"
+        for bound in DEAD_SECONDS_BUCKETS
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(stayed), 0), {buckets} FROM ({inner}) AS stayed",  # noqa: S608 - fixed numbers and Django's SQL
+            f"SELECT COUNT(*), COALESCE({total_sql}, 0), {buckets} FROM ({inner}) AS stayed",  # noqa: S608 - fixed numbers and Django's SQL
             params,
         )
         count, total, *cumulative = cursor.fetchone()
