@@ -46,6 +46,9 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # --- HTTPS and browser protections (production: see the README) ---
 # Redirect plain HTTP to HTTPS.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# A load balancer's health checks often come over plain HTTP from inside: they answer there too
+# (they carry no user data; /metrics is still redirected).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # Send the session and CSRF cookies over HTTPS only.
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)

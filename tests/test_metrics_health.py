@@ -275,3 +275,12 @@ def test_finished_runs_are_estimated_from_the_statistics_above_the_limit(make_ru
     monkeypatch.setattr(metrics, "EXACT_COUNT_LIMIT", 20_000)
     make_run(RunStatus.FAILED)
     assert metrics.finished_runs_by_status() == {"COMPLETED": 6, "FAILED": 5}
+
+
+def test_health_checks_answer_over_plain_http_when_https_is_enforced(client, db, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.METRICS_TOKEN = TOKEN
+    make_worker()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/metrics").status_code == 301
