@@ -27,6 +27,7 @@ from recovery.inputs import parse_bool, parse_whole_number, show, unstorable
 URL_PASSWORD = re.compile(r"(?P<start>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
 _URL_SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*://", re.IGNORECASE)
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-]*$")
+LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SUPPORTED_ENGINES = ("django.db.backends.postgresql", "django.db.backends.sqlite3")
 
@@ -117,6 +118,12 @@ class Environment:
         if value.strip().upper() not in LOG_LEVELS:
             self.fail(name, value, f"not a log level: use one of {', '.join(LOG_LEVELS)}")
         return value.strip().upper()
+
+    def log_format(self, name: str, default: str = "text") -> str:
+        value = self.str(name, default=default)
+        if value.strip().lower() not in LOG_FORMATS:
+            self.fail(name, value, f"not a log format: use one of {', '.join(LOG_FORMATS)}")
+        return value.strip().lower()
 
     def time_zone(self, name: str, default: str = "UTC") -> str:
         value = self.str(name, default=default).strip()

@@ -109,7 +109,13 @@ class RunExecution:
     def run(self) -> ExecutionSummary:
         run, summary = self.run_obj, self.summary
         started = time.monotonic()
-        logger.info("Run %s started by %s (%s prospects)", run.pk, run.owner, run.total)
+        logger.info(
+            "Run %s started by %s (%s prospects)",
+            run.pk,
+            run.owner,
+            run.total,
+            extra={"event": "run_started", "run_id": run.pk, "worker": run.owner},
+        )
         try:
             criteria = Criteria.from_dict(run.criteria)
             scorer = self.scorer or get_scorer()
@@ -157,7 +163,13 @@ class RunExecution:
     def _fail(self, reason: str, exc: BaseException) -> None:
         run, summary = self.run_obj, self.summary
         summary.error = reason
-        logger.error("Run %s failed: %s", run.pk, reason, exc_info=exc)
+        logger.error(
+            "Run %s failed: %s",
+            run.pk,
+            reason,
+            exc_info=exc,
+            extra={"event": "run_failed", "run_id": run.pk, "reason": reason},
+        )
         try:
             failed = run.fail(reason)
         except DatabaseError:

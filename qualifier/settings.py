@@ -46,6 +46,9 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # --- HTTPS and browser protections (production: see the README) ---
 # Redirect plain HTTP to HTTPS.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# A load balancer's health checks often come over plain HTTP from inside: they answer there too
+# (they carry no user data; /metrics is still redirected).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # Send the session and CSRF cookies over HTTPS only.
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
@@ -210,6 +213,10 @@ AUTH_CLIENT_IP_HEADER = env.app_setting("AUTH_CLIENT_IP_HEADER", recovery_defaul
 # --- Web pages and APIs ---
 # Bearer token for the recovery API (/api/qualify/recovery); empty turns token authentication off.
 RECOVERY_API_TOKEN = env.app_setting("RECOVERY_API_TOKEN", recovery_defaults)
+# /metrics (Prometheus): a bearer token of at least 32 characters, and/or comma-separated client
+# networks (CIDRs) that may read it without one. Neither set: /metrics answers 404 (off).
+METRICS_TOKEN = env.app_setting("METRICS_TOKEN", recovery_defaults)
+METRICS_ALLOWED_NETWORKS = env.app_setting("METRICS_ALLOWED_NETWORKS", recovery_defaults)
 # Largest CSV upload or JSON request body accepted, in bytes (the API answers 413 above it).
 QUALIFIER_MAX_UPLOAD_BYTES = env.app_setting("QUALIFIER_MAX_UPLOAD_BYTES", qualifier_defaults)
 # Failed sign-ins or recovery API tokens one client may make per window before a 429
@@ -273,12 +280,18 @@ TASKS = {
     }
 }
 
+# text: the readable lines; json: one JSON object per line (qualifier/logformat.py).
+LOG_FORMAT = env.log_format("LOG_FORMAT")
+_JSON_FORMATTER = {"()": "qualifier.logformat.JsonFormatter"}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(message)s"},
-        "timestamped": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": _JSON_FORMATTER if LOG_FORMAT == "json" else {"format": "%(message)s"},
+        "timestamped": _JSON_FORMATTER
+        if LOG_FORMAT == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "filters": {
         "handed_back": {"()": "recovery.log.HandedBackTasks"},

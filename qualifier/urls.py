@@ -1,8 +1,10 @@
-"""The project's URLs: the user's pages, sign-in, the admin, and the JSON APIs."""
+"""The project's URLs: the user's pages, sign-in, the admin, the JSON APIs, and the health and
+metrics endpoints."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
 
+from recovery import health
 from recovery import urls as recovery_urls
 
 from . import views
@@ -20,6 +22,9 @@ urlpatterns = [
     path("", include((pages, "qualifier"))),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics, name="metrics"),
     path("api/qualify/", include("qualifier.api_urls")),
     path("api/qualify/", include(recovery_urls)),
     re_path(r"^api/(?P<path>.*)$", views.api_not_found, name="api-not-found"),

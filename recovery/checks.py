@@ -23,6 +23,8 @@ HINTS = {
     "qualifier.tasks.execute_run.",
     "RECOVERY_HOSTNAME": "Leave it empty to use the machine's host name, or set a name of at "
     "most 255 printable ASCII characters.",
+    "METRICS_ALLOWED_NETWORKS": "Set it to comma-separated networks such as "
+    "10.0.0.0/8,127.0.0.1/32, or leave it empty.",
     "RECOVERY_POLICY": "Set it to fail (a dead run is failed, keeping its results) or resume "
     "(a dead run goes back to the queue and continues where it stopped).",
     "AUTH_FAILURE_LIMIT": "Set it to the number of failed sign-ins or API tokens a client may "
@@ -44,13 +46,14 @@ IDS = {
     "AUTH_FAILURE_WINDOW_SECONDS": "recovery.E013",
     "AUTH_CLIENT_IP_HEADER": "recovery.E014",
     "RECOVERY_POLICY": "recovery.E016",
+    "METRICS_ALLOWED_NETWORKS": "recovery.E018",
 }
 
 
 def check_recovery_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for name, parse in PARSERS.items():
-        if name == "RECOVERY_API_TOKEN":
+        if name in ("RECOVERY_API_TOKEN", "METRICS_TOKEN"):
             continue  # check_api_token, whatever the other settings say
         value = raw(name)
         try:
@@ -63,6 +66,7 @@ def check_recovery_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
         errors.extend(check_heartbeat_fits_timeout())
         errors.extend(check_worker_timeout_covers_beats())
     errors.extend(check_api_token())
+    errors.extend(check_api_token("METRICS_TOKEN", "recovery.E017", "/metrics token"))
     return errors
 
 
@@ -82,18 +86,20 @@ def check_worker_timeout_covers_beats() -> list[CheckMessage]:
     ]
 
 
-def check_api_token() -> list[CheckMessage]:
-    """The token is a staff credential that needs no CSRF token: it must not be guessable."""
+def check_api_token(
+    name: str = "RECOVERY_API_TOKEN", check_id: str = "recovery.E011", what: str = "token"
+) -> list[CheckMessage]:
+    """A bearer token is a credential that needs no CSRF token: it must not be guessable."""
     try:
-        parse_api_token(raw("RECOVERY_API_TOKEN"))
+        parse_api_token(raw(name))
     except ValueError as problem:
         return [
             Error(
-                f"Setting RECOVERY_API_TOKEN is invalid: {problem}.",
+                f"Setting {name} is invalid: {problem}.",
                 hint="Generate one with: python -c 'import secrets; "
-                "print(secrets.token_urlsafe(32))', or leave it empty to turn token "
+                f"print(secrets.token_urlsafe(32))', or leave it empty to turn {what} "
                 "authentication off.",
-                id="recovery.E011",
+                id=check_id,
             )
         ]
     return []

@@ -10,6 +10,7 @@ value is parsed once and kept; `override_settings` still works in tests because 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "AUTH_FAILURE_WINDOW_SECONDS": 300,
     "AUTH_CLIENT_IP_HEADER": "",
     "RECOVERY_API_TOKEN": "",
+    "METRICS_TOKEN": "",
+    "METRICS_ALLOWED_NETWORKS": "",
 }
 
 #: Ten years: a longer timeout would reach before year 1 and overflow a date.
@@ -96,6 +99,23 @@ def parse_api_token(value: Any) -> str:
     raise ValueError(problem)
 
 
+def parse_networks(value: Any) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Comma-separated CIDRs (or single addresses) allowed to read /metrics; "" for none."""
+    if isinstance(value, (list, tuple)):
+        items = [str(item).strip() for item in value]
+    elif isinstance(value, str):
+        items = [item.strip() for item in value.split(",")]
+    else:
+        raise ValueError(f"{show(value)} is not a comma-separated list of networks")
+    networks = []
+    for item in filter(None, items):
+        try:
+            networks.append(ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{show(item)} is not a network such as 10.0.0.0/8") from None
+    return tuple(networks)
+
+
 def parse_header_name(value: Any) -> str:
     """The request header that carries the client's address behind a proxy, or ""."""
     if not value:
@@ -134,6 +154,8 @@ PARSERS = {
     "AUTH_FAILURE_WINDOW_SECONDS": parse_positive_int,
     "AUTH_CLIENT_IP_HEADER": parse_header_name,
     "RECOVERY_API_TOKEN": parse_api_token,
+    "METRICS_TOKEN": parse_api_token,
+    "METRICS_ALLOWED_NETWORKS": parse_networks,
 }
 
 
@@ -240,6 +262,16 @@ class RecoverySettings(ParsedSettings):
     def RECOVERY_API_TOKEN(self) -> str:
         """The recovery API's bearer token; "" turns token authentication off."""
         return self._get("RECOVERY_API_TOKEN")
+
+    @property
+    def METRICS_TOKEN(self) -> str:
+        """The bearer token that may read /metrics; "" for none."""
+        return self._get("METRICS_TOKEN")
+
+    @property
+    def METRICS_ALLOWED_NETWORKS(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """Client networks that may read /metrics without a token; empty for none."""
+        return self._get("METRICS_ALLOWED_NETWORKS")
 
 
 conf = RecoverySettings()

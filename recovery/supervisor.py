@@ -259,7 +259,12 @@ class Supervisor:
         if self.worker is None:
             return
         self.beat = workers.Beat(self.worker).start()
-        logger.info("[Worker] Registered as worker %s (%s)", self.worker.pk, self.worker)
+        logger.info(
+            "[Worker] Registered as worker %s (%s)",
+            self.worker.pk,
+            self.worker,
+            extra={"event": "worker_registered", "worker": str(self.worker)},
+        )
 
     def _run_child(self) -> int:
         if self.worker is None:
@@ -338,4 +343,8 @@ class Supervisor:
         if self.worker is not None:
             with contextlib.suppress(DatabaseError):
                 workers.deregister(self.worker)
-            logger.info("[Worker] Worker %s stopped and deregistered", self.worker)
+            logger.info(
+                "[Worker] Worker %s stopped and deregistered",
+                self.worker,
+                extra={"event": "worker_stopped", "worker": str(self.worker)},
+            )

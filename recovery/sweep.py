@@ -287,8 +287,9 @@ def recover_stuck_runs(
     if not dry_run and not force and not report.skipped_reason:
         report.workers_removed = remove_dead_workers()
     if log:
+        fields = {"event": "sweep", "source": source, "count": report.recovered_count}
         for line in report.lines(list_limit):
-            logger.info(line.text)
+            logger.info(line.text, extra=fields)
     return report
 
 
@@ -505,7 +506,11 @@ def remove_dead_workers() -> int:
     if not ids:
         return 0
     Worker.objects.filter(pk__in=ids).delete()
-    logger.info("[Recovery] Removed %d dead workers", len(ids))
+    logger.info(
+        "[Recovery] Removed %d dead workers",
+        len(ids),
+        extra={"event": "workers_removed", "count": len(ids)},
+    )
     return len(ids)
 
 
@@ -755,7 +760,17 @@ def continue_failed_runs(
         )
         announce(batch, policy=POLICY_RESUME, source=source)
     for run in batch:
-        logger.info("[Recovery] Run %s: %s", run.id, run.reason)
+        logger.info(
+            "[Recovery] Run %s: %s",
+            run.id,
+            run.reason,
+            extra={
+                "event": "run_continued",
+                "run_id": run.id,
+                "source": source,
+                "reason": run.reason,
+            },
+        )
     return batch
 
 
@@ -824,7 +839,19 @@ def hand_back_runs(worker: Worker, *, source: str, cause: str) -> list[Qualifica
             )
             announce([recovered], policy=POLICY_RESUME, source=source)
         queue.fail_tasks([run.task_id], reason)
-        logger.info("[Recovery] Run %s: %s", run.pk, reason)
+        logger.info(
+            "[Recovery] Run %s: %s",
+            run.pk,
+            reason,
+            extra={
+                "event": "run_handed_back",
+                "run_id": run.pk,
+                "worker": str(worker),
+                "source": source,
+                "cause": cause,
+                "reason": reason,
+            },
+        )
         run.refresh_from_db()
         handed.append(run)
     return handed

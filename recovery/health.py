@@ -1,0 +1,177 @@
+"""/healthz, /readyz and /metrics: what a load balancer, an orchestrator and Prometheus poll.
+
+/healthz says the process answers (no database); /readyz says this instance can do its work
+(database reachable, migrations applied, a worker alive, sweeps keeping up); /metrics serves the
+figures of `recovery.metrics` to a configured token or network, and is off (404) otherwise.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+from ipaddress import ip_address
+from typing import Any
+
+from django.db import DatabaseError, connection
+from django.db.migrations.executor import MigrationExecutor
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from .conf import conf
+from .metrics import RecoveryCollector, rows_dead_runs, worker_counts
+from .models import Liveness
+from .throttle import client_address
+
+logger = logging.getLogger("recovery")
+
+#: /readyz answers within this many seconds when the database does not.
+DATABASE_PROBE_SECONDS = 1.0
+#: A dead run left for this many sweep intervals past its timeout means sweeps are not working.
+SWEEP_INTERVALS_OF_GRACE = 3
+
+_migrations_applied = False
+
+
+@never_cache
+@require_safe
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process answers requests; nothing else is asked (a restart would not fix the rest)."""
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_safe
+def readyz(request: HttpRequest) -> JsonResponse:
+    """200 when every check passes, else 503 naming each failed check."""
+    checks: dict[str, str] = {}
+    problem = probe_database()
+    checks["database"] = problem or "ok"
+    if not problem:
+        try:
+            checks.update(readiness_checks())
+        except DatabaseError as exc:
+            checks["database"] = f"query failed: {type(exc).__name__}"
+    failed = {name: text for name, text in checks.items() if not text.startswith("ok")}
+    body: dict[str, Any] = {"status": "unavailable" if failed else "ok", "checks": checks}
+    if failed:
+        body["reasons"] = [f"{name}: {text}" for name, text in failed.items()]
+    response = JsonResponse(body, status=503 if failed else 200)
+    # An unready instance is an answer, not a server error: django.request would log every
+    # poll's 503 as an ERROR (django.utils.log.log_response honours this flag).
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
+def probe_database() -> str:
+    """ "" when the database answers `SELECT 1` within DATABASE_PROBE_SECONDS, else why not.
+
+    On PostgreSQL the probe opens its own connection in a thread: psycopg waits at least 2 s
+    to connect to a host that does not answer, and the view must not wait that long. On SQLite
+    the file is local: the default connection is the probe.
+    """
+    if connection.vendor != "postgresql":
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except DatabaseError as exc:
+            return f"unreachable: {type(exc).__name__}"
+        return ""
+    outcome: list[str] = []
+
+    def probe() -> None:
+        import psycopg
+
+        params = {**connection.get_connection_params(), "connect_timeout": 2}
+        try:
+            with psycopg.connect(**params, autocommit=True) as probe_connection:
+                probe_connection.execute("SELECT 1")
+            outcome.append("")
+        except psycopg.Error as exc:
+            outcome.append(f"unreachable: {type(exc).__name__}")
+
+    thread = threading.Thread(target=probe, name="readyz-database-probe", daemon=True)
+    thread.start()
+    thread.join(DATABASE_PROBE_SECONDS)
+    if not outcome:
+        return f"no answer within {DATABASE_PROBE_SECONDS:g} s"
+    return outcome[0]
+
+
+def readiness_checks() -> dict[str, str]:
+    checks = {"migrations": migrations_check()}
+    live, _ = worker_counts()
+    checks["workers"] = f"ok: {live} live" if live else "no live worker"
+    checks["sweeps"] = sweeps_check()
+    return checks
+
+
+def migrations_check() -> str:
+    """Reads the migration files once per process: after the first success it stays "ok"
+    (migrations are not unapplied under a running server)."""
+    global _migrations_applied
+    if _migrations_applied:
+        return "ok"
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if plan:
+        return f"{len(plan)} migration(s) not applied"
+    _migrations_applied = True
+    return "ok"
+
+
+def sweeps_check() -> str:
+    """Sweeps keep up when no run has stayed dead for several sweep intervals past its
+    timeouts. The rows alone are asked (what every host agrees on), with that grace added."""
+    interval = conf.RECOVERY_SWEEP_INTERVAL_SECONDS
+    if not interval:
+        return "ok: periodic sweeps are off"
+    grace = SWEEP_INTERVALS_OF_GRACE * interval
+    lenient = Liveness(
+        worker_timeout_seconds=conf.RECOVERY_WORKER_TIMEOUT_SECONDS + grace,
+        stuck_timeout_minutes=conf.STUCK_RUN_TIMEOUT_MINUTES + -(-grace // 60),
+    )
+    dead = rows_dead_runs(lenient)
+    if dead:
+        return f"{dead} run(s) dead for over {grace} s past their timeout: sweeps are not recovering them"
+    return "ok"
+
+
+def metrics_access(request: HttpRequest) -> HttpResponse | None:
+    """None when the request may read /metrics, else the answer that refuses it."""
+    token, networks = conf.METRICS_TOKEN, conf.METRICS_ALLOWED_NETWORKS
+    if not token and not networks:
+        raise Http404("Metrics are off: set METRICS_TOKEN or METRICS_ALLOWED_NETWORKS.")
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    bearer = scheme.lower() == "bearer" and given.strip()
+    if token and bearer and hmac.compare_digest(bearer.encode(), token.encode()):
+        return None
+    if networks:
+        try:
+            address = ip_address(client_address(request))
+        except ValueError:
+            address = None
+        if address is not None and any(address in network for network in networks):
+            return None
+    if token:
+        answer = "Wrong bearer token." if header else "A bearer token is required."
+        response = JsonResponse({"error": answer}, status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return JsonResponse({"error": "Your network may not read the metrics."}, status=403)
+
+
+@never_cache
+@require_safe
+def metrics(request: HttpRequest) -> HttpResponse:
+    """The Prometheus text exposition, computed from the database for this scrape."""
+    refused = metrics_access(request)
+    if refused is not None:
+        return refused
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RecoveryCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

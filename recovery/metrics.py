@@ -1,0 +1,235 @@
+"""The figures behind /metrics and /readyz, read from the database at scrape time.
+
+Every process and host answers the same figures, since they are counted from the shared tables
+(runs, workers, recovery events) rather than from counters kept in one process's memory; so no
+Prometheus multi-process mode is needed behind gunicorn. A scrape makes a fixed number of
+aggregate queries whatever the size of the tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from django.db import connection
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from .conf import conf
+from .models import (
+    FINISHED_STATUSES,
+    Liveness,
+    QualificationRun,
+    RecoveryEvent,
+    RecoverySource,
+    RunStatus,
+    SecondsSince,
+    Worker,
+    ago,
+)
+
+#: Above this many runs (as PostgreSQL's statistics count them), finished runs are estimated.
+EXACT_COUNT_LIMIT = 20_000
+#: Upper bounds (seconds) of the histogram of how long dead runs stayed active.
+DEAD_SECONDS_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+@dataclass
+class Figures:
+    """What the database says about runs, workers and recoveries right now."""
+
+    runs_by_status: dict[str, int]
+    dead_runs: int
+    queued_runs: int
+    oldest_queued_seconds: int | None
+    live_workers: int
+    dead_workers: int
+    recoveries: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    last_recovery_seconds: int | None = None
+    dead_seconds_buckets: list[tuple[int, int]] = field(default_factory=list)
+    dead_seconds_count: int = 0
+    dead_seconds_sum: float = 0.0
+
+
+def rows_dead_runs(liveness: Liveness | None = None) -> int:
+    """Dead runs as the rows alone tell (worker gone or silent, no progress): what every host
+    agrees on. A sweep also asks this host's process table and the task queue, which a scrape
+    does not, so a PENDING run whose task vanished is counted once a sweep has seen it."""
+    liveness = liveness or Liveness(
+        worker_timeout_seconds=conf.RECOVERY_WORKER_TIMEOUT_SECONDS,
+        stuck_timeout_minutes=conf.STUCK_RUN_TIMEOUT_MINUTES,
+    )
+    return QualificationRun.objects.dead(liveness).filter(status=RunStatus.PROCESSING).count()
+
+
+def finished_runs_by_status() -> dict[str, int]:
+    """COMPLETED and FAILED runs: counted exactly up to EXACT_COUNT_LIMIT rows in the table;
+    above, on PostgreSQL, the planner's estimate (the table's row count times each status's
+    frequency, as ANALYZE last sampled them), since an exact count reads every row."""
+    if connection.vendor == "postgresql":
+        table = QualificationRun._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                SELECT c.reltuples, s.most_common_vals::text::text[], s.most_common_freqs
+                FROM pg_class c
+                LEFT JOIN pg_stats s ON s.schemaname = current_schema()
+                    AND s.tablename = c.relname AND s.attname = 'status'
+                WHERE c.oid = %s::regclass
+                """,
+                [table],
+            )
+            rows, values, frequencies = cursor.fetchone()
+        if rows > EXACT_COUNT_LIMIT and values:
+            estimated = dict(zip(values, frequencies, strict=True))
+            return {
+                status: round(rows * estimated.get(status, 0.0)) for status in FINISHED_STATUSES
+            }
+    finished = QualificationRun.objects.finished().order_by().values_list("status")
+    return dict(finished.annotate(n=Count("*")))
+
+
+def dead_seconds_histogram() -> tuple[list[tuple[int, int]], int, float]:
+    """(cumulative buckets, count, sum) of how long recovered runs stayed active after their
+    last heartbeat: one pass over the events. The durations stay intervals on PostgreSQL
+    (comparing intervals is cheap; turning each into seconds is not)."""
+    stayed = (
+        RecoveryEvent.objects.order_by()
+        .filter(heartbeat_at__isnull=False)
+        .annotate(stayed=ExpressionWrapper(F("created_at") - F("heartbeat_at"), DurationField()))
+        .values("stayed")
+    )
+    inner, params = stayed.query.sql_with_params()
+    if connection.vendor == "postgresql":
+        bound_sql, total_sql = "interval '{} seconds'", "EXTRACT(EPOCH FROM SUM(stayed))"
+    else:  # Django stores and subtracts durations in microseconds elsewhere
+        bound_sql, total_sql = "{}000000", "SUM(stayed) / 1000000.0"
+    buckets = ", ".join(
+        f"COUNT(*) FILTER (WHERE stayed <= {bound_sql.format(bound)})"
+        for bound in DEAD_SECONDS_BUCKETS
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT COUNT(*), COALESCE({total_sql}, 0), {buckets} FROM ({inner}) AS stayed",  # noqa: S608 - fixed numbers and Django's SQL
+            params,
+        )
+        count, total, *cumulative = cursor.fetchone()
+    return list(zip(DEAD_SECONDS_BUCKETS, cumulative, strict=True)), count, float(total)
+
+
+def worker_counts() -> tuple[int, int]:
+    """(live, dead-but-registered) workers, in one query on the database's clock."""
+    alive = Q(last_beat_at__gte=ago(conf.RECOVERY_WORKER_TIMEOUT_SECONDS))
+    counts = Worker.objects.aggregate(live=Count("pk", filter=alive), total=Count("pk"))
+    return counts["live"], counts["total"] - counts["live"]
+
+
+def collect() -> Figures:
+    """At most nine aggregate queries, each served by an index, the statistics or a small table
+    (the events table is read whole: its size is the number of recoveries, not of runs)."""
+    by_status = dict.fromkeys(RunStatus.values, 0)
+    # Active runs exactly, from the partial index over them.
+    active = QualificationRun.objects.active().order_by().values_list("status")
+    by_status.update(active.annotate(n=Count("*")))
+    by_status.update(finished_runs_by_status())
+    # The partial index over active runs.
+    queue = QualificationRun.objects.filter(status=RunStatus.PENDING).aggregate(
+        queued=Count("pk"), oldest=SecondsSince(Min("queued_at"))
+    )
+    live, dead = worker_counts()
+    figures = Figures(
+        runs_by_status=by_status,
+        dead_runs=rows_dead_runs(),
+        queued_runs=queue["queued"],
+        oldest_queued_seconds=queue["oldest"],
+        live_workers=live,
+        dead_workers=dead,
+    )
+    events = RecoveryEvent.objects.order_by()
+    for source, to_status, cause, count in events.values_list(
+        "source", "to_status", "cause"
+    ).annotate(n=Count("*")):
+        figures.recoveries[(source, to_status, cause)] = count
+    figures.dead_seconds_buckets, figures.dead_seconds_count, figures.dead_seconds_sum = (
+        dead_seconds_histogram()
+    )
+    figures.last_recovery_seconds = events.aggregate(last=SecondsSince(Max("created_at")))["last"]
+    return figures
+
+
+class RecoveryCollector:
+    """A prometheus_client collector that reads `collect()` on every scrape."""
+
+    def collect(self) -> Iterator[Metric]:
+        figures = collect()
+        runs = GaugeMetricFamily(
+            "qualifier_runs",
+            "Qualification runs by status (pending and processing exact; completed and failed "
+            f"estimated from PostgreSQL's statistics above {EXACT_COUNT_LIMIT:,} runs).",
+            labels=["status"],
+        )
+        for status, count in sorted(figures.runs_by_status.items()):
+            runs.add_metric([status.lower()], count)
+        yield runs
+        yield GaugeMetricFamily(
+            "qualifier_dead_runs",
+            "Processing runs that are dead right now (worker gone or silent, or no progress) "
+            "and not yet recovered.",
+            value=figures.dead_runs,
+        )
+        yield GaugeMetricFamily(
+            "qualifier_queued_runs",
+            "Runs waiting in the queue (PENDING).",
+            value=figures.queued_runs,
+        )
+        yield GaugeMetricFamily(
+            "qualifier_oldest_queued_seconds",
+            "How long the longest-waiting queued run has waited (0 with an empty queue).",
+            value=figures.oldest_queued_seconds or 0,
+        )
+        workers = GaugeMetricFamily(
+            "qualifier_workers",
+            "Registered workers: live (beat within RECOVERY_WORKER_TIMEOUT_SECONDS) or dead.",
+            labels=["state"],
+        )
+        workers.add_metric(["live"], figures.live_workers)
+        workers.add_metric(["dead"], figures.dead_workers)
+        yield workers
+        recoveries = CounterMetricFamily(
+            "qualifier_recoveries",
+            "Runs recovered, by who recovered them, what the policy made of them, and why.",
+            labels=["source", "to_status", "cause"],
+        )
+        for (source, to_status, cause), count in sorted(figures.recoveries.items()):
+            recoveries.add_metric([source, to_status.lower(), cause or "none"], count)
+        yield recoveries
+        handed_back = sum(
+            count
+            for (source, _, _), count in figures.recoveries.items()
+            if source == RecoverySource.SHUTDOWN
+        )
+        yield CounterMetricFamily(
+            "qualifier_runs_handed_back_at_shutdown",
+            "Runs a stopping worker handed back (recoveries with source=shutdown).",
+            value=handed_back,
+        )
+        if figures.last_recovery_seconds is not None:
+            yield GaugeMetricFamily(
+                "qualifier_last_recovery_age_seconds",
+                "Seconds since the last recovery event (absent before the first one).",
+                value=figures.last_recovery_seconds,
+            )
+        yield HistogramMetricFamily(
+            "qualifier_dead_run_active_seconds",
+            "How long a dead run stayed active after its last heartbeat until it was recovered.",
+            buckets=[
+                *((str(float(bound)), count) for bound, count in figures.dead_seconds_buckets),
+                ("+Inf", figures.dead_seconds_count),
+            ],
+            sum_value=figures.dead_seconds_sum,
+        )

@@ -1,0 +1,286 @@
+"""/metrics, /healthz and /readyz: the figures after real recoveries, who may read them, and
+what readiness reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from recovery import health
+from recovery.models import RecoveryCause, RecoveryEvent, RecoverySource, RunStatus, Worker
+from recovery.sweep import hand_back_runs, recover_stuck_runs
+from tests.conftest import make_worker
+
+TOKEN = "m" * 40
+
+
+def scrape(client: Any, **headers: str) -> dict[str, dict[tuple, float]]:
+    """The samples of /metrics as {name: {labels: value}}, parsed by prometheus_client."""
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}", **headers})
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain; version=")
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            labels = tuple(sorted(sample.labels.items()))
+            samples.setdefault(sample.name, {})[labels] = sample.value
+    return samples
+
+
+@pytest.fixture
+def metrics_on(settings: Any) -> None:
+    settings.METRICS_TOKEN = TOKEN
+
+
+@pytest.mark.usefixtures("metrics_on")
+def test_metrics_count_runs_workers_and_recoveries_after_real_sweeps(client, make_run):
+    make_run(RunStatus.COMPLETED)
+    # Queued for less than the worker timeout: not yet judged by the sweep.
+    make_run(RunStatus.PENDING)
+    make_run(RunStatus.PENDING, created_minutes_ago=1 / 3)
+    make_run(RunStatus.PROCESSING)  # a live worker beating
+    # Dead: worker silent for 5 minutes; last heartbeat 2 minutes ago and 20 minutes ago.
+    make_run(heartbeat_minutes_ago=2, worker_beat_seconds_ago=300)
+    make_run(heartbeat_minutes_ago=20, worker_beat_seconds_ago=300)
+
+    before = scrape(client)
+    assert before["qualifier_dead_runs"][()] == 2
+    assert before["qualifier_runs"][(("status", "processing"),)] == 3
+    assert before["qualifier_queued_runs"][()] == 2
+    assert 19 <= before["qualifier_oldest_queued_seconds"][()] <= 25
+    assert before["qualifier_workers"][(("state", "live"),)] == 1
+    assert before["qualifier_workers"][(("state", "dead"),)] == 2
+    assert "qualifier_last_recovery_age_seconds" not in before
+
+    report = recover_stuck_runs(source=RecoverySource.COMMAND, log=False)
+    assert report.recovered_count == 2
+
+    after = scrape(client)
+    assert after["qualifier_dead_runs"][()] == 0
+    assert after["qualifier_runs"][(("status", "failed"),)] == 2
+    assert after["qualifier_runs"][(("status", "processing"),)] == 1
+    key = (("cause", "worker_silent"), ("source", "command"), ("to_status", "failed"))
+    assert after["qualifier_recoveries_total"][key] == 2
+    assert after["qualifier_runs_handed_back_at_shutdown_total"][()] == 0
+    assert 0 <= after["qualifier_last_recovery_age_seconds"][()] <= 5
+    buckets = after["qualifier_dead_run_active_seconds_bucket"]
+    # Stayed active ~120 s and ~1200 s after their last heartbeat.
+    assert buckets[(("le", "60.0"),)] == 0
+    assert buckets[(("le", "300.0"),)] == 1
+    assert buckets[(("le", "600.0"),)] == 1
+    assert buckets[(("le", "1800.0"),)] == 2
+    assert buckets[(("le", "+Inf"),)] == 2
+    assert after["qualifier_dead_run_active_seconds_count"][()] == 2
+    assert 1300 <= after["qualifier_dead_run_active_seconds_sum"][()] <= 1340
+    # The silent workers had no run left, so the sweep removed them.
+    assert after["qualifier_workers"][(("state", "dead"),)] == 0
+
+
+@pytest.mark.usefixtures("metrics_on")
+def test_metrics_count_runs_handed_back_at_shutdown(client, make_run):
+    run = make_run(heartbeat_minutes_ago=0)
+    hand_back_runs(run.worker, source=RecoverySource.SHUTDOWN, cause=RecoveryCause.SHUTDOWN)
+    samples = scrape(client)
+    assert samples["qualifier_runs_handed_back_at_shutdown_total"][()] == 1
+    key = (("cause", "shutdown"), ("source", "shutdown"), ("to_status", "pending"))
+    assert samples["qualifier_recoveries_total"][key] == 1
+
+
+@pytest.mark.usefixtures("metrics_on")
+def test_one_scrape_makes_the_same_few_queries_however_many_rows(
+    client, make_run, django_assert_max_num_queries
+):
+    for _ in range(30):
+        make_run(heartbeat_minutes_ago=10, worker_beat_seconds_ago=300)
+    recover_stuck_runs(source=RecoverySource.COMMAND, log=False)
+    with django_assert_max_num_queries(9):
+        scrape(client)
+
+
+def test_metrics_are_off_without_a_token_or_a_network(client, db):
+    assert client.get("/metrics").status_code == 404
+
+
+@pytest.mark.usefixtures("metrics_on")
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        (f"Bearer {TOKEN}", 200),
+        (f"bearer {TOKEN}", 200),
+        (f"Bearer {TOKEN[:-1]}x", 401),
+        (f"Bearer {TOKEN}x", 401),
+        (f"Basic {TOKEN}", 401),
+        ("Bearer ", 401),
+        (None, 401),
+    ],
+)
+def test_metrics_need_the_right_bearer_token(client, db, authorization, status):
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = client.get("/metrics", headers=headers)
+    assert response.status_code == status
+    if status == 401:
+        assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+
+
+@pytest.mark.parametrize(
+    ("networks", "address", "status"),
+    [
+        ("10.0.0.0/8", "10.1.2.3", 200),
+        ("10.0.0.0/8, 192.168.1.7", "192.168.1.7", 200),
+        ("10.0.0.0/8", "127.0.0.1", 403),
+        ("::1/128", "::1", 200),
+        ("::1/128", "127.0.0.1", 403),
+    ],
+)
+def test_metrics_are_open_only_to_the_allowed_networks(client, db, networks, address, status):
+    with override_settings(METRICS_ALLOWED_NETWORKS=networks):
+        assert client.get("/metrics", REMOTE_ADDR=address).status_code == status
+
+
+def test_a_token_or_an_allowed_network_each_admit_a_scrape(client, db):
+    with override_settings(METRICS_TOKEN=TOKEN, METRICS_ALLOWED_NETWORKS="10.0.0.0/8"):
+        assert client.get("/metrics", REMOTE_ADDR="10.0.0.9").status_code == 200
+        outside = client.get("/metrics", REMOTE_ADDR="8.8.8.8")
+        assert outside.status_code == 401
+        with_token = client.get(
+            "/metrics", REMOTE_ADDR="8.8.8.8", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert with_token.status_code == 200
+
+
+@pytest.mark.usefixtures("metrics_on")
+def test_metrics_refuse_a_post(client):
+    response = client.post("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "check_id"),
+    [
+        ("METRICS_TOKEN", "short", "recovery.E017"),
+        ("METRICS_ALLOWED_NETWORKS", "10.0.0.0/8,not-a-network", "recovery.E018"),
+        ("METRICS_ALLOWED_NETWORKS", "10.0.0.0/33", "recovery.E018"),
+    ],
+)
+def test_bad_metrics_settings_stop_the_server_with_a_check(setting, value, check_id):
+    from recovery.checks import check_recovery_settings
+
+    with override_settings(**{setting: value}):
+        ids = [error.id for error in check_recovery_settings()]
+    assert ids == [check_id]
+
+
+def test_good_metrics_settings_pass_the_checks():
+    from recovery.checks import check_recovery_settings
+
+    with override_settings(METRICS_TOKEN=TOKEN, METRICS_ALLOWED_NETWORKS="10.0.0.0/8, ::1"):
+        assert check_recovery_settings() == []
+
+
+# --- /healthz and /readyz ----------------------------------------------------------------------
+
+
+def test_healthz_answers_without_the_database(client, db, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_is_ok_with_a_live_worker(client, db):
+    make_worker()
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"] == {
+        "database": "ok",
+        "migrations": "ok",
+        "workers": "ok: 1 live",
+        "sweeps": "ok",
+    }
+
+
+def test_readyz_is_unavailable_without_a_live_worker(client, db):
+    make_worker(beat_seconds_ago=3600)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["reasons"] == ["workers: no live worker"]
+
+
+def test_readyz_is_unavailable_when_sweeps_leave_runs_dead(client, make_run):
+    make_worker(pid=1)
+    # Its worker has been silent far longer than the timeout plus three sweep intervals.
+    make_run(heartbeat_minutes_ago=30, worker_beat_seconds_ago=1800)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    (reason,) = response.json()["reasons"]
+    assert reason.startswith("sweeps: 1 run(s) dead for over 30 s past their timeout")
+
+
+def test_readyz_tolerates_a_run_that_just_died(client, make_run):
+    make_worker(pid=1)
+    make_run(heartbeat_minutes_ago=1, worker_beat_seconds_ago=40)  # dead for 10 s
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_reports_unapplied_migrations(client, db, monkeypatch):
+    make_worker()
+    monkeypatch.setattr(health, "_migrations_applied", False)
+    monkeypatch.setattr(
+        "django.db.migrations.executor.MigrationExecutor.migration_plan",
+        lambda self, targets: [("a migration", False)],
+    )
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["reasons"] == ["migrations: 1 migration(s) not applied"]
+
+
+def test_readyz_makes_few_queries(client, db, django_assert_max_num_queries):
+    make_worker()
+    client.get("/readyz")  # reads the migration files once
+    with django_assert_max_num_queries(3):
+        assert client.get("/readyz").status_code == 200
+
+
+def test_a_worker_that_beat_long_ago_counts_as_dead(db):
+    from recovery.metrics import worker_counts
+
+    make_worker(beat_seconds_ago=10)
+    Worker.objects.create(host="h", pid=2, last_beat_at=timezone.now() - dt.timedelta(minutes=5))
+    assert worker_counts() == (1, 1)
+    assert RecoveryEvent.objects.count() == 0
+    call_command("check")
+
+
+@pytest.mark.postgres
+def test_finished_runs_are_estimated_from_the_statistics_above_the_limit(make_run, monkeypatch):
+    from django.db import connection
+
+    from recovery import metrics
+
+    for status in [RunStatus.COMPLETED] * 6 + [RunStatus.FAILED] * 4:
+        make_run(status)
+    make_run(RunStatus.PROCESSING)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE recovery_qualificationrun")  # counts this transaction's rows
+    monkeypatch.setattr(metrics, "EXACT_COUNT_LIMIT", 5)
+    assert metrics.finished_runs_by_status() == {"COMPLETED": 6, "FAILED": 4}
+    monkeypatch.setattr(metrics, "EXACT_COUNT_LIMIT", 20_000)
+    make_run(RunStatus.FAILED)
+    assert metrics.finished_runs_by_status() == {"COMPLETED": 6, "FAILED": 5}
+
+
+def test_health_checks_answer_over_plain_http_when_https_is_enforced(client, db, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.METRICS_TOKEN = TOKEN
+    make_worker()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/metrics").status_code == 301
