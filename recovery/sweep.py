@@ -327,6 +327,31 @@ def _event_origin() -> tuple[str, int]:
     return socket.gethostname()[:255], os.getpid()
 
 
+def record_events(runs: Sequence[RecoveredRun], *, source: str, actor: Any = None) -> None:
+    """One audit event per recovered run, in the caller's transaction: from the status the run
+    had to its new one, with the cause, reason and progress, and who recovered it from where."""
+    host, pid = _event_origin()
+    actor_id = getattr(actor, "pk", None)
+    RecoveryEvent.objects.bulk_create(
+        RecoveryEvent(
+            run_id=run.id,
+            created_at=Now(),
+            from_status=run.status,
+            to_status=run.new_status,
+            source=source,
+            cause=run.cause,
+            reason=run.reason,
+            completed=run.completed,
+            total=run.total,
+            heartbeat_at=run.heartbeat_at,
+            host=host,
+            pid=pid,
+            actor_id=actor_id,
+        )
+        for run in runs
+    )
+
+
 def _sweep_postgresql(
     report: RecoveryReport, victims: QualificationRunQuerySet, actor: Any
 ) -> None:
@@ -426,8 +451,6 @@ def _sweep_generic(report: RecoveryReport, victims: QualificationRunQuerySet, ac
     """Portable sweep: per batch, read the victims and the reasons the database wrote, fail
     them in one UPDATE and bulk-insert their events, all in one transaction that holds the
     write lock (SQLite IMMEDIATE mode) or row locks (databases with SELECT ... FOR UPDATE)."""
-    host, pid = _event_origin()
-    actor_id = getattr(actor, "pk", None)
     while True:
         with transaction.atomic():
             rows = victims.annotate(last_seen=last_sign_of_life()).order_by("pk")
@@ -464,24 +487,7 @@ def _sweep_generic(report: RecoveryReport, victims: QualificationRunQuerySet, ac
             )
             if changed != len(batch):  # pragma: no cover - the write lock makes this impossible
                 raise RuntimeError("recovery batch changed under its lock; rolled back")
-            RecoveryEvent.objects.bulk_create(
-                RecoveryEvent(
-                    run_id=run.id,
-                    created_at=Now(),
-                    from_status=run.status,
-                    to_status=RunStatus.FAILED,
-                    source=report.source,
-                    cause=run.cause,
-                    reason=run.reason,
-                    completed=run.completed,
-                    total=run.total,
-                    heartbeat_at=run.heartbeat_at,
-                    host=host,
-                    pid=pid,
-                    actor_id=actor_id,
-                )
-                for run in batch
-            )
+            record_events(batch, source=report.source, actor=actor)
             announce(batch, policy=report.policy, source=report.source)
         report.recovered += batch
         if len(batch) < GENERIC_BATCH_SIZE:
@@ -627,8 +633,6 @@ def _sweep_resume(
     The queries per batch do not depend on its size, except for the one enqueue per run that
     the tasks API needs.
     """
-    host, pid = _event_origin()
-    actor_id = getattr(actor, "pk", None)
     old_tasks: list[str] = []
     while True:
         with transaction.atomic():
@@ -686,24 +690,7 @@ def _sweep_resume(
                 if changed != sum(len(ids) for ids in failed.values()):  # pragma: no cover
                     raise RuntimeError("recovery batch changed under its lock; rolled back")
             send_back(locked, resumed)
-            RecoveryEvent.objects.bulk_create(
-                RecoveryEvent(
-                    run_id=run.id,
-                    created_at=Now(),
-                    from_status=run.status,
-                    to_status=run.new_status,
-                    source=report.source,
-                    cause=run.cause,
-                    reason=run.reason,
-                    completed=run.completed,
-                    total=run.total,
-                    heartbeat_at=run.heartbeat_at,
-                    host=host,
-                    pid=pid,
-                    actor_id=actor_id,
-                )
-                for run in batch
-            )
+            record_events(batch, source=report.source, actor=actor)
             announce(batch, policy=report.policy, source=report.source)
         report.recovered += batch
         if len(batch) < GENERIC_BATCH_SIZE:
@@ -719,7 +706,6 @@ def continue_failed_runs(
     The rows are locked first, so of two concurrent calls for one run exactly one continues
     it; the other finds it PENDING and continues nothing (the caller says why).
     """
-    host, pid = _event_origin()
     with transaction.atomic():
         rows = (
             QualificationRun.objects.continuable()
@@ -741,23 +727,7 @@ def continue_failed_runs(
             run.new_status = RunStatus.PENDING
             run.reason = f"{resumed_reason(run.completed, run.total)} ({where})."
         send_back(QualificationRun.objects.continuable(), [run.id for run in batch])
-        RecoveryEvent.objects.bulk_create(
-            RecoveryEvent(
-                run_id=run.id,
-                created_at=Now(),
-                from_status=RunStatus.FAILED,
-                to_status=RunStatus.PENDING,
-                source=source,
-                reason=run.reason,
-                completed=run.completed,
-                total=run.total,
-                heartbeat_at=run.heartbeat_at,
-                host=host,
-                pid=pid,
-                actor_id=getattr(actor, "pk", None),
-            )
-            for run in batch
-        )
+        record_events(batch, source=source, actor=actor)
         announce(batch, policy=POLICY_RESUME, source=source)
     for run in batch:
         logger.info(
@@ -788,7 +758,6 @@ def hand_back_runs(worker: Worker, *, source: str, cause: str) -> list[Qualifica
     event: a run that completed or was recovered meanwhile is left alone.
     """
     handed: list[QualificationRun] = []
-    host, pid = _event_origin()
     where = SOURCE_PHRASES[RecoverySource(source)]
     for run in QualificationRun.objects.filter(worker=worker, status=RunStatus.PROCESSING):
         owned = QualificationRun.objects.filter(
@@ -811,20 +780,6 @@ def hand_back_runs(worker: Worker, *, source: str, cause: str) -> list[Qualifica
                 to_status = RunStatus.PENDING
             if not changed:
                 continue
-            RecoveryEvent.objects.create(
-                run_id=run.pk,
-                created_at=Now(),
-                from_status=RunStatus.PROCESSING,
-                to_status=to_status,
-                source=source,
-                cause=cause,
-                reason=reason,
-                completed=run.completed,
-                total=run.total,
-                heartbeat_at=run.heartbeat_at,
-                host=host,
-                pid=pid,
-            )
             recovered = RecoveredRun(
                 run.pk,
                 RunStatus.PROCESSING,
@@ -837,6 +792,7 @@ def hand_back_runs(worker: Worker, *, source: str, cause: str) -> list[Qualifica
                 cause=cause,
                 new_status=to_status,
             )
+            record_events([recovered], source=source)
             announce([recovered], policy=POLICY_RESUME, source=source)
         queue.fail_tasks([run.task_id], reason)
         logger.info(
