@@ -69,3 +69,22 @@ def parse_database_url(url: str) -> dict:
         for key, value in environ.Env.db_url_config(url).items()
         if key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")
     }
+
+
+def create_benchmark_run(count: int) -> int:
+    """A queued run of `count` qualifying prospects, its task enqueued; returns its id."""
+    from qualifier.prospects import ProspectData
+    from qualifier.runs import create_run
+
+    data = [
+        ProspectData(
+            name=f"P{i}",
+            company="C",
+            industry="Software",
+            employees=100,
+            title="VP",
+            position=i + 2,
+        )
+        for i in range(count)
+    ]
+    return create_run(user=None, prospects=data).pk

@@ -34,7 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import contextlib
 
-from bench.common import create_database, describe_machine, setup_django
+from bench.common import (
+    create_benchmark_run,
+    create_database,
+    describe_machine,
+    setup_django,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -98,24 +103,6 @@ def worker(name: str, url: str, *, queue: str = "default", **env: str) -> Proc:
     return Proc(name, args, url, **env)
 
 
-def new_run(count: int) -> int:
-    from qualifier.prospects import ProspectData
-    from qualifier.runs import create_run
-
-    data = [
-        ProspectData(
-            name=f"P{i}",
-            company="C",
-            industry="Software",
-            employees=100,
-            title="VP",
-            position=i + 2,
-        )
-        for i in range(count)
-    ]
-    return create_run(user=None, prospects=data).pk
-
-
 def wait(check, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -141,7 +128,7 @@ def one_trial(url: str, scenario: str, trial: int) -> float:
     if scenario in ("other-host", "web-only"):
         env["RECOVERY_HOSTNAME"] = "bench-other-host"
     doomed = worker(f"{scenario}-doomed", url, **env)
-    run_id = new_run(2000)
+    run_id = create_benchmark_run(2000)
     wait(lambda: progress(run_id) >= 3, 60, "the doomed worker's first batches")
     doomed.kill()
     killed = time.monotonic()
@@ -218,7 +205,7 @@ def soak(url: str, minutes: float) -> None:
     for port, (name, (env, sizes)) in enumerate(parts.items(), start=8190):
         use_database(urls[name])
         for size in sizes:
-            new_run(size)
+            create_benchmark_run(size)
         procs[name] = [
             worker(f"soak-{name}", urls[name], **env),
             Proc(

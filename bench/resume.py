@@ -37,7 +37,12 @@ from typing import Any
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path[0] = str(PROJECT_DIR)
 
-from bench.common import create_database, describe_machine, setup_django  # noqa: E402
+from bench.common import (  # noqa: E402
+    create_benchmark_run,
+    create_database,
+    describe_machine,
+    setup_django,
+)
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/qualifier_resumebench"
 DELAY_MS = "50"
@@ -128,24 +133,6 @@ def wait_for(check: Any, timeout: float = 60, step: float = 0.01) -> float:
     raise TimeoutError("the benchmark waited too long")
 
 
-def make_run(count: int) -> int:
-    from qualifier.prospects import ProspectData
-    from qualifier.runs import create_run
-
-    data = [
-        ProspectData(
-            name=f"P{i}",
-            company="C",
-            industry="Software",
-            employees=100,
-            title="VP",
-            position=i + 2,
-        )
-        for i in range(count)
-    ]
-    return create_run(user=None, prospects=data).pk
-
-
 def state(run_id: int) -> tuple[str, int, int | None]:
     from recovery.models import QualificationRun
 
@@ -169,7 +156,7 @@ def calls(path: Path) -> int:
 
 def one_run(url: str, count: int, work: Path, trial: int, *, crash: bool) -> dict[str, float]:
     calls_log = work / f"calls-{trial}-{crash}.txt"
-    run_id = make_run(count)
+    run_id = create_benchmark_run(count)
     started = time.monotonic()
     worker = Worker(url, calls_log, work / f"worker-{trial}-{crash}-1.log")
     second = None
