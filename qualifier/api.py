@@ -23,7 +23,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from recovery.inputs import parse_whole_number, show
-from recovery.jsonapi import ApiError, Caller, json_endpoint, read_json_body, require_object
+from recovery.jsonapi import (
+    INVALID,
+    ApiError,
+    Caller,
+    invalid,
+    json_endpoint,
+    read_json_body,
+    require_object,
+    unknown_fields,
+)
 from recovery.models import QualificationRun, RunStatus
 
 from .conf import conf
@@ -39,7 +48,13 @@ from .listings import (
     with_recovery,
 )
 from .models import IdempotencyKey, ProspectResult
-from .prospects import ProspectInputError, TooManyProspects, parse_json
+from .prospects import (
+    MAX_REPORTED_PROBLEMS,
+    ProspectErrors,
+    ProspectInputError,
+    TooManyProspects,
+    parse_json,
+)
 from .runs import (
     RetryNotAllowed,
     RunCounts,
@@ -130,13 +145,16 @@ def paginate(request: HttpRequest, queryset: QuerySet, per_page: int) -> tuple[P
             400,
             f"page must be a whole number from 1 up, not {show(raw)}.",
             {"page": "A whole number from 1 up."},
+            code=INVALID,
         ) from None
     paginator = Paginator(queryset, per_page)
     try:
         page = paginator.page(number)
     except EmptyPage:
         raise ApiError(
-            404, f"Page {number} does not exist; there are {paginator.num_pages} page(s)."
+            404,
+            f"Page {number} does not exist; there are {paginator.num_pages} page(s).",
+            code="page_not_found",
         ) from None
 
     def link(number: int | None) -> str | None:
@@ -158,7 +176,9 @@ def _own_run(caller: Caller, pk: int) -> QualificationRun:
     try:
         return with_recovery(QualificationRun.objects.all()).get(pk=pk, user=caller.user)
     except QualificationRun.DoesNotExist:
-        raise ApiError(404, f"Run {pk} does not exist or is not yours.") from None
+        raise ApiError(
+            404, f"Run {pk} does not exist or is not yours.", code="run_not_found"
+        ) from None
 
 
 # --- endpoints --------------------------------------------------------------------------------
@@ -172,13 +192,17 @@ def runs(request: HttpRequest, caller: Caller) -> JsonResponse:
     queryset = with_recovery(QualificationRun.objects.filter(user=caller.user)).order_by(
         "-created_at", "-pk"
     )
-    status = request.GET.get("status")
-    if status is not None:
+    raw_status = request.GET.get("status")
+    if raw_status is not None:
+        # Any case: ?status=failed is FAILED.
+        status = raw_status.upper()
         if status not in RunStatus.values:
             raise ApiError(
                 400,
-                f"status must be one of {', '.join(RunStatus.values)}, not {show(status)}.",
-                {"status": "Unknown status."},
+                f"status must be one of {', '.join(RunStatus.values)} (in any case), not "
+                f"{show(raw_status)}.",
+                {"status": f"One of {', '.join(RunStatus.values)}."},
+                code=INVALID,
             )
         queryset = queryset.filter(status=status)
     page, envelope = paginate(request, queryset, RUNS_PAGE_SIZE)
@@ -187,8 +211,8 @@ def runs(request: HttpRequest, caller: Caller) -> JsonResponse:
 
 def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
     payload = read_json_body(request, max_bytes=conf.QUALIFIER_MAX_UPLOAD_BYTES)
-    body = require_object(payload, allowed=("prospects", "criteria"))
-    errors: dict[str, str] = {}
+    body = require_object(payload)
+    errors = unknown_fields(body, ("prospects", "criteria"))
     prospects = []
     if "prospects" not in body:
         errors["prospects"] = "This field is required: a list of prospect objects."
@@ -196,9 +220,9 @@ def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
         try:
             prospects = parse_json(body["prospects"])
         except TooManyProspects as exc:
-            raise ApiError(413, sentence(str(exc)), {"prospects": sentence(str(exc))}) from None
+            raise _too_many_prospects(exc) from None
         except ProspectInputError as exc:
-            errors["prospects"] = sentence(str(exc))
+            errors.update(prospect_field_errors(exc))
     criteria = Criteria.defaults()
     overrides = body.get("criteria")
     if overrides is not None:
@@ -212,8 +236,7 @@ def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
                     {f"criteria.{name}": sentence(text) for name, text in exc.errors.items()}
                 )
     if errors:
-        summary = " ".join(f"{name}: {text}" for name, text in errors.items())
-        raise ApiError(400, f"The run was not created. {summary}", errors)
+        raise invalid(errors, "The run was not created.")
     key = _idempotency_key(request)
     # The parsed body, so the same JSON written with other spacing or key order is the same
     # request.
@@ -240,13 +263,45 @@ def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
             raise
         return replay
     except TooManyProspects as exc:
-        raise ApiError(413, sentence(str(exc)), {"prospects": sentence(str(exc))}) from None
+        raise _too_many_prospects(exc) from None
     except ProspectInputError as exc:
-        raise ApiError(400, sentence(str(exc)), {"prospects": sentence(str(exc))}) from None
+        raise invalid(prospect_field_errors(exc), "The run was not created.") from None
     except TooManyActiveRuns as exc:
-        raise ApiError(429, str(exc)) from None
+        raise _too_many_active(exc) from None
     body = run_json(run, RunCounts())
     return JsonResponse(body, status=201, headers={"Location": body["url"]})
+
+
+def prospect_field_errors(exc: ProspectInputError) -> dict[str, str]:
+    """Field errors keyed by where they are in the body: `prospects[2].email` is the third
+    item's (0-based, as in the array) `email`; `prospects[2]` the item as a whole. Each says
+    what is wrong in the words the upload page uses ("Item 3, field 'email': ...")."""
+    problems = exc.problems if isinstance(exc, ProspectErrors) else [exc]
+    errors: dict[str, str] = {}
+    for problem in problems:
+        if problem.line is None:
+            key = "prospects"
+        else:
+            key = f"prospects[{problem.line - 1}]"
+            if problem.column is not None:
+                key += f".{problem.column}"
+        text = sentence(str(problem))
+        errors[key] = f"{errors[key]} {text}" if key in errors else text
+    if isinstance(exc, ProspectErrors) and exc.more:
+        errors["prospects"] = (
+            f"There are more problems; only the first {MAX_REPORTED_PROBLEMS} are listed."
+        )
+    return errors
+
+
+def _too_many_prospects(exc: TooManyProspects) -> ApiError:
+    return ApiError(
+        413, sentence(str(exc)), {"prospects": sentence(str(exc))}, code="too_many_prospects"
+    )
+
+
+def _too_many_active(exc: TooManyActiveRuns) -> ApiError:
+    return ApiError(429, str(exc), code="too_many_active_runs")
 
 
 def _idempotency_key(request: HttpRequest) -> str:
@@ -264,6 +319,7 @@ def _idempotency_key(request: HttpRequest) -> str:
             f"The Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable "
             "ASCII characters, e.g. a UUID.",
             {"Idempotency-Key": "1 to 255 printable ASCII characters."},
+            code=INVALID,
         )
     return key
 
@@ -287,6 +343,7 @@ def _replay(caller: Caller, key: str, body_hash: str) -> JsonResponse | None:
             422,
             f"The Idempotency-Key {show(key)} was used within the last day for another request "
             f"(run {found.run_id}); use a new key for a new run.",
+            code="idempotency_key_reused",
         )
     run = with_recovery(QualificationRun.objects.all()).get(pk=found.run_id)
     body = run_json(run, counts_for([run])[run.pk])
@@ -314,12 +371,14 @@ def run(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
 def run_results(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
     """The run's results, in input order or by score (?sort=score / -score)."""
     found = _own_run(caller, pk)
-    sort = request.GET.get("sort")
+    raw_sort = request.GET.get("sort")
+    sort = None if raw_sort is None else raw_sort.lower()
     if sort is not None and sort not in RESULT_SORTS:
         raise ApiError(
             400,
-            f"sort must be one of {', '.join(RESULT_SORTS)}, not {show(sort)}.",
-            {"sort": "Unknown sort."},
+            f"sort must be one of {', '.join(RESULT_SORTS)}, not {show(raw_sort)}.",
+            {"sort": f"One of {', '.join(RESULT_SORTS)}."},
+            code=INVALID,
         )
     page, envelope = paginate(request, ordered_results(found, sort), RESULTS_PAGE_SIZE)
     return JsonResponse(
@@ -340,9 +399,9 @@ def run_continue(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
     try:
         continue_run(found, user=caller.user)
     except RetryNotAllowed as exc:
-        raise ApiError(409, sentence(str(exc))) from None
+        raise ApiError(409, sentence(str(exc)), code="run_not_continuable") from None
     except TooManyActiveRuns as exc:
-        raise ApiError(429, str(exc)) from None
+        raise _too_many_active(exc) from None
     found = _own_run(caller, pk)
     body = run_json(found, counts_for([found])[found.pk])
     return JsonResponse(body, status=200, headers={"Location": body["url"]})

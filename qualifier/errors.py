@@ -40,6 +40,7 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
             413,
             "The request body is too large for a form-encoded request. Send JSON "
             "(Content-Type: application/json).",
+            code="body_too_large",
         )
     if isinstance(exception, (TooManyFieldsSent, TooManyFilesSent)):
         return json_error(400, "The request has too many fields. Send JSON instead.")

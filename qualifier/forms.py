@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 
 from .conf import conf
 from .criteria import LIST_FIELDS, Criteria, CriteriaError
-from .prospects import ProspectData, ProspectInputError, parse_csv
+from .prospects import ProspectData, ProspectErrors, ProspectInputError, parse_csv
 from .uploads import describe_bytes
 
 #: The criteria fields in the order the form shows them.
@@ -108,6 +108,9 @@ class NewRunForm(forms.Form):
             )
         try:
             self.prospects = parse_csv(upload.read())
+        except ProspectErrors as exc:
+            # Every bad line and value, one message each, so all can be fixed at once.
+            raise ValidationError([sentence(text) for text in exc.messages()]) from None
         except ProspectInputError as exc:
             raise ValidationError(sentence(str(exc))) from None
         return upload

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field, fields
 from typing import Any
 
@@ -83,6 +83,9 @@ class ParsedProspects(list[ProspectData]):
         self.columns: tuple[str, ...] = tuple(columns)
 
 
+#: The most problems one input reports: each bad value of each bad row or item, in order.
+MAX_REPORTED_PROBLEMS = 50
+
 #: ProspectData's fields, which are also the stored Prospect's columns.
 PROSPECT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ProspectData))
 
@@ -119,6 +122,56 @@ class ProspectInputError(ValueError):
         if not where:
             return self.message[:1].upper() + self.message[1:]
         return f"{', '.join(where)}: {self.message}"
+
+
+class ProspectErrors(ProspectInputError):
+    """Every problem found in the input (the first MAX_REPORTED_PROBLEMS of them), so that one
+    answer names all there is to fix. Reads as the first problem, with a count of the rest."""
+
+    def __init__(self, problems: Iterable[ProspectInputError]) -> None:
+        found = list(problems)
+        self.problems = found[:MAX_REPORTED_PROBLEMS]
+        #: True when there were more problems than are listed.
+        self.more = len(found) > MAX_REPORTED_PROBLEMS
+        first = self.problems[0]
+        super().__init__(first.message, line=first.line, column=first.column)
+        self.line_label = first.line_label
+        self.column_label = first.column_label
+
+    def __str__(self) -> str:
+        first = str(self.problems[0])
+        others = len(self.problems) - 1
+        if self.more:
+            return f"{first} There are more problems; the first {len(self.problems)} are listed."
+        if others:
+            return f"{first} There {'are' if others > 1 else 'is'} {others} more problem" + (
+                "s." if others > 1 else "."
+            )
+        return first
+
+    def messages(self) -> list[str]:
+        """One line per problem, then one saying the list stops, when it does."""
+        lines = [str(problem) for problem in self.problems]
+        if self.more:
+            lines.append(
+                f"There are more problems; only the first {MAX_REPORTED_PROBLEMS} are listed."
+            )
+        return lines
+
+
+class _Problems(list[ProspectInputError]):
+    """Problems collected while reading, for ProspectErrors; `full` once enough are known."""
+
+    def add(self, error: ProspectInputError) -> None:
+        self.extend(error.problems if isinstance(error, ProspectErrors) else [error])
+
+    @property
+    def full(self) -> bool:
+        return len(self) > MAX_REPORTED_PROBLEMS
+
+    def raise_any(self) -> None:
+        if self:
+            raise ProspectErrors(self)
 
 
 class TooManyProspects(ProspectInputError):
@@ -224,64 +277,100 @@ class _Columns:
     def missing_required(self) -> list[str]:
         return [name for name in REQUIRED_COLUMNS if name not in self.known]
 
-    def build(self, values: Mapping[str, str], *, position: int, error: _ErrorFactory):
-        """A ProspectData from one row's values keyed by the names as given."""
+    def build(
+        self,
+        values: Mapping[str, str],
+        *,
+        position: int,
+        error: _ErrorFactory,
+        reported: Collection[str] = (),
+    ):
+        """A ProspectData from one row's values keyed by the names as given; ProspectErrors
+        naming every bad value of the row otherwise. Columns in `reported` already have a
+        problem reported by the caller, and are not judged again."""
+        problems = _Problems()
         for given, value in values.items():
             problem = unstorable(value)
             if problem:
                 # PostgreSQL refuses NUL and lone surrogates in text.
-                raise error(f"the value {problem}.", column=given)
+                problems.add(error(f"the value {problem}.", column=given))
+        bad = {problem.column for problem in problems} | set(reported)
         fields: dict[str, str] = {}
         for normalized, given in self.known.items():
+            if given in bad:
+                continue
             value = values.get(given, "").strip()
             limit = MAX_LENGTHS.get(normalized)
             if limit is not None and len(value) > limit:
-                raise error(
-                    f"the value is {len(value)} characters long; at most {limit} are allowed.",
-                    column=given,
+                problems.add(
+                    error(
+                        f"the value is {len(value)} characters long; at most {limit} are allowed.",
+                        column=given,
+                    )
                 )
+                continue
             fields[normalized] = value
         for required in REQUIRED_COLUMNS:
-            if not fields.get(required):
-                raise error("a value is required here.", column=self.known[required])
+            given = self.known.get(required)
+            if given is None:
+                problems.add(error("a value is required here.", column=required))
+            elif given not in bad and not fields.get(required):
+                problems.add(error("a value is required here.", column=given))
+        employees = None
         try:
             employees = parse_employees(fields.get("employees", ""), decimal_mark=self.decimal_mark)
         except ValueError as exc:
-            raise error(str(exc), column=self.known["employees"]) from None
+            problems.add(error(str(exc), column=self.known["employees"]))
+        extra = self._extra(values, error, problems, skip=bad)
+        problems.raise_any()
         return ProspectData(
-            name=fields["name"],
-            company=fields["company"],
+            name=fields.get("name", ""),
+            company=fields.get("company", ""),
             email=fields.get("email", ""),
             domain=fields.get("domain") or fields.get("website", ""),
             title=fields.get("title", ""),
             industry=fields.get("industry", ""),
             employees=employees,
             country=fields.get("country", ""),
-            extra=self._extra(values, error),
+            extra=extra,
             position=position,
         )
 
-    def _extra(self, values: Mapping[str, str], error: _ErrorFactory) -> dict[str, str]:
+    def _extra(
+        self,
+        values: Mapping[str, str],
+        error: _ErrorFactory,
+        problems: _Problems,
+        *,
+        skip: set[str | None],
+    ) -> dict[str, str]:
         """The non-empty values of the unknown columns, each and all together bounded."""
         extra: dict[str, str] = {}
         total = 0
         for given in self.extra:
             value = values.get(given, "")
-            if not value.strip():
+            if given in skip or not value.strip():
                 continue
             if len(value) > MAX_EXTRA_VALUE_LENGTH:
-                raise error(
-                    f"the value is {len(value):,} characters long; at most "
-                    f"{MAX_EXTRA_VALUE_LENGTH:,} are kept in a column that is not known.",
-                    column=given,
+                problems.add(
+                    error(
+                        f"the value is {len(value):,} characters long; at most "
+                        f"{MAX_EXTRA_VALUE_LENGTH:,} are kept in a column that is not known.",
+                        column=given,
+                    )
                 )
+                continue
             total += len(given) + len(value)
             if total > MAX_EXTRA_LENGTH:
-                raise error(
-                    f"the columns that are not known hold more than {MAX_EXTRA_LENGTH:,} "
-                    "characters in this row, names included; that is the most kept per prospect.",
-                    column=given,
+                problems.add(
+                    error(
+                        f"the columns that are not known hold more than {MAX_EXTRA_LENGTH:,} "
+                        "characters in this row, names included; that is the most kept per "
+                        "prospect.",
+                        column=given,
+                    )
                 )
+                break
             extra[given] = value
         return extra
 
@@ -336,20 +425,30 @@ def parse_csv(data: bytes, *, max_rows: int | None = None) -> ParsedProspects:
             column=missing[0],
         )
     prospects = ParsedProspects(columns=[name for name in header if normalize_column(name)])
+    problems = _Problems()
+    rows_read = 0
     for line, cells in rows:
         error = _ErrorFactory(line, "Line")
-        if len(prospects) >= limit:
+        if rows_read >= limit:
             raise TooManyProspects(
                 f"the file has more than {limit:,} prospects; at most {limit:,} are allowed "
                 "per run. Split it into smaller files.",
                 line=line,
             )
+        rows_read += 1
+        if problems.full:
+            continue  # enough to report; the rows are still counted against the limit
         if len(cells) > len(header):
-            raise error(
-                f"the row has {len(cells)} values but the header has {len(header)} columns."
+            problems.add(
+                error(f"the row has {len(cells)} values but the header has {len(header)} columns.")
             )
+            continue
         values = dict(zip(header, cells, strict=False))
-        prospects.append(columns.build(values, position=line, error=error))
+        try:
+            prospects.append(columns.build(values, position=line, error=error))
+        except ProspectInputError as exc:
+            problems.add(exc)
+    problems.raise_any()
     if not prospects:
         raise ProspectInputError(
             "the file has a header but no prospects below it.", line=header_line + 1
@@ -440,19 +539,49 @@ def parse_json(payload: object, *, max_rows: int | None = None) -> ParsedProspec
         )
     prospects = ParsedProspects()
     columns: dict[str, None] = {}  # every key of every item, in the order first seen
+    problems = _Problems()
     for index, item in enumerate(payload):
+        if problems.full:
+            break
         error = _ErrorFactory(index + 1, "Item")
-        if not isinstance(item, dict):
-            raise error(f"expected an object with the prospect's fields, got {_json_type(item)}.")
-        item_columns = _Columns.from_names([str(key) for key in item], error=error)
-        missing = item_columns.missing_required()
-        if missing:
-            raise error("a value is required here.", column=missing[0])
-        values = {str(key): _json_text(value, key, error) for key, value in item.items()}
-        prospects.append(item_columns.build(values, position=index + 1, error=error))
+        try:
+            prospect, values = _json_prospect(item, position=index + 1, error=error)
+        except ProspectInputError as exc:
+            problems.add(exc)
+            continue
+        prospects.append(prospect)
         columns.update(dict.fromkeys(key for key in values if normalize_column(key)))
+    problems.raise_any()
     prospects.columns = tuple(columns)
     return prospects
+
+
+def _json_prospect(
+    item: object, *, position: int, error: _ErrorFactory
+) -> tuple[ProspectData, dict[str, str]]:
+    """One item's prospect and its values as text; ProspectErrors naming each bad field."""
+    if not isinstance(item, dict):
+        raise error(f"expected an object with the prospect's fields, got {_json_type(item)}.")
+    item_columns = _Columns.from_names([str(key) for key in item], error=error)
+    problems = _Problems()
+    values: dict[str, str] = {}
+    for key, value in item.items():
+        try:
+            values[str(key)] = _json_text(value, key, error)
+        except ProspectInputError as exc:
+            problems.add(exc)
+    try:
+        # Checked even after a bad value, so that every bad field is named at once.
+        prospect = item_columns.build(
+            values,
+            position=position,
+            error=error,
+            reported={str(problem.column) for problem in problems},
+        )
+    except ProspectInputError as exc:
+        problems.add(exc)
+    problems.raise_any()
+    return prospect, values
 
 
 def _json_text(value: Any, key: str, error: _ErrorFactory) -> str:

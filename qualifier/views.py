@@ -223,6 +223,7 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
             403,
             f"CSRF verification failed ({reason}). Send the csrftoken cookie's value in an "
             "X-CSRFToken header with session-authenticated POST requests.",
+            code="csrf_failed",
         )
     return csrf.csrf_failure(request, reason=reason)
 
@@ -237,4 +238,4 @@ def server_error(request: HttpRequest) -> HttpResponse:
 @csrf_exempt  # it only ever says "not found"
 def api_not_found(request: HttpRequest, path: str = "") -> HttpResponse:
     """Every unknown URL under /api/ answers JSON, whatever the method."""
-    return json_error(404, f"There is no API endpoint at {request.path}.")
+    return json_error(404, f"There is no API endpoint at {request.path}.", code="no_endpoint")

@@ -12,20 +12,22 @@ The JSON conventions it shares with the qualification API live in `recovery.json
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 
 from .conf import POLICIES, conf, parse_timeout_minutes
-from .inputs import parse_ids
+from .inputs import parse_ids, show
 from .jsonapi import (
+    INVALID,
     SAFE_METHODS,
     ApiError,
     Caller,
+    invalid,
     json_endpoint,
     read_json_body,
     require_object,
+    unknown_fields,
 )
 from .models import RecoverySource
 from .sweep import RecoveryInputError, recover_stuck_runs
@@ -124,17 +126,21 @@ def recovery(request: HttpRequest, caller: Caller) -> JsonResponse:
         )
     except RecoveryInputError as exc:
         message = str(exc)
-        raise ApiError(400, message[:1].upper() + message[1:] + ".") from None
+        raise ApiError(400, message[:1].upper() + message[1:] + ".", code=INVALID) from None
     return JsonResponse(report.as_dict())
 
 
 def _query_policy(request: HttpRequest) -> str | None:
-    policy = request.GET.get("policy")
-    if policy is not None and policy not in POLICIES:
+    raw = request.GET.get("policy")
+    if raw is None:
+        return None
+    policy = _policy(raw)
+    if policy is None:
         raise ApiError(
             400,
-            f"policy must be one of {', '.join(POLICIES)}.",
+            f"policy must be one of {', '.join(POLICIES)}, not {show(raw)}.",
             {"policy": f"One of {', '.join(POLICIES)}."},
+            code=INVALID,
         )
     return policy
 
@@ -150,6 +156,7 @@ def _query_minutes(request: HttpRequest) -> int | None:
             400,
             f"timeout_minutes must be a whole number of minutes: {exc}.",
             {"timeout_minutes": _TIMEOUT_FIELD},
+            code=INVALID,
         ) from None
 
 
@@ -158,9 +165,9 @@ _TIMEOUT_FIELD = "A whole number of minutes greater than 0 (at most ten years)."
 
 def _recovery_options(request: HttpRequest) -> dict[str, Any]:
     payload = read_json_body(request, max_bytes=RECOVERY_MAX_BODY_BYTES, default={})
-    body = require_object(payload, allowed=("timeout_minutes", "run_ids", "force", "policy"))
+    body = require_object(payload)
     options: dict[str, Any] = {}
-    errors: dict[str, str] = {}
+    errors = unknown_fields(body, ("timeout_minutes", "run_ids", "force", "policy"))
     if body.get("timeout_minutes") is not None:
         minutes = body["timeout_minutes"]
         try:
@@ -175,25 +182,25 @@ def _recovery_options(request: HttpRequest) -> dict[str, Any]:
         except ValueError as exc:
             errors["run_ids"] = f"{str(exc)[:1].upper()}{str(exc)[1:]}."
     if body.get("policy") is not None:
-        if body["policy"] not in POLICIES:
+        policy = _policy(body["policy"])
+        if policy is None:
             errors["policy"] = f"One of {', '.join(POLICIES)}."
         else:
-            options["policy"] = body["policy"]
+            options["policy"] = policy
     if "force" in body:
         if not isinstance(body["force"], bool):
             errors["force"] = "true or false."
         else:
             options["force"] = body["force"]
+    if options.get("force") and not options.get("run_ids") and "run_ids" not in errors:
+        errors["run_ids"] = "Required with force: name the runs you know are dead."
     if errors:
-        raise ApiError(400, "Invalid recovery options: " + _describe(errors), errors)
-    if options.get("force") and not options.get("run_ids"):
-        raise ApiError(
-            400,
-            "force needs run_ids: name the runs you know are dead.",
-            {"run_ids": "Required with force."},
-        )
+        raise invalid(errors, "Invalid recovery options:")
     return options
 
 
-def _describe(errors: Mapping[str, str]) -> str:
-    return " ".join(f"{name}: {message}" for name, message in errors.items())
+def _policy(value: Any) -> str | None:
+    """A policy name in any case ("Resume" is "resume"), or None when it is not one."""
+    if isinstance(value, str) and value.lower() in POLICIES:
+        return value.lower()
+    return None

@@ -1,5 +1,6 @@
-"""The JSON conventions both APIs share: errors as `{"error": "...", "fields": {...}}`,
-405/401/403/404 answered in JSON by `json_endpoint`, and bounded JSON bodies.
+"""The JSON conventions both APIs share: errors as
+`{"error": "<message>", "code": "<stable code>", "fields": {...}}`, 405/401/403/404 answered in
+JSON by `json_endpoint`, and bounded JSON bodies sent as application/json (415 otherwise).
 
 They live in the recovery app because it is the lower layer: `qualifier.api` builds on them,
 and `recovery` never imports `qualifier`.
@@ -15,6 +16,7 @@ from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
+from django.urls import URLPattern, path
 from django.views.decorators.csrf import csrf_exempt
 
 from .inputs import parse_whole_number
@@ -27,20 +29,44 @@ MAX_JSON_DEPTH = 20
 MAX_JSON_DIGITS = 100
 
 
+#: The machine-readable `code` of an error answer when the raiser names no more precise one.
+#: Clients may rely on every code here and on the precise ones the endpoints document.
+DEFAULT_CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "throttled",
+    500: "server_error",
+}
+#: A 400 whose `fields` name what is wrong with the request.
+INVALID = "invalid"
+
+
 @dataclass
 class ApiError(Exception):
-    """An error answer: raised anywhere below a `json_endpoint` view, rendered as JSON."""
+    """An error answer: raised anywhere below a `json_endpoint` view, rendered as JSON.
+
+    `code` is the stable, machine-readable name of the error (the status's default from
+    DEFAULT_CODES unless given); `message` is for people and may change wording.
+    """
 
     status: int
     message: str
     fields: Mapping[str, Any] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
+    code: str = ""
 
     def __str__(self) -> str:
         return self.message
 
     def response(self) -> JsonResponse:
-        return json_error(self.status, self.message, self.fields, self.headers)
+        return json_error(self.status, self.message, self.fields, self.headers, code=self.code)
 
 
 def json_error(
@@ -48,10 +74,16 @@ def json_error(
     message: str,
     fields: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
+    *,
+    code: str = "",
 ) -> JsonResponse:
-    body: dict[str, Any] = {"error": message}
-    if fields:
-        body["fields"] = dict(fields)
+    """The one shape of every error answer: `error`, `code` and `fields` (empty when the
+    error is not about particular fields)."""
+    body: dict[str, Any] = {
+        "error": message,
+        "code": code or DEFAULT_CODES.get(status, "error"),
+        "fields": dict(fields or {}),
+    }
     return JsonResponse(body, status=status, headers=dict(headers or {}))
 
 
@@ -120,6 +152,13 @@ def json_endpoint(
     return decorate
 
 
+def api_path(route: str, view: Callable[..., HttpResponse], name: str) -> list[URLPattern]:
+    """An API route that answers the same with or without a trailing slash: the documented
+    form has none, and `runs/` is not worth a 404 (nor a redirect, which would lose a POST's
+    body)."""
+    return [path(route, view, name=name), path(f"{route}/", view)]
+
+
 _REQUIRED: Any = object()
 
 
@@ -136,38 +175,62 @@ def read_json_body(request: HttpRequest, *, max_bytes: int, default: Any = _REQU
     except ValueError:
         raise ApiError(400, "The Content-Length header is not a number.") from None
     if declared > max_bytes:
-        raise ApiError(413, _too_large(declared, max_bytes))
+        raise ApiError(413, _too_large(declared, max_bytes), code="body_too_large")
     if request.content_type == "multipart/form-data":
         # A form post (e.g. a bare `curl -X POST -F ...`): fine when it carries nothing.
         if default is _REQUIRED or request.POST or request.FILES:
-            raise ApiError(400, "Send the body as JSON (Content-Type: application/json).")
+            raise _unsupported_media_type(request)
         return default
     raw = request.read(max_bytes + 1)
     if len(raw) > max_bytes:
-        raise ApiError(413, _too_large(len(raw), max_bytes))
+        raise ApiError(413, _too_large(len(raw), max_bytes), code="body_too_large")
     if not raw.strip():
         if default is _REQUIRED:
-            raise ApiError(400, "The request body is empty: send a JSON object.")
+            raise ApiError(400, "The request body is empty: send a JSON object.", code="empty_body")
         return default
+    if not is_json_content_type(request.content_type):
+        # A body in another format (a form, plain text, or none named) is not read as JSON.
+        raise _unsupported_media_type(request)
     try:
         payload = json.loads(
             raw, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_short_int
         )
     except UnicodeDecodeError:
-        raise ApiError(400, "Malformed JSON: the body is not UTF-8 text.") from None
+        raise _malformed("the body is not UTF-8 text.") from None
     except json.JSONDecodeError as exc:
-        raise ApiError(
-            400, f"Malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
-        ) from None
+        raise _malformed(f"{exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
     except RecursionError:
-        raise ApiError(400, _too_deep()) from None
+        raise _malformed(_too_deep()) from None
     except ValueError as exc:
         # _short_int, _refuse_constant and _finite_float refuse long integers, NaN and
         # infinities, each in its own words.
-        raise ApiError(400, f"Malformed JSON: {exc}") from None
+        raise _malformed(str(exc)) from None
     if _depth(payload) > MAX_JSON_DEPTH:
-        raise ApiError(400, _too_deep())
+        raise _malformed(_too_deep())
     return payload
+
+
+def is_json_content_type(content_type: str) -> bool:
+    """application/json, or a JSON-based type such as application/merge-patch+json."""
+    content_type = content_type.lower()
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+def _unsupported_media_type(request: HttpRequest) -> ApiError:
+    sent = request.content_type or "none"
+    return ApiError(
+        415,
+        f"The body must be JSON sent with Content-Type: application/json (the request said "
+        f"{sent[:100]!r}).",
+        headers={"Accept-Post": "application/json"},
+        code="unsupported_media_type",
+    )
+
+
+def _malformed(detail: str) -> ApiError:
+    return ApiError(400, f"Malformed JSON: {detail}", code="malformed_json")
 
 
 def _short_int(text: str) -> int:
@@ -210,28 +273,34 @@ def _depth(value: Any) -> int:
 
 
 def _too_deep() -> str:
-    return f"Malformed JSON: arrays and objects nest more than {MAX_JSON_DEPTH} levels deep."
+    return f"arrays and objects nest more than {MAX_JSON_DEPTH} levels deep."
 
 
 def _too_large(size: int, limit: int) -> str:
     return f"The request body is {size:,} bytes; the limit is {limit:,} bytes."
 
 
-def require_object(
-    payload: Any, *, allowed: Iterable[str], what: str = "The body"
-) -> dict[str, Any]:
-    """A JSON object with only known keys, or a 400 naming the unknown ones."""
+def require_object(payload: Any, *, what: str = "The body") -> dict[str, Any]:
+    """The payload when it is a JSON object, else a 400 that says what it is."""
     if not isinstance(payload, dict):
-        raise ApiError(400, f"{what} must be a JSON object, not {_json_type(payload)}.")
-    allowed = tuple(allowed)
-    unknown = sorted(set(payload) - set(allowed))
-    if unknown:
         raise ApiError(
-            400,
-            f"Unknown field(s): {', '.join(unknown)}. Known fields: {', '.join(allowed)}.",
-            {name: "Unknown field." for name in unknown},
+            400, f"{what} must be a JSON object, not {_json_type(payload)}.", code=INVALID
         )
     return payload
+
+
+def unknown_fields(body: Mapping[str, Any], allowed: Iterable[str]) -> dict[str, str]:
+    """Field errors for the keys of `body` that are not `allowed`: reported with the other
+    bad fields of the request, so one answer names everything to fix."""
+    allowed = tuple(allowed)
+    known = f"Unknown field; the known fields are {', '.join(allowed)}."
+    return {name: known for name in sorted(set(body) - set(allowed))}
+
+
+def invalid(errors: Mapping[str, str], what: str) -> ApiError:
+    """A 400 naming every bad field: `what` went wrong, then each field and its problem."""
+    summary = " ".join(f"{name}: {text}" for name, text in errors.items())
+    return ApiError(400, f"{what} {summary}", errors, code=INVALID)
 
 
 def _json_type(value: Any) -> str:

@@ -1,11 +1,10 @@
 """The recovery API, mounted by the project under /api/qualify/."""
 
-from django.urls import path
-
 from . import api
+from .jsonapi import api_path
 
 app_name = "recovery"
 
 urlpatterns = [
-    path("recovery", api.recovery, name="api"),
+    *api_path("recovery", api.recovery, name="api"),
 ]

@@ -153,8 +153,11 @@ def test_create_run_runs_to_completion_with_the_immediate_backend(
         ({}, {"prospects"}),
         ({"prospects": []}, {"prospects"}),
         ({"prospects": "Ada"}, {"prospects"}),
-        ({"prospects": [{"name": "Ada"}]}, {"prospects"}),
-        ({"prospects": [{"name": "Ada", "company": "E", "employees": "lots"}]}, {"prospects"}),
+        ({"prospects": [{"name": "Ada"}]}, {"prospects[0].company"}),
+        (
+            {"prospects": [{"name": "Ada", "company": "E", "employees": "lots"}]},
+            {"prospects[0].employees"},
+        ),
         ({"prospects": PROSPECTS, "criteria": []}, {"criteria"}),
         (
             {"prospects": PROSPECTS, "criteria": {"min_score": 101, "colour": "blue"}},
@@ -162,7 +165,7 @@ def test_create_run_runs_to_completion_with_the_immediate_backend(
         ),
         (
             {"prospects": [{"name": "Ada"}], "criteria": {"min_score": -1}},
-            {"prospects", "criteria.min_score"},
+            {"prospects[0].company", "criteria.min_score"},
         ),
         ({"prospects": PROSPECTS, "extra": 1}, {"extra"}),
     ],
@@ -190,8 +193,49 @@ def test_create_run_with_bad_input_is_400_with_field_errors(api, body, fields):
 def test_create_run_error_names_the_item_and_field(api):
     bad = [PROSPECTS[0], {"name": "Grace", "company": "Cobol", "employees": "lots"}]
     response = post(api, f"{API}/runs", {"prospects": bad})
-    assert response.json()["fields"]["prospects"] == (
-        "Item 2, field 'employees': 'lots' is not a whole number."
+    assert response.json()["fields"] == {
+        "prospects[1].employees": "Item 2, field 'employees': 'lots' is not a whole number."
+    }
+
+
+def test_create_run_reports_every_bad_field_and_every_bad_prospect(api):
+    bad = [
+        {"name": "", "company": "", "employees": "lots"},
+        PROSPECTS[0],
+        "Grace",
+        {"name": "Alan", "company": "Bletchley", "email": True},
+    ]
+    response = post(
+        api,
+        f"{API}/runs",
+        {"prospects": bad, "criteria": {"min_score": 101}, "colour": "blue"},
+    )
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["code"] == "invalid"
+    assert answer["fields"] == {
+        "colour": "Unknown field; the known fields are prospects, criteria.",
+        "prospects[0].name": "Item 1, field 'name': a value is required here.",
+        "prospects[0].company": "Item 1, field 'company': a value is required here.",
+        "prospects[0].employees": "Item 1, field 'employees': 'lots' is not a whole number.",
+        "prospects[2]": "Item 3: expected an object with the prospect's fields, got a string.",
+        "prospects[3].email": "Item 4, field 'email': expected text or a number, got true or false.",
+        "criteria.min_score": answer["fields"]["criteria.min_score"],
+    }
+    for name in answer["fields"]:
+        assert f"{name}:" in answer["error"]
+    assert not QualificationRun.objects.exists()
+
+
+def test_create_run_reports_a_bounded_number_of_bad_prospects(api):
+    from qualifier.prospects import MAX_REPORTED_PROBLEMS
+
+    bad = [{"name": "Ada", "company": ""}] * (MAX_REPORTED_PROBLEMS + 20)
+    answer = post(api, f"{API}/runs", {"prospects": bad}).json()
+    item_errors = [name for name in answer["fields"] if name.startswith("prospects[")]
+    assert len(item_errors) == MAX_REPORTED_PROBLEMS
+    assert answer["fields"]["prospects"] == (
+        f"There are more problems; only the first {MAX_REPORTED_PROBLEMS} are listed."
     )
 
 
@@ -336,7 +380,11 @@ def test_another_users_run_is_404_like_a_missing_one(api, bob, make_run, suffix)
     theirs = make_run(RunStatus.COMPLETED, user=bob)
     response = api.get(f"{API}/runs/{theirs.pk}{suffix}")
     assert response.status_code == 404
-    assert response.json() == {"error": f"Run {theirs.pk} does not exist or is not yours."}
+    assert response.json() == {
+        "error": f"Run {theirs.pk} does not exist or is not yours.",
+        "code": "run_not_found",
+        "fields": {},
+    }
     assert api.get(f"{API}/runs/999999{suffix}").status_code == 404
 
 
@@ -445,13 +493,77 @@ def test_an_unexpected_error_is_a_json_500(alice, monkeypatch):
     client.force_login(alice)
     response = client.get(f"{API}/runs")
     assert response.status_code == 500
-    assert response.json() == {"error": "Internal server error; the error has been logged."}
+    assert response.json() == {
+        "error": "Internal server error; the error has been logged.",
+        "code": "server_error",
+        "fields": {},
+    }
 
 
 def test_unknown_api_urls_are_json_404(api):
-    response = api.get(f"{API}/runs/")
+    response = api.get(f"{API}/runz")
     assert response.status_code == 404
-    assert response.json() == {"error": "There is no API endpoint at /api/qualify/runs/."}
+    assert response.json() == {
+        "error": "There is no API endpoint at /api/qualify/runz.",
+        "code": "no_endpoint",
+        "fields": {},
+    }
+
+
+@pytest.mark.parametrize("path", ["runs/", "runs/active/", "runs/{pk}/", "runs/{pk}/results/"])
+def test_a_trailing_slash_answers_like_the_documented_path(api, make_run, alice, path):
+    run = make_run(RunStatus.COMPLETED, user=alice)
+    with_slash = api.get(f"{API}/{path.format(pk=run.pk)}")
+    without = api.get(f"{API}/{path.format(pk=run.pk).rstrip('/')}")
+    assert with_slash.status_code == without.status_code == 200
+    assert with_slash.json() == without.json() or path == "runs/"  # links name the path asked
+
+
+def test_a_trailing_slash_on_a_post_creates_the_run(api):
+    response = post(api, f"{API}/runs/", {"prospects": PROSPECTS})
+    assert response.status_code == 201
+    assert QualificationRun.objects.count() == 1
+
+
+@pytest.mark.parametrize("status", ["failed", "Failed", "FAILED"])
+def test_the_status_filter_takes_any_case(api, make_run, alice, status):
+    failed = make_run(RunStatus.FAILED, user=alice)
+    make_run(RunStatus.COMPLETED, user=alice)
+    answer = api.get(f"{API}/runs?status={status}").json()
+    assert [run["id"] for run in answer["results"]] == [failed.pk]
+
+
+def test_an_unknown_status_names_the_choices(api):
+    answer = api.get(f"{API}/runs?status=stuck").json()
+    assert answer["code"] == "invalid"
+    assert answer["fields"] == {"status": "One of PENDING, PROCESSING, COMPLETED, FAILED."}
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "application/xml"]
+)
+def test_a_body_that_is_not_json_is_415(api, content_type):
+    response = api.post(
+        f"{API}/runs",
+        data="prospects=Ada",
+        content_type=content_type,
+        headers={"X-CSRFToken": CSRF_SECRET},
+    )
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+    assert response["Accept-Post"] == "application/json"
+    assert not QualificationRun.objects.exists()
+
+
+def test_a_json_body_with_a_charset_or_a_json_suffix_type_is_read(api):
+    for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        response = api.post(
+            f"{API}/runs",
+            data=json.dumps({"prospects": PROSPECTS}),
+            content_type=content_type,
+            headers={"X-CSRFToken": CSRF_SECRET},
+        )
+        assert response.status_code == 201, response.json()
 
 
 # --- Idempotency-Key on POST /runs ----------------------------------------------------------

@@ -253,6 +253,22 @@ def test_new_run_shows_csv_errors_on_the_form_and_creates_nothing(signed_in, con
     assert not QualificationRun.objects.exists()
 
 
+def test_new_run_lists_every_bad_line_of_the_csv(signed_in):
+    content = b"name,company,employees\nAda,,250\nGrace,Cobol,lots\nAlan,Bletchley,12\n,,x\n"
+    response = signed_in.post("/runs/new/", {"prospects_file": upload(content)})
+    html = response.content.decode()
+    listed = re.search(r'<ul class="error" id="id_prospects_file_error">(.*?)</ul>', html, re.S)
+    assert listed
+    assert re.findall(r"<li>(.*?)</li>", listed.group(1)) == [
+        "Line 2, column &#x27;company&#x27;: a value is required here.",
+        "Line 3, column &#x27;employees&#x27;: &#x27;lots&#x27; is not a whole number.",
+        "Line 5, column &#x27;name&#x27;: a value is required here.",
+        "Line 5, column &#x27;company&#x27;: a value is required here.",
+        "Line 5, column &#x27;employees&#x27;: &#x27;x&#x27; is not a whole number.",
+    ]
+    assert not QualificationRun.objects.exists()
+
+
 def test_new_run_without_a_file_says_so(signed_in):
     response = signed_in.post("/runs/new/", {"min_score": "50"})
     assert "This field is required." in response.content.decode()

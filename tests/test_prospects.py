@@ -6,7 +6,9 @@ import pytest
 from django.test import override_settings
 
 from qualifier.prospects import (
+    MAX_REPORTED_PROBLEMS,
     ProspectData,
+    ProspectErrors,
     ProspectInputError,
     TooManyProspects,
     parse_csv,
@@ -16,6 +18,56 @@ from qualifier.prospects import (
 
 def csv_bytes(*lines: str, encoding: str = "utf-8") -> bytes:
     return ("\n".join(lines) + "\n").encode(encoding)
+
+
+# --- every problem at once ------------------------------------------------------------------
+
+
+def test_a_csv_reports_every_bad_row_and_value_in_order():
+    with pytest.raises(ProspectErrors) as caught:
+        parse_csv(csv_bytes("name,company,employees", "Ada,,1", "Grace,Cobol,lots", ",,x"))
+    assert [str(problem) for problem in caught.value.problems] == [
+        "Line 2, column 'company': a value is required here.",
+        "Line 3, column 'employees': 'lots' is not a whole number.",
+        "Line 4, column 'name': a value is required here.",
+        "Line 4, column 'company': a value is required here.",
+        "Line 4, column 'employees': 'x' is not a whole number.",
+    ]
+    assert str(caught.value) == (
+        "Line 2, column 'company': a value is required here. There are 4 more problems."
+    )
+
+
+def test_one_problem_reads_as_before():
+    with pytest.raises(ProspectInputError) as caught:
+        parse_csv(csv_bytes("name,company", "Ada,"))
+    assert str(caught.value) == "Line 2, column 'company': a value is required here."
+
+
+def test_the_problems_listed_are_bounded_and_say_so():
+    rows = ["name,company"] + ["Ada,"] * (MAX_REPORTED_PROBLEMS + 30)
+    with pytest.raises(ProspectErrors) as caught:
+        parse_csv(csv_bytes(*rows))
+    assert len(caught.value.problems) == MAX_REPORTED_PROBLEMS
+    assert caught.value.more
+    assert caught.value.messages()[-1] == (
+        f"There are more problems; only the first {MAX_REPORTED_PROBLEMS} are listed."
+    )
+
+
+def test_too_many_rows_is_still_told_when_rows_are_also_bad():
+    with pytest.raises(TooManyProspects):
+        parse_csv(csv_bytes("name,company", "Ada,", "Grace,Cobol", "Alan,Bletchley"), max_rows=2)
+
+
+def test_json_items_report_every_bad_field():
+    with pytest.raises(ProspectErrors) as caught:
+        parse_json([{"company": "Engines", "employees": [1]}, 7, {"name": "Ada", "company": "E"}])
+    assert [str(problem) for problem in caught.value.problems] == [
+        "Item 1, field 'employees': expected text or a number, got a list.",
+        "Item 1, field 'name': a value is required here.",
+        "Item 2: expected an object with the prospect's fields, got a number.",
+    ]
 
 
 # --- CSV: what is accepted --------------------------------------------------------------------

@@ -303,4 +303,8 @@ def test_other_methods_are_405_with_allow_header(staff_client, method):
 def test_unknown_api_urls_answer_json_404(client):
     response = client.post("/api/qualify/nothing-here")
     assert response.status_code == 404
-    assert response.json() == {"error": "There is no API endpoint at /api/qualify/nothing-here."}
+    assert response.json() == {
+        "error": "There is no API endpoint at /api/qualify/nothing-here.",
+        "code": "no_endpoint",
+        "fields": {},
+    }
