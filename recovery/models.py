@@ -518,7 +518,9 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
             with transaction.atomic():
                 # Lock the owner so that two concurrent issues cannot both pass the limit
                 # (PostgreSQL; SQLite runs one writer at a time anyway).
-                type(user).objects.select_for_update().values_list("pk").get(pk=user.pk)
+                user._meta.model._default_manager.select_for_update().values_list("pk").get(
+                    pk=user.pk
+                )
                 mine = self.active().filter(user=user)
                 if mine.filter(name=name).exists():
                     raise duplicate
