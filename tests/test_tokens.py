@@ -349,7 +349,12 @@ def _inactive(alice, alice_token):
 @pytest.mark.parametrize("url", [f"{API}/runs", RECOVERY])
 def test_a_bad_token_is_401_invalid_token_with_the_challenge(alice, alice_token, make_token, url):
     response = Client().get(url, headers=bearer(make_token(alice, alice_token)))
-    assert (response.status_code, response.json()["error"]) == (401, "Invalid API token.")
+    body = response.json()
+    assert (response.status_code, body["error"], body["code"]) == (
+        401,
+        "Invalid API token.",
+        "invalid_token",
+    )
     assert response["WWW-Authenticate"] == INVALID
 
 
@@ -359,6 +364,7 @@ def test_a_malformed_authorization_header_is_a_clear_401(header, url):
     response = Client().get(url, headers={"Authorization": header})
     assert response.status_code == 401
     assert response.json()["error"] == "Unsupported Authorization header: use 'Bearer <token>'."
+    assert response.json()["code"] == "not_authenticated"
     assert response["WWW-Authenticate"] == CHALLENGE
 
 
@@ -368,7 +374,7 @@ def test_a_malformed_authorization_header_is_a_clear_401(header, url):
 def test_every_401_carries_the_bearer_challenge(path):
     for url in (API + path, RECOVERY):
         response = Client().get(url)
-        assert response.status_code == 401
+        assert (response.status_code, response.json()["code"]) == (401, "not_authenticated")
         assert response["WWW-Authenticate"] == CHALLENGE
 
 
@@ -381,12 +387,13 @@ def test_failed_personal_tokens_are_throttled_even_the_right_one_then(alice_toke
     assert response.status_code == 429
     assert int(response["Retry-After"]) > 0
     assert "Too many failed API tokens" in response.json()["error"]
+    assert response.json()["code"] == "throttled"
 
 
 @override_settings(RECOVERY_API_TOKEN=OPERATOR_TOKEN)
 def test_the_operator_token_is_refused_on_the_user_api_with_a_reason():
     response = Client().get(f"{API}/runs", headers=bearer(OPERATOR_TOKEN))
-    assert response.status_code == 403
+    assert (response.status_code, response.json()["code"]) == (403, "permission_denied")
     assert "recovery API only" in response.json()["error"]
 
 
@@ -441,7 +448,7 @@ def test_a_personal_token_has_its_users_permissions_on_the_recovery_api(
     response = client.post(RECOVERY, headers=bearer(plaintext))
     assert response.status_code == post_status
     if post_status == 403:
-        assert response.json()["error"]
+        assert response.json()["code"] == "permission_denied"
         stuck_run.refresh_from_db()
         assert stuck_run.status == RunStatus.PROCESSING
 
