@@ -564,7 +564,7 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
 def _token_name(value: Any) -> str:
     name = value.strip() if isinstance(value, str) else ""
     if not name:
-        raise TokenRefused("Give the token a name, e.g. where it is used: 'nightly import'.")
+        raise TokenRefused("Give the token a name.")
     if len(name) > TOKEN_NAME_MAX_LENGTH:
         raise TokenRefused(
             f"The name is {len(name):,} characters long; at most {TOKEN_NAME_MAX_LENGTH} are "
