@@ -531,3 +531,48 @@ def test_create_api_token_refuses_an_inactive_user(alice):
     with pytest.raises(CommandError, match="inactive"):
         call_command("create_api_token", "alice", "--name", "ci", stdout=io.StringIO())
     assert not ApiToken.objects.exists()
+
+
+# --- concurrency -----------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_issues_cannot_pass_the_limit_or_duplicate_a_name(alice):
+    """The owner's row is locked while a token is issued, so racing requests take turns: of
+    eight racing for the last free place, one gets it; of two racing for one name, one wins."""
+    import threading
+
+    from django.db import connections
+
+    for n in range(API_TOKENS_PER_USER - 1):
+        issue_token(alice, f"token {n}")
+
+    def race(names: list[str]) -> list[str]:
+        barrier = threading.Barrier(len(names))
+        outcomes: list[str] = []
+
+        def issue(name: str) -> None:
+            barrier.wait()
+            try:
+                issue_token(alice, name)
+                outcomes.append("issued")
+            except TokenRefused as exc:
+                outcomes.append(str(exc))
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=issue, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        return outcomes
+
+    outcomes = race([f"racer {n}" for n in range(8)])
+    assert outcomes.count("issued") == 1 and len(outcomes) == 8
+    assert ApiToken.objects.active().filter(user=alice).count() == API_TOKENS_PER_USER
+    ApiToken.objects.filter(name="token 0").revoke()
+    outcomes = race(["same", "same"])
+    assert sorted(outcomes)[0].startswith("You already have a token named 'same'")
+    assert outcomes.count("issued") == 1
