@@ -98,8 +98,8 @@ def json_error(
 @dataclass(frozen=True)
 class Caller:
     """Who is calling: a user (by session, or by personal token), or the holder of the
-    operator token RECOVERY_API_TOKEN (no user). Token callers send no cookie, so they need
-    no CSRF token."""
+    operator token RECOVERY_API_TOKEN (no user). Token callers need no CSRF token: a browser
+    never adds an Authorization header to a cross-site request by itself, as it does cookies."""
 
     user: Any
     by_token: bool = False
