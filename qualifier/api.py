@@ -1,4 +1,5 @@
-"""The qualification JSON API under /api/qualify/ (session authentication, CSRF on POST).
+"""The qualification JSON API under /api/qualify/: a user by session (CSRF on POST) or by
+personal API token (`Authorization: Bearer`, no CSRF), see `recovery.jsonapi.user_caller`.
 
 Every answer is JSON, errors included (see `recovery.jsonapi.json_endpoint`): 400 with field
 errors, 401/403, 404 (also for another user's run), 405, 409 for a continue that is not allowed
@@ -18,7 +19,7 @@ from typing import Any
 from django.core.paginator import EmptyPage, Page, Paginator
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
 
@@ -37,6 +38,7 @@ from recovery.models import QualificationRun, RunStatus
 
 from .conf import conf
 from .criteria import Criteria, CriteriaError
+from .export import results_csv_response
 from .forms import sentence
 from .listings import (
     ACTIVE_LIMIT,
@@ -105,6 +107,7 @@ def run_json(run: QualificationRun, counts: RunCounts) -> dict[str, Any]:
         "duration_seconds": None if duration is None else round(duration.total_seconds(), 3),
         "url": reverse("qualifier-api:run", args=[run.pk]),
         "results_url": reverse("qualifier-api:run-results", args=[run.pk]),
+        "results_csv_url": reverse("qualifier-api:run-results-csv", args=[run.pk]),
         "page_url": reverse("qualifier:run-detail", args=[run.pk]),
     }
 
@@ -371,6 +374,23 @@ def run(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
 def run_results(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
     """The run's results, in input order or by score (?sort=score / -score)."""
     found = _own_run(caller, pk)
+    page, envelope = paginate(request, ordered_results(found, _sort(request)), RESULTS_PAGE_SIZE)
+    return JsonResponse(
+        {
+            **envelope,
+            "run": found.pk,
+            "results": [result_json(result) for result in page.object_list],
+        }
+    )
+
+
+@json_endpoint("GET")
+def run_results_csv(request: HttpRequest, caller: Caller, pk: int) -> StreamingHttpResponse:
+    """The download of the run's page (Download CSV), for scripts with a token; ?sort= too."""
+    return results_csv_response(_own_run(caller, pk), _sort(request))
+
+
+def _sort(request: HttpRequest) -> str | None:
     raw_sort = request.GET.get("sort")
     sort = None if raw_sort is None else raw_sort.lower()
     if sort is not None and sort not in RESULT_SORTS:
@@ -380,14 +400,7 @@ def run_results(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
             {"sort": f"One of {', '.join(RESULT_SORTS)}."},
             code=INVALID,
         )
-    page, envelope = paginate(request, ordered_results(found, sort), RESULTS_PAGE_SIZE)
-    return JsonResponse(
-        {
-            **envelope,
-            "run": found.pk,
-            "results": [result_json(result) for result in page.object_list],
-        }
-    )
+    return sort
 
 
 @json_endpoint("POST")

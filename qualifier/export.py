@@ -1,14 +1,19 @@
 """The results download: a run's prospects in the columns they were uploaded with, then their
-results, as CSV rows that can be uploaded again as a new run."""
+results, as CSV rows that can be uploaded again as a new run. The page (`/runs/<id>/results.csv`)
+and the API (`/api/qualify/runs/<id>/results.csv`) answer the same response."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from django.http import StreamingHttpResponse
+
 from recovery.models import QualificationRun
 
+from .listings import ordered_results
 from .models import Prospect, ProspectResult, RunInput
 from .prospects import known_columns, normalize_column
+from .spreadsheets import FormulaSafeWriter
 
 #: What a run adds to each prospect's row.
 RESULT_COLUMNS = ("score", "outcome", "reasons", "error")
@@ -71,3 +76,20 @@ def results_csv_rows(
             "; ".join(result.reasons),
             result.error,
         ]
+
+
+class _Echo:
+    """A file-like object whose write() hands the CSV line back, for streaming."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def results_csv_response(run: QualificationRun, sort: str | None) -> StreamingHttpResponse:
+    """The run's results as a CSV attachment, streamed row by row (a run may hold thousands)."""
+    results = ordered_results(run, sort).iterator(chunk_size=2000)
+    writer = FormulaSafeWriter(_Echo())
+    lines = (writer.writerow(row) for row in results_csv_rows(run, results))
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="qualifier-run-{run.pk}-results.csv"'
+    return response

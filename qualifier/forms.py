@@ -7,6 +7,8 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from recovery.models import TOKEN_NAME_MAX_LENGTH
+
 from .conf import conf
 from .criteria import LIST_FIELDS, Criteria, CriteriaError
 from .prospects import ProspectData, ProspectErrors, ProspectInputError, parse_csv
@@ -141,3 +143,17 @@ def criteria_initial(criteria: Criteria) -> dict[str, str]:
         else ("" if values[name] is None else str(values[name]))
         for name in CRITERIA_FIELDS
     }
+
+
+class NewTokenForm(forms.Form):
+    """The name of a new API token. The rules (required, length, unique, how many) are
+    `ApiToken.objects.issue`'s: the view shows its refusal on this form."""
+
+    name = forms.CharField(
+        label="Name",
+        required=False,
+        help_text="Where the token is used, e.g. 'nightly import' or 'laptop'.",
+        widget=forms.TextInput(
+            attrs={"autocomplete": "off", "maxlength": TOKEN_NAME_MAX_LENGTH, "spellcheck": "false"}
+        ),
+    )

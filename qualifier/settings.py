@@ -211,7 +211,7 @@ AUTH_CLIENT_IP_HEADER = env.app_setting("AUTH_CLIENT_IP_HEADER", recovery_defaul
 
 
 # --- Web pages and APIs ---
-# Bearer token for the recovery API (/api/qualify/recovery); empty turns token authentication off.
+# The operator's bearer token for the recovery API (/api/qualify/recovery); empty: none.
 RECOVERY_API_TOKEN = env.app_setting("RECOVERY_API_TOKEN", recovery_defaults)
 # /metrics (Prometheus): a bearer token of at least 32 characters, and/or comma-separated client
 # networks (CIDRs) that may read it without one. Neither set: /metrics answers 404 (off).
@@ -219,7 +219,7 @@ METRICS_TOKEN = env.app_setting("METRICS_TOKEN", recovery_defaults)
 METRICS_ALLOWED_NETWORKS = env.app_setting("METRICS_ALLOWED_NETWORKS", recovery_defaults)
 # Largest CSV upload or JSON request body accepted, in bytes (the API answers 413 above it).
 QUALIFIER_MAX_UPLOAD_BYTES = env.app_setting("QUALIFIER_MAX_UPLOAD_BYTES", qualifier_defaults)
-# Failed sign-ins or recovery API tokens one client may make per window before a 429
+# Failed sign-ins or API tokens one client may make per window before a 429
 # (validated by recovery/checks.py).
 AUTH_FAILURE_LIMIT = env.app_setting("AUTH_FAILURE_LIMIT", recovery_defaults)
 AUTH_FAILURE_WINDOW_SECONDS = env.app_setting("AUTH_FAILURE_WINDOW_SECONDS", recovery_defaults)

@@ -7,7 +7,7 @@ from django.urls import include, path, re_path
 from recovery import health
 from recovery import urls as recovery_urls
 
-from . import views
+from . import tokens, views
 
 pages = [
     path("", views.run_list, name="runs"),
@@ -16,6 +16,8 @@ pages = [
     path("runs/<int:pk>/results.csv", views.run_results_csv, name="run-results-csv"),
     path("runs/<int:pk>/retry/", views.run_retry, name="run-retry"),
     path("runs/<int:pk>/continue/", views.run_retry, name="run-continue"),
+    path("account/tokens/", tokens.token_list, name="tokens"),
+    path("account/tokens/<int:pk>/revoke/", tokens.token_revoke, name="token-revoke"),
 ]
 
 urlpatterns = [

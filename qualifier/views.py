@@ -23,7 +23,7 @@ from recovery.jsonapi import json_error
 from recovery.models import QualificationRun
 
 from .criteria import Criteria
-from .export import results_csv_rows
+from .export import results_csv_response
 from .forms import NewRunForm
 from .listings import (
     ACTIVE_LIMIT,
@@ -44,7 +44,6 @@ from .runs import (
     counts_for,
     create_run,
 )
-from .spreadsheets import FormulaSafeWriter
 from .uploads import upload_refusal
 
 API_PREFIX = "/api/"
@@ -172,23 +171,12 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-class _Echo:
-    """A file-like object whose write() hands the CSV line back, for streaming."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
 @login_required
 def run_results_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
-    """The run's results as CSV, streamed row by row (a run may hold thousands)."""
-    run = get_object_or_404(user_runs(request), pk=pk)
-    results = ordered_results(run, request.GET.get("sort")).iterator(chunk_size=2000)
-    writer = FormulaSafeWriter(_Echo())
-    lines = (writer.writerow(row) for row in results_csv_rows(run, results))
-    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="qualifier-run-{run.pk}-results.csv"'
-    return response
+    """The run's results as CSV (scripts use /api/qualify/runs/<id>/results.csv with a token)."""
+    return results_csv_response(
+        get_object_or_404(user_runs(request), pk=pk), request.GET.get("sort")
+    )
 
 
 @login_required

@@ -2,27 +2,27 @@
 
 `GET /api/qualify/recovery` shows the active and stuck runs and changes nothing;
 `POST /api/qualify/recovery` recovers now. Both go through `recovery.sweep.recover_stuck_runs`
-like every other entry point, and both are for staff: a staff session (with CSRF on POST), or
-`Authorization: Bearer <RECOVERY_API_TOKEN>` for scripts and cron (no CSRF: no cookie is
-involved). Token authentication is off while the setting is empty.
+like every other entry point, and both are for staff: a staff user's session (with CSRF on
+POST) or personal API token, or `Authorization: Bearer <RECOVERY_API_TOKEN>`, the operator's
+token for scripts and cron (no CSRF with a token: no cookie is involved).
 
 The JSON conventions it shares with the qualification API live in `recovery.jsonapi`.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 
-from .conf import POLICIES, conf, parse_timeout_minutes
+from .conf import POLICIES, parse_timeout_minutes
 from .inputs import parse_ids, show
 from .jsonapi import (
     INVALID,
     SAFE_METHODS,
     ApiError,
     Caller,
+    bearer_caller,
     invalid,
     json_endpoint,
     read_json_body,
@@ -31,7 +31,6 @@ from .jsonapi import (
 )
 from .models import RecoverySource
 from .sweep import RecoveryInputError, recover_stuck_runs
-from .throttle import API_TOKEN
 
 #: The admin's permissions on runs, which the recovery API asks for too.
 VIEW_PERMISSION = "recovery.view_qualificationrun"
@@ -45,62 +44,45 @@ RECOVERY_MAX_RUN_IDS = 1_000
 
 
 def staff_caller(request: HttpRequest) -> Caller:
-    """A staff session with the admin's permissions on runs, or the recovery API token.
+    """The operator token, or a staff user (by session or personal token) with the admin's
+    permissions on runs.
 
     Reading (GET) needs the "view" or "change" permission on qualification runs, recovering
-    (POST, force included) needs "change": the same as the admin's list and its actions. The
-    token is an operator's credential: it may do everything, and its events have no actor.
-    Failed tokens are limited per client (429 with Retry-After).
+    (POST, force included) needs "change": the same as the admin's list and its actions,
+    whether the user signed in or sent a personal token. RECOVERY_API_TOKEN is an operator's
+    credential: it may do everything, and its events have no actor. Failed tokens are limited
+    per client (429 with Retry-After, see `recovery.tokens`).
     """
-    token = conf.RECOVERY_API_TOKEN
-    challenge = {"WWW-Authenticate": 'Bearer realm="qualifier"'} if token else {}
-    header = request.headers.get("Authorization", "")
-    if header:
-        retry_after = API_TOKEN.retry_after(request)
-        if retry_after is not None:
-            raise ApiError(
-                429,
-                f"Too many failed API tokens from your address; try again in {retry_after} s.",
-                headers={"Retry-After": str(retry_after)},
-            )
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            API_TOKEN.failed(request)
-            raise ApiError(
-                401, "Unsupported Authorization header: use 'Bearer <token>'.", headers=challenge
-            )
-        if not token:
-            API_TOKEN.failed(request)
+    caller = bearer_caller(request)
+    if caller is None:
+        if not request.user.is_authenticated:
             raise ApiError(
                 401,
-                "Token authentication is off: RECOVERY_API_TOKEN is not set on the server.",
+                "Authentication required: sign in as a staff user, or send 'Authorization: "
+                "Bearer <token>' with a staff user's personal API token or RECOVERY_API_TOKEN.",
+                code="not_authenticated",
             )
-        if not hmac.compare_digest(credentials.strip().encode(), token.encode()):
-            API_TOKEN.failed(request)
-            raise ApiError(401, "Invalid API token.", headers=challenge)
-        return Caller(None, by_token=True)
-    if not request.user.is_authenticated:
-        raise ApiError(
-            401,
-            "Authentication required: sign in as a staff user or send "
-            "'Authorization: Bearer <RECOVERY_API_TOKEN>'.",
-            headers=challenge,
-        )
-    if not request.user.is_staff:
-        raise ApiError(403, "Only staff users may use the recovery API.")
+        caller = Caller(request.user)
+    if caller.is_operator:
+        return caller
+    user = caller.user
+    if not user.is_staff:
+        raise ApiError(403, "Only staff users may use the recovery API.", code="permission_denied")
     if request.method in SAFE_METHODS:
-        allowed = request.user.has_perm(VIEW_PERMISSION) or request.user.has_perm(CHANGE_PERMISSION)
-        if not allowed:
+        if not (user.has_perm(VIEW_PERMISSION) or user.has_perm(CHANGE_PERMISSION)):
             raise ApiError(
-                403, "Viewing runs needs the 'view' or 'change qualification run' permission."
+                403,
+                "Viewing runs needs the 'view' or 'change qualification run' permission.",
+                code="permission_denied",
             )
-    elif not request.user.has_perm(CHANGE_PERMISSION):
+    elif not user.has_perm(CHANGE_PERMISSION):
         raise ApiError(
             403,
             "Recovering runs needs the 'change qualification run' permission, as the admin's "
             "actions do.",
+            code="permission_denied",
         )
-    return Caller(request.user)
+    return caller
 
 
 # --- the recovery endpoint --------------------------------------------------------------------

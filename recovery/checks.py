@@ -66,7 +66,9 @@ def check_recovery_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
         errors.extend(check_heartbeat_fits_timeout())
         errors.extend(check_worker_timeout_covers_beats())
     errors.extend(check_api_token())
-    errors.extend(check_api_token("METRICS_TOKEN", "recovery.E017", "/metrics token"))
+    errors.extend(
+        check_api_token("METRICS_TOKEN", "recovery.E017", "turn /metrics token authentication off")
+    )
     return errors
 
 
@@ -87,7 +89,9 @@ def check_worker_timeout_covers_beats() -> list[CheckMessage]:
 
 
 def check_api_token(
-    name: str = "RECOVERY_API_TOKEN", check_id: str = "recovery.E011", what: str = "token"
+    name: str = "RECOVERY_API_TOKEN",
+    check_id: str = "recovery.E011",
+    empty_means: str = "have no operator token (staff users' personal tokens still work)",
 ) -> list[CheckMessage]:
     """A bearer token is a credential that needs no CSRF token: it must not be guessable."""
     try:
@@ -97,8 +101,7 @@ def check_api_token(
             Error(
                 f"Setting {name} is invalid: {problem}.",
                 hint="Generate one with: python -c 'import secrets; "
-                f"print(secrets.token_urlsafe(32))', or leave it empty to turn {what} "
-                "authentication off.",
+                f"print(secrets.token_urlsafe(32))', or leave it empty to {empty_means}.",
                 id=check_id,
             )
         ]

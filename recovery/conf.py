@@ -84,8 +84,8 @@ MIN_TOKEN_LENGTH = 32
 
 
 def parse_api_token(value: Any) -> str:
-    """The recovery API's bearer token: a staff credential that needs no CSRF token, so it must
-    not be guessable. Empty turns token authentication off."""
+    """The recovery API's operator token: a credential that needs no CSRF token, so it must
+    not be guessable. Empty: there is none (personal tokens work either way)."""
     if not value:
         return ""
     if not isinstance(value, str):
@@ -260,7 +260,7 @@ class RecoverySettings(ParsedSettings):
 
     @property
     def RECOVERY_API_TOKEN(self) -> str:
-        """The recovery API's bearer token; "" turns token authentication off."""
+        """The recovery API's operator token; "" for none."""
         return self._get("RECOVERY_API_TOKEN")
 
     @property

@@ -1,6 +1,7 @@
 """The JSON conventions both APIs share: errors as
 `{"error": "<message>", "code": "<stable code>", "fields": {...}}`, 405/401/403/404 answered in
-JSON by `json_endpoint`, and bounded JSON bodies sent as application/json (415 otherwise).
+JSON by `json_endpoint`, callers by session or bearer token (`recovery.tokens`), and bounded
+JSON bodies sent as application/json (415 otherwise).
 
 They live in the recovery app because it is the lower layer: `qualifier.api` builds on them,
 and `recovery` never imports `qualifier`.
@@ -20,8 +21,11 @@ from django.urls import URLPattern, path
 from django.views.decorators.csrf import csrf_exempt
 
 from .inputs import parse_whole_number
+from .tokens import BearerRefused, Refusal, authenticate_bearer
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: What every 401 of both APIs asks for (RFC 6750).
+CHALLENGE = 'Bearer realm="qualifier"'
 #: JSON bodies nested deeper than this are refused: no request needs more than a few levels,
 #: and deeper ones only cost recursion (Python's parser gives up near 1,000 levels).
 MAX_JSON_DEPTH = 20
@@ -78,30 +82,89 @@ def json_error(
     code: str = "",
 ) -> JsonResponse:
     """The one shape of every error answer: `error`, `code` and `fields` (empty when the
-    error is not about particular fields)."""
+    error is not about particular fields). Every 401 names the scheme to use (RFC 9110),
+    Bearer (RFC 6750)."""
     body: dict[str, Any] = {
         "error": message,
         "code": code or DEFAULT_CODES.get(status, "error"),
         "fields": dict(fields or {}),
     }
-    return JsonResponse(body, status=status, headers=dict(headers or {}))
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", CHALLENGE)
+    return JsonResponse(body, status=status, headers=headers)
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: a session user, or a holder of the API token (no user)."""
+    """Who is calling: a user (by session, or by personal token), or the holder of the
+    operator token RECOVERY_API_TOKEN (no user). Token callers need no CSRF token: a browser
+    never adds an Authorization header to a cross-site request by itself, as it does cookies."""
 
     user: Any
     by_token: bool = False
 
     @property
     def actor(self) -> Any:
-        return None if self.by_token else self.user
+        """The user that audit events record: None only for the operator token."""
+        return self.user
+
+    @property
+    def is_operator(self) -> bool:
+        return self.by_token and self.user is None
 
 
-def session_caller(request: HttpRequest) -> Caller:
+def bearer_caller(request: HttpRequest) -> Caller | None:
+    """The caller named by `Authorization: Bearer`, or None without that header; 401 for a
+    malformed header or a wrong token, 429 for a client that failed too often."""
+    try:
+        bearer = authenticate_bearer(request)
+    except BearerRefused as exc:
+        raise _bearer_refusal(exc) from None
+    return None if bearer is None else Caller(bearer.user, by_token=True)
+
+
+def _bearer_refusal(exc: BearerRefused) -> ApiError:
+    if exc.refusal is Refusal.THROTTLED:
+        return ApiError(
+            429,
+            f"Too many failed API tokens from your address; try again in {exc.retry_after} s.",
+            headers={"Retry-After": str(exc.retry_after)},
+            code="throttled",
+        )
+    if exc.refusal is Refusal.MALFORMED:
+        # No bearer token was presented at all, so the challenge carries no error (RFC 6750).
+        return ApiError(
+            401,
+            "Unsupported Authorization header: use 'Bearer <token>'.",
+            code="not_authenticated",
+        )
+    return ApiError(
+        401,
+        "Invalid API token.",
+        headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'},
+        code="invalid_token",
+    )
+
+
+def user_caller(request: HttpRequest) -> Caller:
+    """A user, by personal API token (no CSRF) or by session (CSRF on unsafe methods)."""
+    caller = bearer_caller(request)
+    if caller is not None:
+        if caller.is_operator:
+            raise ApiError(
+                403,
+                "RECOVERY_API_TOKEN is for the recovery API only; use a personal API token here.",
+                code="permission_denied",
+            )
+        return caller
     if not request.user.is_authenticated:
-        raise ApiError(401, "Authentication required: sign in first.")
+        raise ApiError(
+            401,
+            "Authentication required: sign in, or send 'Authorization: Bearer <token>' with a "
+            "personal API token.",
+            code="not_authenticated",
+        )
     return Caller(request.user)
 
 
@@ -114,7 +177,7 @@ def _csrf_rejection(request: HttpRequest) -> HttpResponse | None:
 
 
 def json_endpoint(
-    *methods: str, auth: Callable[[HttpRequest], Caller] = session_caller
+    *methods: str, auth: Callable[[HttpRequest], Caller] = user_caller
 ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
     """Turns a function `view(request, caller, **kwargs)` into a JSON API view.
 

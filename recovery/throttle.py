@@ -1,5 +1,5 @@
-"""Limits failed authentication per client: sign-ins (qualifier.middleware) and recovery API
-tokens (recovery.api).
+"""Limits failed authentication per client: sign-ins (qualifier.middleware) and API bearer
+tokens (recovery.tokens).
 
 Each client may fail AUTH_FAILURE_LIMIT times per AUTH_FAILURE_WINDOW_SECONDS; after that it
 gets 429 with Retry-After until the window ends, whatever it sends. Counts live in Django's
@@ -80,4 +80,4 @@ class Throttle:
 
 
 SIGN_IN = Throttle("sign-in", "sign-in")
-API_TOKEN = Throttle("api-token", "recovery API token")
+API_TOKEN = Throttle("api-token", "API token")

@@ -1,7 +1,8 @@
 """End to end in a real browser: Playwright drives Debian's chromium against a real server and
 a real worker. A newcomer's path: sign in, upload samples/prospects.csv, watch the progress bar
 and the Results heading move on the run's page, see the run on the runs page and the notice of
-its end on another page, see its results, look at the admin, sign out.
+its end on another page, see its results, look at the admin, create an API token, use it and
+revoke it, sign out.
 
 Every page is photographed at desktop (1280 px) and phone (390 px) width, and checked for
 horizontal overflow at phone width. The PNGs go to $QUALIFIER_SCREENSHOTS when it is set (to
@@ -13,9 +14,12 @@ missing browser is a failure, since .ci/run installs it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -172,6 +176,17 @@ def photograph(page: Any, folder: Path, name: str, *, ours: bool = True) -> None
         assert clipped == [], f"{name}: clipped at phone width: {clipped}"
 
 
+def api_get(url: str, token: str) -> tuple[int, Any]:
+    """(status, the run count or the error code) of a GET with only a bearer token."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)["count"]
+    except urllib.error.HTTPError as error:
+        assert error.headers["WWW-Authenticate"].startswith('Bearer realm="qualifier"')
+        return error.code, json.load(error)["code"]
+
+
 def watch(read: Callable[[], Any], until: Callable[[list[Any]], bool], timeout: float) -> list:
     """Samples `read()` every 100 ms until `until(samples)` holds; returns the samples."""
     samples: list[Any] = []
@@ -293,6 +308,30 @@ def test_newcomer_uploads_the_sample_and_watches_the_run_complete(
         page.set_viewport_size({"width": 1280, "height": 900})
         reason = page.locator("td.field-short_reason").first
         assert reason.evaluate("cell => cell.getBoundingClientRect().width") > 200
+
+        # API tokens: a blank name is refused on the form; a new token is shown once, works
+        # on the API as this user, and stops working once revoked (after a confirmation).
+        page.goto(f"{site}/")
+        page.click("nav >> text=API tokens")
+        page.wait_for_url(f"{site}/account/tokens/")
+        page.click("text=Create token")
+        assert page.inner_text(".field .error") == "Give the token a name."
+        page.fill("#id_name", "browser test")
+        page.click("text=Create token")
+        token = page.inner_text("[data-secret]").strip()
+        assert token.startswith("qlf_")
+        photograph(page, shots, "tokens-created")
+        assert api_get(f"{site}/api/qualify/runs", token) == (200, 3)  # no cookie: the token
+        page.goto(f"{site}/account/tokens/")
+        assert token not in page.content()
+        row = page.locator("tr", has_text="browser test")
+        assert row.locator("td[data-label=Token]").inner_text() == token[:12] + "…"
+        row.locator("text=Revoke…").click()
+        photograph(page, shots, "token-revoke")
+        page.click("button:has-text('Revoke token')")
+        page.wait_for_url(f"{site}/account/tokens/")
+        assert page.locator("tr", has_text="browser test").count() == 0
+        assert api_get(f"{site}/api/qualify/runs", token) == (401, "invalid_token")
 
         # Signing out is a POST from the header.
         page.goto(f"{site}/")

@@ -445,7 +445,7 @@ def test_failed_bearer_tokens_are_throttled_even_the_right_one_then(client, capl
     assert response.status_code == 429
     assert int(response["Retry-After"]) > 0
     assert "Too many failed API tokens" in response.json()["error"]
-    assert "Refused recovery API token from 127.0.0.1" in caplog.text
+    assert "Refused API token from 127.0.0.1" in caplog.text
 
 
 @override_settings(AUTH_FAILURE_LIMIT="2", AUTH_CLIENT_IP_HEADER="X-Forwarded-For")

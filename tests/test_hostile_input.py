@@ -294,7 +294,7 @@ def test_results_sort(api, world, value):
 @examples(100)
 @given(
     pk=st.integers(min_value=10**6, max_value=10**40) | st.just(None),
-    endpoint=st.sampled_from(["", "/results", "/retry"]),
+    endpoint=st.sampled_from(["", "/results", "/results.csv", "/retry"]),
 )
 def test_run_ids_in_paths_that_are_not_the_users(api, world, pk, endpoint):
     pk = world["theirs"].pk if pk is None else pk
