@@ -15,7 +15,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db.models import Case, Exists, OuterRef, Q, Value, When
+from django.db.models import Exists, OuterRef, Q
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -34,7 +34,6 @@ from .models import (
     RecoverySource,
     RunStatus,
     Worker,
-    ago,
 )
 from .report import RecoveryReport, SkipReason
 from .sweep import RecoveryInputError, continue_failed_runs, recover_stuck_runs, stuck_runs
@@ -561,20 +560,7 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> Any:
         """Alive or not on the database's clock, and the run in progress, in one query."""
-        timeout = conf.RECOVERY_WORKER_TIMEOUT_SECONDS
-        current = QualificationRun.objects.filter(
-            worker=OuterRef("pk"), status=RunStatus.PROCESSING
-        ).values("pk")[:1]
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                is_alive=Case(
-                    When(last_beat_at__gte=ago(timeout), then=Value(True)), default=Value(False)
-                ),
-                current_run_id=current,
-            )
-        )
+        return super().get_queryset(request).with_state(conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
 
     @admin.display(description=_("last beat"), ordering="last_beat_at")
     def last_beat(self, worker: Worker) -> str:

@@ -58,6 +58,17 @@ class RecoveryCause(models.TextChoices):
     CRASHED = "crashed", _("Executor crashed")
 
 
+#: The causes of runs found dead while PROCESSING (by a sweep, or by the supervisor when its
+#: executor crashed): how long such a run stayed active says how quickly death is noticed.
+#: Not hand-backs at shutdown, forced failures (an operator's call) or queued runs (no_task).
+DEAD_RUN_CAUSES: tuple[str, ...] = (
+    RecoveryCause.WORKER_GONE,
+    RecoveryCause.WORKER_SILENT,
+    RecoveryCause.PROCESS_GONE,
+    RecoveryCause.NO_PROGRESS,
+    RecoveryCause.CRASHED,
+)
+
 ACTIVE_STATUSES: tuple[str, ...] = (RunStatus.PENDING, RunStatus.PROCESSING)
 FINISHED_STATUSES: tuple[str, ...] = (RunStatus.COMPLETED, RunStatus.FAILED)
 
@@ -113,9 +124,29 @@ class SecondsSince(Func):
         )
 
 
+def beat_within(timeout_seconds: int) -> Q:
+    """A worker is alive while it has beaten within the timeout, on the database's clock."""
+    return Q(last_beat_at__gte=ago(timeout_seconds))
+
+
 class WorkerQuerySet(models.QuerySet["Worker"]):
     def alive(self, timeout_seconds: int) -> WorkerQuerySet:
-        return self.filter(last_beat_at__gte=ago(timeout_seconds))
+        return self.filter(beat_within(timeout_seconds))
+
+    def with_state(self, timeout_seconds: int) -> WorkerQuerySet:
+        """Each worker's `is_alive` and the run it is executing (`current_run_id`, or None),
+        in the same query."""
+        current = QualificationRun.objects.filter(
+            worker=models.OuterRef("pk"), status=RunStatus.PROCESSING
+        ).values("pk")[:1]
+        return self.annotate(
+            is_alive=Case(
+                When(beat_within(timeout_seconds), then=Value(True)),
+                default=Value(False),
+                output_field=BooleanField(),
+            ),
+            current_run_id=models.Subquery(current),
+        )
 
     def silent(self, timeout_seconds: int) -> WorkerQuerySet:
         return self.filter(last_beat_at__lt=ago(timeout_seconds))
