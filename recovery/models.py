@@ -73,7 +73,8 @@ ACTIVE_STATUSES: tuple[str, ...] = (RunStatus.PENDING, RunStatus.PROCESSING)
 FINISHED_STATUSES: tuple[str, ...] = (RunStatus.COMPLETED, RunStatus.FAILED)
 
 
-def _spoken(seconds: int) -> str:
+def spoken(seconds: int) -> str:
+    """A duration as people say it: "45 s", "12 min", "2 h 5 min" (the pages and the overview)."""
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -365,14 +366,14 @@ class QualificationRun(models.Model):
         if self.status == RunStatus.PENDING:
             waited = getattr(self, "queued_seconds", None)
             return "Queued, waiting for a worker" + (
-                f" (for {_spoken(waited)})" if waited is not None else ""
+                f" (for {spoken(waited)})" if waited is not None else ""
             )
         if self.status != RunStatus.PROCESSING:
             return ""
         if getattr(self, "worker_silent", False):
             return "The worker stopped responding; recovering…"
         quiet = getattr(self, "activity_seconds", None)
-        return "Working" if quiet is None else f"Last activity {_spoken(quiet)} ago"
+        return "Working" if quiet is None else f"Last activity {spoken(quiet)} ago"
 
     def age(self, now: dt.datetime | None = None) -> dt.timedelta:
         return (now or timezone.now()) - self.created_at
