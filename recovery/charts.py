@@ -107,7 +107,7 @@ def stacked_bars(
     """Vertical bars stacked by series, bottom to top in the order of `series`, with a count
     axis and gridlines on the left and, below, a tick and a label at each of `marks` (bar index,
     label: a label is centred under its stretch of bars when there is room for it)."""
-    left, right, top, bottom, plot_height = 64, 8, 16, 64, 200
+    left, right, top, bottom, plot_height = 64, 8, 20, 64, 200
     step = 4.0
     plot_width = step * len(bars)
     width, height = int(left + plot_width + right), top + plot_height + bottom
@@ -134,17 +134,10 @@ def stacked_bars(
     ends = [index for index, _ in marks[1:]] + [len(bars)]
     for (index, label), end in zip(marks, ends, strict=True):
         x = left + index * step
-        _element(
-            svg,
-            "line",
-            x1=x,
-            x2=x,
-            y1=top,
-            y2=base + 6,
-            class_="mark",
-            stroke="currentColor",
-            stroke_opacity=0.4,
-        )
+        # A tick below the axis, and a gridline as faint as the count gridlines (a darker one
+        # would read as a bar).
+        _element(grid, "line", x1=x, x2=x, y1=top, y2=base)
+        _element(svg, "line", x1=x, x2=x, y1=base, y2=base + 6, stroke="currentColor")
         if (end - index) * step >= 48:
             _element(
                 svg,
@@ -282,7 +275,7 @@ def horizontal_bars(
             class_="tick value",
         )
     _element(svg, "line", x1=left, x2=left, y1=top, y2=base, class_="axis", stroke="currentColor")
-    _element(svg, "text", y_title, x=left - 8, y=16, text_anchor="end", class_="axis-title")
+    _element(svg, "text", y_title, x=0, y=16, class_="axis-title")
     _element(
         svg,
         "text",

@@ -119,15 +119,16 @@ def context(overview: Overview, request: HttpRequest, admin_site: AdminSite) -> 
         "legend": _legend(overview, series),
         "days": [
             {
-                "label": _day(day.first_hour)
-                + (
-                    " "
-                    + _("(from %(time)s)") % {"time": formats.time_format(day.first_hour, "H:i")}
-                    if day.first_hour.hour or day.first_hour.minute
-                    else ""
-                ),
-                "counts": [day.counts.get(part.key, 0) for part in series],
+                "label": _day(day.first_hour),
+                "from": formats.time_format(day.first_hour, "H:i")
+                if day.first_hour.hour or day.first_hour.minute
+                else "",
                 "total": day.total,
+                "causes": ", ".join(
+                    f"{day.counts[part.key]} {part.label.lower()}"
+                    for part in series
+                    if day.counts.get(part.key)
+                ),
             }
             for day in overview.days()
         ],
@@ -192,22 +193,26 @@ def _legend(overview: Overview, series: list[charts.Series]) -> list[tuple[chart
 
 
 def dead_summary(overview: Overview) -> str:
-    """E.g. "Half were recovered within 30 s, 9 in 10 within 2 min; on average after 45 s."."""
-    if not overview.dead_count:
-        return ""
+    """E.g. "Half were recovered within 30 s, 9 in 10 within 2 min; on average 45 s.", from
+    the buckets (the bounds that half and nine tenths of the runs stayed under)."""
     half, most = overview.dead_within(0.5), overview.dead_within(0.9)
-    assert half is not None and most is not None
-
-    def within(bucket: Any) -> str:
-        if bucket.upper is None:
-            return _("after more than %(time)s") % {"time": spoken(bucket.lower)}
-        return _("within %(time)s") % {"time": spoken(bucket.upper)}
-
-    return _("Half were recovered %(half)s, 9 in 10 %(most)s; on average after %(mean)s.") % {
-        "half": within(half),
-        "most": within(most),
-        "mean": spoken(round(overview.dead_seconds_sum / overview.dead_count)),
-    }
+    if half is None or most is None:
+        return ""
+    mean = spoken(round(overview.dead_seconds_sum / overview.dead_count))
+    longest = spoken(overview.dead_buckets[-1].lower or 0)
+    if half.upper is None:
+        return _("Half stayed active for more than %(time)s; on average %(mean)s.") % {
+            "time": longest,
+            "mean": mean,
+        }
+    if most.upper is None:
+        return _(
+            "Half were recovered within %(half)s, but more than 1 in 10 stayed active for "
+            "more than %(time)s; on average %(mean)s."
+        ) % {"half": spoken(half.upper), "time": longest, "mean": mean}
+    return _(
+        "Half were recovered within %(half)s, 9 in 10 within %(most)s; on average %(mean)s."
+    ) % {"half": spoken(half.upper), "most": spoken(most.upper), "mean": mean}
 
 
 def dead_chart(overview: Overview) -> Any:

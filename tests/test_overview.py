@@ -201,7 +201,10 @@ def test_the_page_shows_the_figures_after_real_recoveries(operator_client, make_
         "10–30 min": 1,
         "> 30 min": 0,
     }
-    assert "3 runs found dead. Half were recovered within 5 min, 9 in 10 within 30 min" in page
+    assert (
+        "3 runs found dead. Half were recovered within 5 min, 9 in 10 within 30 min; on average 8 min."
+        in page
+    )
     assert '<dd data-figure="recovered">5</dd>' in response.content.decode()
     assert (
         "Recovered by: Periodic sweeper (3), Continued by its owner (1), Worker shutdown (1)."
