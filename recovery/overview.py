@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from . import metrics
 from .conf import conf
-from .models import RecoveryCause, RecoveryEvent, RunStatus, Worker, spoken
+from .models import RecoveryCause, RecoveryEvent, RunStatus, SecondsSince, Worker, spoken
 
 #: The charts' window: 7 days of hourly bars, the last one the hour in progress.
 WINDOW_HOURS = 7 * 24
@@ -200,9 +200,9 @@ def build(now: dt.datetime | None = None) -> Overview:
     queued, oldest = metrics.queue_depth()
     live, dead = metrics.worker_counts()
     workers = list(
-        Worker.objects.with_state(conf.RECOVERY_WORKER_TIMEOUT_SECONDS).order_by(
-            "-is_alive", "host", "pid"
-        )[:WORKERS_SHOWN]
+        Worker.objects.with_state(conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
+        .annotate(beat_seconds=SecondsSince("last_beat_at"))  # the database's clock
+        .order_by("-is_alive", "host", "pid")[:WORKERS_SHOWN]
     )
     buckets, dead_count, dead_sum = dead_buckets(since)
     return Overview(

@@ -92,7 +92,7 @@ def context(overview: Overview, request: HttpRequest, admin_site: AdminSite) -> 
                 if can_see_workers
                 else None,
                 "started": worker.process_started_at or worker.registered_at,
-                "last_beat": spoken((overview.now - worker.last_beat_at).total_seconds()),
+                "last_beat": spoken(worker.beat_seconds),
                 "run_url": reverse(
                     "admin:recovery_qualificationrun_change",
                     args=[worker.current_run_id],

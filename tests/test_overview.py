@@ -212,6 +212,20 @@ def test_the_page_shows_the_figures_after_real_recoveries(operator_client, make_
     )
 
 
+def test_live_workers_come_first_and_a_silent_one_says_so(operator_client):
+    make_worker(host="b-live", pid=1, beat_seconds_ago=2)
+    make_worker(host="a-silent", pid=2, beat_seconds_ago=300)
+    response = operator_client.get(URL)
+    assert response.context["live_workers"] == 1 and response.context["dead_workers"] == 1
+    rows = re.findall(
+        r'<tr class="(alive|not-responding)">(.*?)</tr>', response.content.decode(), re.S
+    )
+    assert [state for state, _ in rows] == ["alive", "not-responding"]
+    live, silent = (" ".join(strip_tags(cells).split()) for _, cells in rows)
+    assert live.startswith("b-live:1 alive") and live.endswith("ago —")
+    assert silent.startswith("a-silent:2 not responding") and silent.endswith("5 min ago —")
+
+
 def test_the_page_reads_well_with_no_recovery_and_no_worker(operator_client):
     response = operator_client.get(URL)
     page = text(response)

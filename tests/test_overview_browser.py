@@ -108,8 +108,15 @@ def test_an_operator_reads_the_recovery_overview(chromium, week, site, shots, tm
         size = tick.evaluate("node => node.getBoundingClientRect().height")
         assert size >= 8, f"axis labels are {size}px tall on a phone"
 
-        # The status links lead to the filtered runs list.
+        # The admin's dark theme: the charts' text and axes take the page's colour.
         page.set_viewport_size({"width": 1280, "height": 900})
+        page.emulate_media(color_scheme="dark")
+        page.locator("#content-main").screenshot(path=str(shots / "admin-overview-dark.png"))
+        colour = hourly.locator("text.tick").first.evaluate("node => getComputedStyle(node).fill")
+        assert colour == page.evaluate("getComputedStyle(document.body).color")
+        page.emulate_media(color_scheme="light")
+
+        # The status links lead to the filtered runs list.
         page.click("#runs-by-status a:text('Failed')")
         page.wait_for_url(f"{site}/admin/recovery/qualificationrun/?status__exact=FAILED")
         assert page.locator("a:text('Recovery overview')").count() == 1
