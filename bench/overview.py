@@ -96,7 +96,9 @@ def main() -> int:
         "|---:|---:|---:|---:|\n"
     )
     for made, seconds, status, queries in rows:
-        out.write(f"| {args.runs:,} | {made:,} | {seconds * 1000:.1f} ms ({status}) | {queries} |\n")
+        out.write(
+            f"| {args.runs:,} | {made:,} | {seconds * 1000:.1f} ms ({status}) | {queries} |\n"
+        )
     return 0
 
 
