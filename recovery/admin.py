@@ -15,10 +15,11 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db.models import Case, Exists, OuterRef, Q, Value, When
+from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef, Q
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
@@ -26,6 +27,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from . import overview, overview_page
 from .conf import POLICY_RESUME, conf
 from .models import (
     ApiToken,
@@ -34,7 +36,6 @@ from .models import (
     RecoverySource,
     RunStatus,
     Worker,
-    ago,
 )
 from .report import RecoveryReport, SkipReason
 from .sweep import RecoveryInputError, continue_failed_runs, recover_stuck_runs, stuck_runs
@@ -262,6 +263,30 @@ class QualificationRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def get_urls(self) -> list[URLPattern]:
+        """The recovery overview, before the change view's catch-all `<path:object_id>/`."""
+        overview = path(
+            "overview/",
+            self.admin_site.admin_view(self.overview_view),
+            name="recovery_overview",
+        )
+        return [overview, *super().get_urls()]
+
+    def overview_view(self, request: HttpRequest) -> TemplateResponse:
+        """Workers, queue, runs by status and the last 7 days of recoveries, for whoever may
+        see the runs (the admin's usual 403 otherwise)."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": gettext("Recovery overview"),
+            "subtitle": None,
+            "opts": self.opts,
+            **overview_page.context(overview.build(), request, self.admin_site),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/recovery/overview.html", context)
 
     def get_queryset(self, request: HttpRequest) -> Any:
         """Each run says whether it is dead right now, in the page's one query."""
@@ -561,20 +586,7 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> Any:
         """Alive or not on the database's clock, and the run in progress, in one query."""
-        timeout = conf.RECOVERY_WORKER_TIMEOUT_SECONDS
-        current = QualificationRun.objects.filter(
-            worker=OuterRef("pk"), status=RunStatus.PROCESSING
-        ).values("pk")[:1]
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                is_alive=Case(
-                    When(last_beat_at__gte=ago(timeout), then=Value(True)), default=Value(False)
-                ),
-                current_run_id=current,
-            )
-        )
+        return super().get_queryset(request).with_state(conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
 
     @admin.display(description=_("last beat"), ordering="last_beat_at")
     def last_beat(self, worker: Worker) -> str:
@@ -639,3 +651,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if selected > revoked:
             message += " " + gettext("%(count)d already revoked.") % {"count": selected - revoked}
         self.message_user(request, message, messages.SUCCESS)
+
+
+# The admin's index links to the recovery overview, unless the project chose its own index.
+if admin.site.index_template is None:
+    admin.site.index_template = "admin/recovery/index.html"

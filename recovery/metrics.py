@@ -8,11 +8,12 @@ aggregate queries whatever the size of the tables.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from django.db import connection
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -22,6 +23,7 @@ from prometheus_client.core import (
 
 from .conf import conf
 from .models import (
+    DEAD_RUN_CAUSES,
     FINISHED_STATUSES,
     Liveness,
     QualificationRun,
@@ -30,7 +32,7 @@ from .models import (
     RunStatus,
     SecondsSince,
     Worker,
-    ago,
+    beat_within,
 )
 
 #: Above this many runs (as PostgreSQL's statistics count them), finished runs are estimated.
@@ -94,16 +96,24 @@ def finished_runs_by_status() -> dict[str, int]:
     return dict(finished.annotate(n=Count("*")))
 
 
-def dead_seconds_histogram() -> tuple[list[tuple[int, int]], int, float]:
-    """(cumulative buckets, count, sum) of how long recovered runs stayed active after their
-    last heartbeat: one pass over the events. The durations stay intervals on PostgreSQL
-    (comparing intervals is cheap; turning each into seconds is not)."""
-    stayed = (
-        RecoveryEvent.objects.order_by()
-        .filter(heartbeat_at__isnull=False)
-        .annotate(stayed=ExpressionWrapper(F("created_at") - F("heartbeat_at"), DurationField()))
-        .values("stayed")
+def dead_seconds_histogram(
+    since: dt.datetime | None = None,
+) -> tuple[list[tuple[int, int]], int, float]:
+    """(cumulative buckets, count, sum) of how long dead runs stayed active after their last
+    heartbeat until recovered (`since` a moment, else ever): one pass over the events.
+
+    Only runs found dead are counted (`DEAD_RUN_CAUSES`): a run handed back at shutdown, failed
+    by force or continued after failing was not dead, or no longer active. The durations stay
+    intervals on PostgreSQL (comparing intervals is cheap; turning each into seconds is not).
+    """
+    events = RecoveryEvent.objects.order_by().filter(
+        cause__in=DEAD_RUN_CAUSES, heartbeat_at__isnull=False
     )
+    if since is not None:
+        events = events.filter(created_at__gte=since)
+    stayed = events.annotate(
+        stayed=ExpressionWrapper(F("created_at") - F("heartbeat_at"), DurationField())
+    ).values("stayed")
     inner, params = stayed.query.sql_with_params()
     if connection.vendor == "postgresql":
         bound_sql, total_sql = "interval '{} seconds'", "EXTRACT(EPOCH FROM SUM(stayed))"
@@ -124,41 +134,62 @@ def dead_seconds_histogram() -> tuple[list[tuple[int, int]], int, float]:
 
 def worker_counts() -> tuple[int, int]:
     """(live, dead-but-registered) workers, in one query on the database's clock."""
-    alive = Q(last_beat_at__gte=ago(conf.RECOVERY_WORKER_TIMEOUT_SECONDS))
+    alive = beat_within(conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
     counts = Worker.objects.aggregate(live=Count("pk", filter=alive), total=Count("pk"))
     return counts["live"], counts["total"] - counts["live"]
+
+
+def runs_by_status() -> dict[str, int]:
+    """Every status, active ones exactly (from the partial index over them), finished ones as
+    `finished_runs_by_status` counts them."""
+    by_status = dict.fromkeys(RunStatus.values, 0)
+    active = QualificationRun.objects.active().order_by().values_list("status")
+    by_status.update(active.annotate(n=Count("*")))
+    by_status.update(finished_runs_by_status())
+    return by_status
+
+
+def queue_depth() -> tuple[int, int | None]:
+    """(queued runs, seconds the longest-waiting one has waited or None), from the partial
+    index over active runs, on the database's clock."""
+    queue = QualificationRun.objects.filter(status=RunStatus.PENDING).aggregate(
+        queued=Count("pk"), oldest=SecondsSince(Min("queued_at"))
+    )
+    return queue["queued"], queue["oldest"]
+
+
+def recovery_counts(since: dt.datetime | None = None) -> dict[tuple[str, str, str], int]:
+    """Recoveries by (source, to_status, cause), since a moment or ever."""
+    events = RecoveryEvent.objects.order_by()
+    if since is not None:
+        events = events.filter(created_at__gte=since)
+    counted = events.values_list("source", "to_status", "cause").annotate(n=Count("*"))
+    return {(source, to_status, cause): n for source, to_status, cause, n in counted}
+
+
+def last_recovery_seconds() -> int | None:
+    """Seconds since the last recovery event (database clock), None before the first."""
+    return RecoveryEvent.objects.aggregate(last=SecondsSince(Max("created_at")))["last"]
 
 
 def collect() -> Figures:
     """At most nine aggregate queries, each served by an index, the statistics or a small table
     (the events table is read whole: its size is the number of recoveries, not of runs)."""
-    by_status = dict.fromkeys(RunStatus.values, 0)
-    # Active runs exactly, from the partial index over them.
-    active = QualificationRun.objects.active().order_by().values_list("status")
-    by_status.update(active.annotate(n=Count("*")))
-    by_status.update(finished_runs_by_status())
-    # The partial index over active runs.
-    queue = QualificationRun.objects.filter(status=RunStatus.PENDING).aggregate(
-        queued=Count("pk"), oldest=SecondsSince(Min("queued_at"))
-    )
+    queued, oldest = queue_depth()
     live, dead = worker_counts()
     figures = Figures(
-        runs_by_status=by_status,
+        runs_by_status=runs_by_status(),
         dead_runs=rows_dead_runs(),
-        queued_runs=queue["queued"],
-        oldest_queued_seconds=queue["oldest"],
+        queued_runs=queued,
+        oldest_queued_seconds=oldest,
         live_workers=live,
         dead_workers=dead,
+        recoveries=recovery_counts(),
+        last_recovery_seconds=last_recovery_seconds(),
     )
-    events = RecoveryEvent.objects.order_by()
-    for source, to_status, cause, count in events.values_list(
-        "source", "to_status", "cause"
-    ).annotate(n=Count("*")):
-        figures.recoveries[(source, to_status, cause)] = count
     figures.dead_seconds_buckets, figures.dead_seconds_count, figures.dead_seconds_sum = (
         dead_seconds_histogram()
     )
-    figures.last_recovery_seconds = events.aggregate(last=SecondsSince(Max("created_at")))["last"]
     return figures
 
 
@@ -226,7 +257,8 @@ class RecoveryCollector:
             )
         yield HistogramMetricFamily(
             "qualifier_dead_run_active_seconds",
-            "How long a dead run stayed active after its last heartbeat until it was recovered.",
+            "How long a dead run stayed active after its last heartbeat until it was recovered "
+            "(runs found dead only: not hand-backs at shutdown, forced failures or continues).",
             buckets=[
                 *((str(float(bound)), count) for bound, count in figures.dead_seconds_buckets),
                 ("+Inf", figures.dead_seconds_count),

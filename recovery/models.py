@@ -58,11 +58,23 @@ class RecoveryCause(models.TextChoices):
     CRASHED = "crashed", _("Executor crashed")
 
 
+#: The causes of runs found dead while PROCESSING (by a sweep, or by the supervisor when its
+#: executor crashed): how long such a run stayed active says how quickly death is noticed.
+#: Not hand-backs at shutdown, forced failures (an operator's call) or queued runs (no_task).
+DEAD_RUN_CAUSES: tuple[str, ...] = (
+    RecoveryCause.WORKER_GONE,
+    RecoveryCause.WORKER_SILENT,
+    RecoveryCause.PROCESS_GONE,
+    RecoveryCause.NO_PROGRESS,
+    RecoveryCause.CRASHED,
+)
+
 ACTIVE_STATUSES: tuple[str, ...] = (RunStatus.PENDING, RunStatus.PROCESSING)
 FINISHED_STATUSES: tuple[str, ...] = (RunStatus.COMPLETED, RunStatus.FAILED)
 
 
-def _spoken(seconds: int) -> str:
+def spoken(seconds: int) -> str:
+    """A duration as people say it: "45 s", "12 min", "2 h 5 min" (the pages and the overview)."""
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -113,9 +125,29 @@ class SecondsSince(Func):
         )
 
 
+def beat_within(timeout_seconds: int) -> Q:
+    """A worker is alive while it has beaten within the timeout, on the database's clock."""
+    return Q(last_beat_at__gte=ago(timeout_seconds))
+
+
 class WorkerQuerySet(models.QuerySet["Worker"]):
     def alive(self, timeout_seconds: int) -> WorkerQuerySet:
-        return self.filter(last_beat_at__gte=ago(timeout_seconds))
+        return self.filter(beat_within(timeout_seconds))
+
+    def with_state(self, timeout_seconds: int) -> WorkerQuerySet:
+        """Each worker's `is_alive` and the run it is executing (`current_run_id`, or None),
+        in the same query."""
+        current = QualificationRun.objects.filter(
+            worker=models.OuterRef("pk"), status=RunStatus.PROCESSING
+        ).values("pk")[:1]
+        return self.annotate(
+            is_alive=Case(
+                When(beat_within(timeout_seconds), then=Value(True)),
+                default=Value(False),
+                output_field=BooleanField(),
+            ),
+            current_run_id=models.Subquery(current),
+        )
 
     def silent(self, timeout_seconds: int) -> WorkerQuerySet:
         return self.filter(last_beat_at__lt=ago(timeout_seconds))
@@ -334,14 +366,14 @@ class QualificationRun(models.Model):
         if self.status == RunStatus.PENDING:
             waited = getattr(self, "queued_seconds", None)
             return "Queued, waiting for a worker" + (
-                f" (for {_spoken(waited)})" if waited is not None else ""
+                f" (for {spoken(waited)})" if waited is not None else ""
             )
         if self.status != RunStatus.PROCESSING:
             return ""
         if getattr(self, "worker_silent", False):
             return "The worker stopped responding; recovering…"
         quiet = getattr(self, "activity_seconds", None)
-        return "Working" if quiet is None else f"Last activity {_spoken(quiet)} ago"
+        return "Working" if quiet is None else f"Last activity {spoken(quiet)} ago"
 
     def age(self, now: dt.datetime | None = None) -> dt.timedelta:
         return (now or timezone.now()) - self.created_at

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from recovery import health
 from recovery.models import RecoveryCause, RecoveryEvent, RecoverySource, RunStatus, Worker
-from recovery.sweep import hand_back_runs, recover_stuck_runs
+from recovery.sweep import continue_failed_runs, hand_back_runs, recover_stuck_runs
 from tests.conftest import make_worker
 
 TOKEN = "m" * 40
@@ -101,6 +101,22 @@ def test_one_scrape_makes_the_same_few_queries_however_many_rows(
     recover_stuck_runs(source=RecoverySource.COMMAND, log=False)
     with django_assert_max_num_queries(9):
         scrape(client)
+
+
+@pytest.mark.usefixtures("metrics_on")
+def test_the_dead_run_histogram_counts_only_runs_found_dead(client, make_run):
+    """A hand-back at shutdown and a continue after failing are recovery events too, but their
+    runs were not dead while active: they stay out of the histogram."""
+    dead = make_run(heartbeat_minutes_ago=2, worker_beat_seconds_ago=300)
+    assert recover_stuck_runs(source=RecoverySource.COMMAND, log=False).recovered_count == 1
+    continue_failed_runs([dead.pk], source=RecoverySource.CONTINUE)
+    handed = make_run(heartbeat_minutes_ago=0)
+    hand_back_runs(handed.worker, source=RecoverySource.SHUTDOWN, cause=RecoveryCause.SHUTDOWN)
+    assert RecoveryEvent.objects.count() == 3
+
+    samples = scrape(client)
+    assert samples["qualifier_dead_run_active_seconds_count"][()] == 1
+    assert 115 <= samples["qualifier_dead_run_active_seconds_sum"][()] <= 130
 
 
 def test_metrics_are_off_without_a_token_or_a_network(client, db):
