@@ -326,9 +326,22 @@ class Supervisor:
         from .sweep import hand_back_runs
 
         worker = self.worker
-        workers.retry_until_done(
-            "Worker", lambda: hand_back_runs(worker, source=source, cause=cause)
+        if self.stopping.is_set():
+            # Stopping: a database that is away gets the grace period (a second signal ends it
+            # at once), then the process stops all the same and a sweep recovers the run, as
+            # after a SIGKILL. A stop signal is never ignored for want of a database.
+            grace = threading.Timer(conf.RECOVERY_SHUTDOWN_GRACE_SECONDS, self.force.set)
+            grace.daemon = True
+            grace.start()
+        done = workers.retry_until_done(
+            "Worker", lambda: hand_back_runs(worker, source=source, cause=cause), self.force
         )
+        if done is None:
+            logger.warning(
+                "[Worker] Could not hand back the runs of worker %s: the database is away; "
+                "a sweep will recover them",
+                worker,
+            )
 
     def finish(self) -> None:
         """Stops the executor (handing its run back) and removes the worker's row; once."""

@@ -203,7 +203,10 @@ class Beat:
                 try:
                     alive = beat(self.worker)
                 except DatabaseError as exc:
-                    wait = self._outage.failed(exc)
+                    # Tried again within one beat interval however long the outage: a database
+                    # that comes back hears from every live worker before anyone can judge it
+                    # silent (the timeout is three beats or more, counted from the restart).
+                    wait = min(self._outage.failed(exc), self.interval)
                     continue
                 finally:
                     # One short connection per beat: nothing held open between beats, and a

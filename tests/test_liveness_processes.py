@@ -407,6 +407,7 @@ def test_a_database_restart_mid_run_ends_no_process_and_fails_no_run(tmp_path, m
     if os.geteuid() != 0:
         pytest.skip("starting a cluster of the test's own needs root (runuser postgres)")
     cluster = Cluster(Path("/tmp") / f"qualifier-pg-{os.getpid()}-{mode}", free_port())
+    busy = idle = None
     try:
         cluster.start()
         migrated = manage(["migrate", "--noinput"], cluster.url)
@@ -438,5 +439,52 @@ def test_a_database_restart_mid_run_ends_no_process_and_fails_no_run(tmp_path, m
         assert "Database unavailable" in outputs
         assert "Traceback" not in outputs.split("Database unavailable", 1)[0][-2000:]
     finally:
+        for worker in (busy, idle):
+            if worker is not None:
+                worker.stop()  # a failed test leaves no worker behind
         cluster.stop()
         shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.mark.postgres
+def test_a_stop_signal_while_the_database_is_away_still_stops_the_worker(tmp_path):
+    """Ctrl-C during an outage: the run cannot be handed back, so the worker waits the grace
+    period for the database, then stops all the same; once the database is back, a sweep finds
+    the run (its process is gone) and no run stays stuck."""
+    from tests.processes import free_port, manage
+
+    if os.geteuid() != 0:
+        pytest.skip("starting a cluster of the test's own needs root (runuser postgres)")
+    cluster = Cluster(Path("/tmp") / f"qualifier-pg-{os.getpid()}-outage-stop", free_port())
+    worker = None
+    try:
+        cluster.start()
+        migrated = manage(["migrate", "--noinput"], cluster.url)
+        assert migrated.returncode == 0, migrated.stderr
+        run = create_run(cluster.url, 80)
+        worker = start_worker(
+            cluster.url, tmp_path / "worker.log", RECOVERY_SHUTDOWN_GRACE_SECONDS="2", **FAST
+        )
+        wait_until(lambda: run_state(cluster.url, run)[1] >= 5, "batches", worker)
+        cluster.pg_ctl("stop", "-m", "fast", "-w")
+        worker.kill(signal.SIGTERM)
+        try:
+            worker.popen.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the worker ignored SIGTERM during the outage:\n{worker.output}")
+        output = worker.stop()
+        assert "Could not hand back the runs of worker" in output
+        assert "a sweep will recover them" in output
+        cluster.pg_ctl("start", "-w")
+        # The worker's process is gone: any sweep on this host recovers its run at once.
+        swept = manage(["recover_stuck_runs"], cluster.url)
+        assert swept.returncode == 0, swept.stderr
+        status, _, _ = run_state(cluster.url, run)
+        assert status in ("FAILED", "PENDING"), status
+        assert sql(cluster.url, "SELECT COUNT(*) FROM recovery_worker") == [(0,)]
+    finally:
+        if worker is not None:
+            worker.stop()
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
