@@ -420,8 +420,8 @@ ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
     "400": ("Bad input: `fields` names each problem (`code` is `invalid`), or malformed JSON.", ()),
     "401": ("Not authenticated: sign in, or send a valid bearer token.", ("WWW-Authenticate",)),
     "403": (
-        "Not allowed: a session POST without the CSRF token, or a user without the "
-        "permission the operation needs.",
+        "Not allowed: a session POST without the CSRF token, a user without the "
+        "permission the operation needs, or the recovery API's operator token used elsewhere.",
         (),
     ),
     "404": ("No such run (or not yours), or a page past the last.", ()),
@@ -526,7 +526,7 @@ def document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": answer("A page of runs.", "RunPage"),
-                        **error_answers("400", "401", "404", "429"),
+                        **error_answers("400", "401", "403", "404", "429"),
                     },
                 },
                 "post": {
@@ -575,7 +575,7 @@ def document() -> dict[str, Any]:
                     "tags": ["runs"],
                     "responses": {
                         "200": answer("Active runs with their progress.", "ActiveRuns"),
-                        **error_answers("401", "429"),
+                        **error_answers("401", "403", "429"),
                     },
                 }
             },
@@ -587,7 +587,7 @@ def document() -> dict[str, Any]:
                     "parameters": [RUN_ID],
                     "responses": {
                         "200": answer("The run.", "Run"),
-                        **error_answers("401", "404", "429"),
+                        **error_answers("401", "403", "404", "429"),
                     },
                 }
             },
@@ -610,7 +610,7 @@ def document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": answer("A page of results.", "ResultPage"),
-                        **error_answers("400", "401", "404", "429"),
+                        **error_answers("400", "401", "403", "404", "429"),
                     },
                 }
             },
