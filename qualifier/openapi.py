@@ -14,7 +14,7 @@ from django.conf import settings
 
 from recovery.api import RECOVERY_LIST_LIMIT, RECOVERY_MAX_BODY_BYTES, RECOVERY_MAX_RUN_IDS
 from recovery.conf import MAX_TIMEOUT_MINUTES, POLICIES
-from recovery.inputs import MAX_BIGINT
+from recovery.inputs import MAX_BIGINT, MAX_DIGITS
 from recovery.jsonapi import MAX_JSON_DEPTH
 from recovery.models import RecoverySource, RunStatus
 from recovery.report import SkipReason
@@ -25,7 +25,14 @@ from .criteria import LIST_FIELDS, MAX_ITEM_LENGTH, MAX_LIST_ITEMS
 from .criteria import MAX_EMPLOYEES as MAX_EMPLOYEE_BOUND
 from .listings import RESULT_SORTS, RESULTS_PAGE_SIZE
 from .models import Outcome
-from .prospects import KNOWN_COLUMNS, MAX_EMPLOYEES, MAX_LENGTHS, REQUIRED_COLUMNS
+from .prospects import (
+    KNOWN_COLUMNS,
+    MAX_COLUMN_NAME_LENGTH,
+    MAX_EMPLOYEES,
+    MAX_EXTRA_VALUE_LENGTH,
+    MAX_LENGTHS,
+    REQUIRED_COLUMNS,
+)
 
 BASE = "/api/qualify"
 JSON = "application/json"
@@ -149,6 +156,9 @@ def _schemas() -> dict[str, Any]:
             "data (text, at most 1,000 characters each and 10,000 per prospect).",
             "required": list(REQUIRED_COLUMNS),
             "properties": {column: _prospect_field(column) for column in KNOWN_COLUMNS},
+            "maxProperties": len(KNOWN_COLUMNS) + conf.QUALIFIER_MAX_EXTRA_COLUMNS,
+            "propertyNames": {"maxLength": MAX_COLUMN_NAME_LENGTH, "pattern": STORABLE},
+            "additionalProperties": {"maxLength": MAX_EXTRA_VALUE_LENGTH, "pattern": STORABLE},
         },
         "NewRun": {
             "type": "object",
@@ -239,6 +249,9 @@ def _schemas() -> dict[str, Any]:
             "additionalProperties": False,
             "description": "All optional: an empty body (or none) recovers with the "
             "server's settings.",
+            # force needs run_ids: name the runs you know are dead.
+            "if": {"required": ["force"], "properties": {"force": {"const": True}}},
+            "then": {"required": ["run_ids"], "properties": {"run_ids": {"type": "array"}}},
             "properties": {
                 "timeout_minutes": {
                     "type": ["integer", "null"],
@@ -329,7 +342,7 @@ def _prospect_field(column: str) -> dict[str, Any]:
             "type": ["integer", "string", "null"],
             "minimum": 0,
             "maximum": MAX_EMPLOYEES,
-            "pattern": "^\\s*[0-9]*\\s*$",
+            "pattern": "^\\s*[0-9]{0,9}\\s*$",
             "description": "A whole number, or digits as text (grouped by three with `,` "
             "or spaces also works); empty or null for unknown.",
         }
@@ -377,7 +390,7 @@ PAGE = {
     "name": "page",
     "in": "query",
     "description": "Page number, from 1; a page past the last is a 404.",
-    "schema": {"type": "integer", "minimum": 1},
+    "schema": {"type": "integer", "minimum": 1, "maximum": 10**MAX_DIGITS - 1},
 }
 RUN_ID = {
     "name": "id",
@@ -424,7 +437,11 @@ ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
         "permission the operation needs, or the recovery API's operator token used elsewhere.",
         (),
     ),
-    "404": ("No such run (or not yours), or a page past the last.", ()),
+    "404": (
+        "No such run (or not yours; `run_not_found`, also for `run_ids` naming no run), or a "
+        "page past the last (`page_not_found`).",
+        (),
+    ),
     "409": ("The run cannot be continued now (see the message).", ()),
     "413": (
         "The body is over QUALIFIER_MAX_UPLOAD_BYTES, or has more than "
@@ -453,7 +470,20 @@ def answer(description: str, schema: str, *header_names: str) -> dict[str, Any]:
     }
     if header_names:
         body["headers"] = {name: header(name) for name in header_names}
+    if schema == "Run":
+        body["links"] = RUN_LINKS
     return body
+
+
+#: What a client can do next with a run it was given.
+RUN_LINKS = {
+    name: {"operationId": operation, "parameters": {"id": "$response.body#/id"}}
+    for name, operation in (
+        ("GetRun", "getRun"),
+        ("ListRunResults", "listRunResults"),
+        ("ContinueRun", "continueRun"),
+    )
+}
 
 
 def json_body(schema: str, *, required: bool = True, description: str = "") -> dict[str, Any]:
@@ -689,7 +719,7 @@ def document() -> dict[str, Any]:
                     ),
                     "responses": {
                         "200": answer("What the sweep did.", "RecoveryReport"),
-                        **error_answers("400", "401", "403", "413", "415", "429"),
+                        **error_answers("400", "401", "403", "404", "413", "415", "429"),
                     },
                 },
             },
