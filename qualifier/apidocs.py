@@ -110,8 +110,12 @@ def describe_type(schema: dict[str, Any]) -> str:
     if "enum" in schema:
         text += ": " + ", ".join(str(value) for value in schema["enum"])
     low, high = schema.get("minimum"), schema.get("maximum")
-    if low is not None or high is not None:
-        text += f", {low if low is not None else '…'} to {high if high is not None else '…'}"
+    if low is not None and high is not None:
+        text += f", {low:,} to {high:,}"
+    elif low is not None:
+        text += f", from {low:,}"
+    elif high is not None:
+        text += f", at most {high:,}"
     if "maxLength" in schema:
         text += f", at most {schema['maxLength']:,} characters"
     if "maxItems" in schema:

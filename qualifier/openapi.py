@@ -21,7 +21,7 @@ from recovery.report import SkipReason
 
 from .api import MAX_IDEMPOTENCY_KEY_LENGTH, RUNS_PAGE_SIZE
 from .conf import conf
-from .criteria import LIST_FIELDS, MAX_ITEM_LENGTH, MAX_LIST_ITEMS
+from .criteria import LIST_FIELDS, MAX_ITEM_LENGTH, MAX_LIST_ITEMS, MAX_LIST_LENGTH
 from .criteria import MAX_EMPLOYEES as MAX_EMPLOYEE_BOUND
 from .listings import RESULT_SORTS, RESULTS_PAGE_SIZE
 from .models import Outcome
@@ -38,6 +38,8 @@ BASE = "/api/qualify"
 JSON = "application/json"
 #: Text the database can store: no NUL character anywhere.
 STORABLE = "^[^\\u0000]*$"
+#: A domain (or a URL or email that holds one), or nothing.
+DOMAIN = "^([^\\u0000]*[A-Za-z0-9-]\\.[A-Za-z0-9-][^\\u0000]*)?$"
 #: The same, with at least one character that is not a space.
 NOT_BLANK = "^[^\\u0000]*[^\\u0000\\s][^\\u0000]*$"
 
@@ -91,11 +93,17 @@ def schemas() -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    text_list = {
-        "type": "array",
-        "items": {"type": "string", "maxLength": MAX_ITEM_LENGTH, "pattern": STORABLE},
-        "maxItems": MAX_LIST_ITEMS,
-    }
+    def text_list(item_pattern: str = STORABLE, what: str = "") -> dict[str, Any]:
+        return {
+            "type": ["array", "string", "null"],
+            "items": {"type": "string", "maxLength": MAX_ITEM_LENGTH, "pattern": item_pattern},
+            "maxItems": MAX_LIST_ITEMS,
+            "maxLength": MAX_LIST_LENGTH,
+            "pattern": STORABLE,
+            "description": f"A list{what}, or one comma-separated text; at most "
+            f"{MAX_LIST_LENGTH:,} characters in all.",
+        }
+
     bound = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_EMPLOYEE_BOUND}
     return {
         "Error": {
@@ -143,7 +151,8 @@ def _schemas() -> dict[str, Any]:
             "`max_employees`.",
             "additionalProperties": False,
             "properties": {
-                **{name: text_list for name in LIST_FIELDS},
+                **{name: text_list() for name in LIST_FIELDS},
+                "excluded_domains": text_list(DOMAIN, " of domains such as example.com"),
                 "min_employees": bound,
                 "max_employees": bound,
                 "min_score": {"type": "integer", "minimum": 0, "maximum": 100},
