@@ -8,7 +8,8 @@ exits non-zero when any check fails (a server error, an answer the document does
 crash), and prints how many cases each pass generated. `scripts/fuzz-api` runs it.
 
 Environment: FUZZ_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/qualifier_fuzz; the
-database is dropped and created again), FUZZ_MAX_EXAMPLES (cases per operation and pass),
+database is created afresh and dropped at the end), FUZZ_MAX_EXAMPLES (most cases per
+operation and phase, default 30),
 FUZZ_SEED, FUZZ_REPORT_DIR (default .fuzz-report).
 """
 
@@ -32,7 +33,7 @@ BIN = Path(PYTHON).parent
 DATABASE_URL = os.environ.get(
     "FUZZ_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/qualifier_fuzz"
 )
-MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "40")
+MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "30")
 SEED = os.environ.get("FUZZ_SEED", "")
 REPORT_DIR = Path(os.environ.get("FUZZ_REPORT_DIR", PROJECT / ".fuzz-report"))
 #: Schemathesis's settings for every pass: all its checks, with these adjustments (README:
@@ -131,6 +132,7 @@ def main() -> int:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
+        drop_database()
     total = sum(cases for cases, _ in results.values())
     print("\n=== Schemathesis: cases generated")
     for name, (cases, code) in results.items():
@@ -214,17 +216,24 @@ def environment(token: str) -> dict[str, str]:
 
 
 def fresh_database() -> None:
+    drop_database()
+    _administer("CREATE DATABASE {}")
+
+
+def drop_database() -> None:
+    _administer("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+
+
+def _administer(statement: str) -> None:
+    """Runs `statement` about the fuzz database from the server's `postgres` database."""
     import psycopg
     from psycopg import sql
 
     parts = urlsplit(DATABASE_URL)
-    name = parts.path.lstrip("/")
     admin = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        name = sql.Identifier(parts.path.lstrip("/"))
+        connection.execute(sql.SQL(statement).format(name))
 
 
 def manage(args: list[str], env: dict[str, str]) -> str:
