@@ -355,14 +355,19 @@ def _prospect_field(column: str) -> dict[str, Any]:
             "description": "A whole number, or digits as text (grouped by three with `,` "
             "or spaces also works); empty or null for unknown.",
         }
+    # A number is kept as its text, as a CSV cell would be.
     if column in REQUIRED_COLUMNS:
         return {
-            "type": "string",
+            "type": ["string", "number"],
             "minLength": 1,
             "maxLength": MAX_LENGTHS[column],
             "pattern": NOT_BLANK,
         }
-    return {"type": ["string", "null"], "maxLength": MAX_LENGTHS[column], "pattern": STORABLE}
+    return {
+        "type": ["string", "number", "null"],
+        "maxLength": MAX_LENGTHS[column],
+        "pattern": STORABLE,
+    }
 
 
 def _snapshot_properties() -> dict[str, Any]:
