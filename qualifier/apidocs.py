@@ -101,7 +101,8 @@ def describe_type(schema: dict[str, Any]) -> str:
     words = []
     for kind in types:
         if kind == "array":
-            words.append(f"array of {describe_type(schema.get('items', {}))}")
+            items = describe_type(schema.get("items", {}))
+            words.append(f"array of ({items})" if "," in items else f"array of {items}")
         elif kind == "object" and isinstance(schema.get("additionalProperties"), dict):
             words.append(f"object of {describe_type(schema['additionalProperties'])}")
         else:
