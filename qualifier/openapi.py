@@ -38,10 +38,10 @@ BASE = "/api/qualify"
 JSON = "application/json"
 #: Text the database can store: no NUL character anywhere.
 STORABLE = "^[^\\u0000]*$"
-#: A domain (or a URL or email that holds one), or nothing.
-DOMAIN = "^([^\\u0000]*[A-Za-z0-9-]\\.[A-Za-z0-9-][^\\u0000]*)?$"
 #: The same, with at least one character that is not a space.
 NOT_BLANK = "^[^\\u0000]*[^\\u0000\\s][^\\u0000]*$"
+#: A domain (or a URL or email that holds one), or nothing.
+DOMAIN = "^([^\\u0000]*[A-Za-z0-9-]\\.[A-Za-z0-9-][^\\u0000]*)?$"
 
 
 def any_case(*words: str) -> str:
