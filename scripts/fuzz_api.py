@@ -9,7 +9,7 @@ crash), and prints how many cases each pass generated. `scripts/fuzz-api` runs i
 
 Environment: FUZZ_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/qualifier_fuzz; the
 database is created afresh and dropped at the end), FUZZ_MAX_EXAMPLES (most cases per
-operation and phase, default 30),
+operation and phase, default 20),
 FUZZ_SEED, FUZZ_REPORT_DIR (default .fuzz-report).
 """
 
@@ -33,7 +33,7 @@ BIN = Path(PYTHON).parent
 DATABASE_URL = os.environ.get(
     "FUZZ_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/qualifier_fuzz"
 )
-MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "30")
+MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "20")
 SEED = os.environ.get("FUZZ_SEED", "")
 REPORT_DIR = Path(os.environ.get("FUZZ_REPORT_DIR", PROJECT / ".fuzz-report"))
 #: Schemathesis's settings for every pass: all its checks, with these adjustments (README:
