@@ -220,6 +220,7 @@ def _schemas() -> dict[str, Any]:
                 "duration_seconds": {"type": ["number", "null"]},
                 "url": PATH,
                 "results_url": PATH,
+                "results_csv_url": PATH,
                 "page_url": PATH,
             },
         },
@@ -406,6 +407,12 @@ PAGE = {
     "description": "Page number, from 1; a page past the last is a 404.",
     "schema": {"type": "integer", "minimum": 1, "maximum": 10**MAX_DIGITS - 1},
 }
+SORT = {
+    "name": "sort",
+    "in": "query",
+    "description": "`score` lowest first, `-score` highest first (any case); errored results last.",
+    "schema": {"type": "string", "pattern": any_case(*RESULT_SORTS)},
+}
 RUN_ID = {
     "name": "id",
     "in": "path",
@@ -435,6 +442,11 @@ def headers() -> dict[str, Any]:
             "schema": {"type": "string", "enum": ["true"]},
         },
         "Accept-Post": {"description": "The body format to use.", "required": True, **string},
+        "Content-Disposition": {
+            "description": "`attachment` with the file's name.",
+            "required": True,
+            **string,
+        },
     }
 
 
@@ -644,16 +656,29 @@ def document() -> dict[str, Any]:
                     "parameters": [
                         RUN_ID,
                         PAGE,
-                        {
-                            "name": "sort",
-                            "in": "query",
-                            "description": "`score` lowest first, `-score` highest first "
-                            "(any case).",
-                            "schema": {"type": "string", "pattern": any_case(*RESULT_SORTS)},
-                        },
+                        SORT,
                     ],
                     "responses": {
                         "200": answer("A page of results.", "ResultPage"),
+                        **error_answers("400", "401", "403", "404", "429"),
+                    },
+                }
+            },
+            f"{BASE}/runs/{{id}}/results.csv": {
+                "get": {
+                    "operationId": "downloadRunResults",
+                    "summary": "A run's results as CSV",
+                    "description": "The run page's Download CSV: every column of the upload, "
+                    "then `domain`, `score`, `outcome`, `reasons`, `error`; cells a "
+                    "spreadsheet would run as formulas start with `'`.",
+                    "tags": ["runs"],
+                    "parameters": [RUN_ID, SORT],
+                    "responses": {
+                        "200": {
+                            "description": "The CSV file, as an attachment.",
+                            "headers": {"Content-Disposition": header("Content-Disposition")},
+                            "content": {"text/csv": {}},
+                        },
                         **error_answers("400", "401", "403", "404", "429"),
                     },
                 }

@@ -3,14 +3,14 @@
 A fresh PostgreSQL database is migrated and seeded (a staff operator with the run permissions,
 a plain user, a few runs of each, one of them stuck), gunicorn serves it on a free port, and
 `schemathesis run` covers every operation once per way of signing in: the staff user's
-session, the plain user's session, and the operator's bearer token (RECOVERY_API_TOKEN). It
+session, the plain user's session, the staff user's personal API token, and the operator's
+token (RECOVERY_API_TOKEN). It
 exits non-zero when any check fails (a server error, an answer the document does not allow, a
 crash), and prints how many cases each pass generated. `scripts/fuzz-api` runs it.
 
 Environment: FUZZ_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/qualifier_fuzz; the
 database is created afresh and dropped at the end), FUZZ_MAX_EXAMPLES (most cases per
-operation and phase, default 20),
-FUZZ_SEED, FUZZ_REPORT_DIR (default .fuzz-report).
+operation and phase, default 15), FUZZ_SEED, FUZZ_REPORT_DIR (default .fuzz-report).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ BIN = Path(PYTHON).parent
 DATABASE_URL = os.environ.get(
     "FUZZ_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/qualifier_fuzz"
 )
-MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "20")
+MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "15")
 SEED = os.environ.get("FUZZ_SEED", "")
 REPORT_DIR = Path(os.environ.get("FUZZ_REPORT_DIR", PROJECT / ".fuzz-report"))
 #: Schemathesis's settings for every pass: all its checks, with these adjustments (README:
@@ -60,6 +60,7 @@ from django.utils import timezone
 from qualifier.criteria import Criteria
 from qualifier.models import Outcome, Prospect, ProspectResult
 from recovery.models import QualificationRun, RunStatus
+from recovery.tokens import issue_token
 
 def session(user):
     store = SessionStore()
@@ -98,7 +99,11 @@ staff.user_permissions.set(Permission.objects.filter(
 member = User.objects.create_user("member")
 runs(staff)
 runs(member)
-print(json.dumps({"staff": session(staff), "member": session(member)}))
+print(json.dumps({
+    "staff": session(staff),
+    "member": session(member),
+    "staff_token": issue_token(staff, "fuzz-api")[1],
+}))
 """
 
 
@@ -126,6 +131,7 @@ def main() -> int:
         passes = {
             "staff-session": _session_auth(sessions["staff"], csrf),
             "user-session": _session_auth(sessions["member"], csrf),
+            "staff-token": {"bearer": {"bearer": sessions["staff_token"]}},
             "operator-token": {"bearer": {"bearer": token}},
         }
         results = {name: fuzz(base, name, headers) for name, headers in passes.items()}

@@ -72,7 +72,7 @@ def check(request: HttpRequest, response: HttpResponseBase) -> None:
         raise ContractError(
             f"{request.method} {request.get_full_path()} answered {response.status_code} "
             f"against the document: {exc!r} {getattr(exc, '__cause__', '')!r}\n"
-            f"body: {response.content[:500]!r}"
+            f"body: {getattr(response, 'content', b'(streamed)')[:500]!r}"
         ) from exc
 
 
