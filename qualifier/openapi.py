@@ -551,9 +551,10 @@ def document() -> dict[str, Any]:
                 "recovery of stuck runs. Every answer is JSON, errors included "
                 "(the `Error` schema). Lists are paginated with `?page=N` and links are "
                 "paths on this server.\n\n"
-                "Authenticate with your session (sign in through the site; POST requests "
-                "also send the `csrftoken` cookie's value in an `X-CSRFToken` header) or "
-                "with `Authorization: Bearer <token>` (no CSRF). This document is public: "
+                "Authenticate with a personal API token, `Authorization: Bearer <token>` "
+                "(create one on the API tokens page; no CSRF needed), or with your session "
+                "(sign in through the site; POST requests also send the `csrftoken` cookie's "
+                "value in an `X-CSRFToken` header). This document is public: "
                 "it holds no secrets."
             ),
         },
