@@ -30,7 +30,8 @@ urlpatterns = [
     path("metrics", health.metrics, name="metrics"),
     path("api/qualify/", include("qualifier.api_urls")),
     path("api/qualify/", include(recovery_urls)),
-    re_path(r"^api/(?P<path>.*)$", views.api_not_found, name="api-not-found"),
+    # [\s\S], not ".": a path with an encoded newline (%0A) is an unknown API URL too.
+    re_path(r"^api/(?P<path>[\s\S]*)$", views.api_not_found, name="api-not-found"),
 ]
 
 handler400 = "qualifier.errors.bad_request"

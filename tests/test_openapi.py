@@ -55,6 +55,14 @@ def test_the_document_takes_its_limits_from_the_settings():
     assert doc["components"]["securitySchemes"]["session"]["name"] == "q8001"
 
 
+@pytest.mark.parametrize("path", ["runs/a%0A/results", "runs/%0A", "x%0Ay"])
+def test_an_unknown_api_url_with_a_newline_is_a_json_404(path):
+    """Found by Schemathesis: Django's HTML 404 answered such paths."""
+    response = Client().get(f"/api/qualify/{path}")
+    assert response.status_code == 404
+    assert response.json()["code"] == "no_endpoint"
+
+
 def test_other_methods_on_the_document_are_a_json_405():
     response = Client().post(URL)
     assert response.status_code == 405
