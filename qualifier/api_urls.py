@@ -2,11 +2,12 @@
 
 from recovery.jsonapi import api_path
 
-from . import api
+from . import api, apidocs
 
 app_name = "qualifier-api"
 
 urlpatterns = [
+    *api_path("openapi.json", apidocs.openapi_json, name="openapi"),
     *api_path("runs", api.runs, name="runs"),
     *api_path("runs/active", api.active_runs, name="active-runs"),
     *api_path("runs/<int:pk>", api.run, name="run"),

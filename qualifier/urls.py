@@ -7,7 +7,7 @@ from django.urls import include, path, re_path
 from recovery import health
 from recovery import urls as recovery_urls
 
-from . import tokens, views
+from . import apidocs, tokens, views
 
 pages = [
     path("", views.run_list, name="runs"),
@@ -18,6 +18,7 @@ pages = [
     path("runs/<int:pk>/continue/", views.run_retry, name="run-continue"),
     path("account/tokens/", tokens.token_list, name="tokens"),
     path("account/tokens/<int:pk>/revoke/", tokens.token_revoke, name="token-revoke"),
+    path("docs/api/", apidocs.api_docs, name="api-docs"),
 ]
 
 urlpatterns = [
@@ -29,7 +30,8 @@ urlpatterns = [
     path("metrics", health.metrics, name="metrics"),
     path("api/qualify/", include("qualifier.api_urls")),
     path("api/qualify/", include(recovery_urls)),
-    re_path(r"^api/(?P<path>.*)$", views.api_not_found, name="api-not-found"),
+    # [\s\S], not ".": a path with an encoded newline (%0A) is an unknown API URL too.
+    re_path(r"^api/(?P<path>[\s\S]*)$", views.api_not_found, name="api-not-found"),
 ]
 
 handler400 = "qualifier.errors.bad_request"

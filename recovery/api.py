@@ -16,7 +16,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 
 from .conf import POLICIES, parse_timeout_minutes
-from .inputs import parse_ids, show
+from .inputs import json_whole_number, parse_ids, show
 from .jsonapi import (
     INVALID,
     SAFE_METHODS,
@@ -30,7 +30,7 @@ from .jsonapi import (
     unknown_fields,
 )
 from .models import RecoverySource
-from .sweep import RecoveryInputError, recover_stuck_runs
+from .sweep import RecoveryInputError, UnknownRuns, recover_stuck_runs
 
 #: The admin's permissions on runs, which the recovery API asks for too.
 VIEW_PERMISSION = "recovery.view_qualificationrun"
@@ -106,6 +106,10 @@ def recovery(request: HttpRequest, caller: Caller) -> JsonResponse:
             log=not dry_run,
             **options,
         )
+    except UnknownRuns as exc:
+        # Like a run of the user API that does not exist: 404, naming the field.
+        message = f"{exc}."
+        raise ApiError(404, message, {"run_ids": message}, code="run_not_found") from None
     except RecoveryInputError as exc:
         message = str(exc)
         raise ApiError(400, message[:1].upper() + message[1:] + ".", code=INVALID) from None
@@ -153,9 +157,7 @@ def _recovery_options(request: HttpRequest) -> dict[str, Any]:
     if body.get("timeout_minutes") is not None:
         minutes = body["timeout_minutes"]
         try:
-            if type(minutes) is not int:
-                raise ValueError("not a number")  # "5" in JSON is a client's mistake
-            options["timeout_minutes"] = parse_timeout_minutes(minutes)
+            options["timeout_minutes"] = parse_timeout_minutes(json_whole_number(minutes))
         except ValueError:
             errors["timeout_minutes"] = _TIMEOUT_FIELD
     if body.get("run_ids") is not None:

@@ -83,6 +83,14 @@ def parse_bool(value: Any) -> bool:
     raise ValueError(f"{show(value)} is not a boolean (use true or false)")
 
 
+def json_whole_number(value: Any, **bounds: Any) -> int:
+    """A whole number from a JSON body: a number without a fraction, 5 or 5.0 alike (JSON and
+    JSON Schema's `integer` do not tell them apart); text ("5") and booleans are mistakes."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{show(value)} is not a whole number")
+    return parse_whole_number(value, floats=True, **bounds)
+
+
 def parse_ids(value: Any, *, max_items: int) -> list[int]:
     """A non-empty list of ids (whole numbers from 1 to MAX_BIGINT), at most `max_items`."""
     if not isinstance(value, list) or not value:
@@ -91,10 +99,7 @@ def parse_ids(value: Any, *, max_items: int) -> list[int]:
         raise ValueError(f"{len(value):,} ids were given; at most {max_items:,} are allowed")
     ids = []
     for item in value:
-        # JSON ids are numbers: "5" or 5.0 are mistakes worth hearing about.
-        if type(item) is not int:
-            raise ValueError(f"{show(item)} is not an id (a whole number)")
-        ids.append(parse_whole_number(item, minimum=1))
+        ids.append(json_whole_number(item, minimum=1))
     return ids
 
 

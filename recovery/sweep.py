@@ -79,6 +79,14 @@ class RecoveryInputError(ValueError):
     """Bad arguments to a sweep: nothing was changed."""
 
 
+class UnknownRuns(RecoveryInputError):
+    """Run ids that name no run: nothing was changed."""
+
+    def __init__(self, run_ids: list[int]) -> None:
+        self.run_ids = run_ids
+        super().__init__("No qualification run with id " + ", ".join(map(str, run_ids)))
+
+
 # --- queries ---------------------------------------------------------------------------------
 
 
@@ -214,9 +222,7 @@ def check_run_ids(run_ids: Iterable[int]) -> list[int]:
     found = set(QualificationRun.objects.filter(pk__in=wanted).values_list("pk", flat=True))
     missing = [run_id for run_id in wanted if run_id not in found]
     if missing:
-        raise RecoveryInputError(
-            "No qualification run with id " + ", ".join(str(run_id) for run_id in missing)
-        )
+        raise UnknownRuns(missing)
     return wanted
 
 

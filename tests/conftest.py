@@ -59,6 +59,24 @@ def _fresh_cache() -> None:
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _answers_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer the test client receives under /api/ is checked against the OpenAPI
+    document (tests/contract.py): an undocumented status or field fails the test."""
+    from django.test import Client
+
+    from tests import contract
+
+    send = Client.request
+
+    def request(self: Client, **environ: Any) -> Any:
+        response = send(self, **environ)
+        contract.check(response.wsgi_request, response)
+        return response
+
+    monkeypatch.setattr(Client, "request", request)
+
+
 @pytest.fixture
 def make_run(db: Any) -> Callable[..., QualificationRun]:
     """Creates a run whose clock fields are given in minutes ago.

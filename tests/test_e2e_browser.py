@@ -1,8 +1,8 @@
 """End to end in a real browser: Playwright drives Debian's chromium against a real server and
 a real worker. A newcomer's path: sign in, upload samples/prospects.csv, watch the progress bar
 and the Results heading move on the run's page, see the run on the runs page and the notice of
-its end on another page, see its results, look at the admin, create an API token, use it and
-revoke it, sign out.
+its end on another page, see its results, look at the admin, read the API's documentation,
+create an API token, use it and revoke it, sign out.
 
 Every page is photographed at desktop (1280 px) and phone (390 px) width, and checked for
 horizontal overflow at phone width. The PNGs go to $QUALIFIER_SCREENSHOTS when it is set (to
@@ -308,6 +308,16 @@ def test_newcomer_uploads_the_sample_and_watches_the_run_complete(
         page.set_viewport_size({"width": 1280, "height": 900})
         reason = page.locator("td.field-short_reason").first
         assert reason.evaluate("cell => cell.getBoundingClientRect().width") > 200
+
+        # The API's documentation, from the header: made on the server from the OpenAPI
+        # document, every operation with its answers, and a link to the document itself.
+        page.goto(f"{site}/")
+        page.click('nav >> text="API"')
+        page.wait_for_url(f"{site}/docs/api/")
+        operations = page.request.get(f"{site}/api/qualify/openapi.json").json()["paths"]
+        assert page.locator("section.api-op").count() == sum(map(len, operations.values()))
+        assert page.locator("#schema-Error").count() == 1
+        photograph(page, shots, "api-docs")
 
         # API tokens: a blank name is refused on the form; a new token is shown once, works
         # on the API as this user, and stops working once revoked (after a confirmation).
