@@ -1,8 +1,9 @@
 """/healthz, /readyz and /metrics: what a load balancer, an orchestrator and Prometheus poll.
 
 /healthz says the process answers (no database); /readyz says this instance can do its work
-(database reachable, migrations applied, a worker alive, sweeps succeeding and keeping up); /metrics serves the
-figures of `recovery.metrics` to a configured token or network, and is off (404) otherwise.
+(database reachable, migrations applied, a worker alive, sweeps succeeding and keeping up);
+/metrics serves the figures of `recovery.metrics` to a configured token or network, and is off
+(404) otherwise.
 """
 
 from __future__ import annotations

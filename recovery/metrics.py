@@ -2,8 +2,8 @@
 
 Every process and host answers the same figures, since they are counted from the shared tables
 (runs, workers, recovery events, refused writes, sweep tallies) rather than from counters kept
-in one process's memory; so no Prometheus multi-process mode is needed behind gunicorn. A scrape makes a fixed number of
-aggregate queries whatever the size of the tables.
+in one process's memory; so no Prometheus multi-process mode is needed behind gunicorn. A scrape
+makes a fixed number of aggregate queries whatever the size of the tables.
 """
 
 from __future__ import annotations
