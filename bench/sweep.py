@@ -8,7 +8,9 @@ the plan of the stuck query. Target: at most 2.5x the raw UPDATE at N = 10,000, 
 and queries per sweep constant in N.
 
     .venv/bin/python bench/sweep.py [--database-url URL] [--runs 1000000]
-                                    [--stuck 100,10000,100000] [--repeats 9]
+                                    [--stuck 100,10000,100000] [--repeats 9] [--idle-only]
+
+--idle-only measures only what a periodic sweep that finds nothing costs (and lists its queries).
 
 The database (default: qualifier_bench on 127.0.0.1) is created and migrated if needed and its
 runs are replaced, so its name must contain "bench". Exits with status 1 when a target is
@@ -60,6 +62,7 @@ def parse_args() -> argparse.Namespace:
         help="comma-separated numbers of stuck runs (default: 100,10000,100000)",
     )
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--idle-only", action="store_true")
     args = parser.parse_args()
     parts = urlsplit(args.database_url)
     if parts.scheme not in ("postgres", "postgresql"):
@@ -252,8 +255,9 @@ def stuck_plan(runs: int, stuck: int) -> tuple[str, str]:
     return text, query.explain(analyze=True)
 
 
-def idle_sweeps(runs: int, repeats: int) -> tuple[float, int]:
-    """What each server pays every RECOVERY_SWEEP_INTERVAL_SECONDS when nothing is dead."""
+def idle_sweeps(runs: int, repeats: int, listing: list[str] | None = None) -> tuple[float, int]:
+    """What each server pays every RECOVERY_SWEEP_INTERVAL_SECONDS when nothing is dead
+    (`listing`, if given, receives the last sweep's statements)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -269,7 +273,21 @@ def idle_sweeps(runs: int, repeats: int) -> tuple[float, int]:
             times.append(time.perf_counter() - started)
         if report.recovered_count:
             raise SystemExit("the idle sweep recovered runs")
+    if listing is not None:
+        listing.extend(query["sql"] for query in captured.captured_queries)
     return statistics.median(times), len(captured.captured_queries)
+
+
+def tally_alone(repeats: int) -> float:
+    """The statement each sweep adds to count itself (`SweepTally.objects.record`)."""
+    from recovery.models import RecoverySource, SweepOutcome, SweepTally
+
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        SweepTally.objects.record(RecoverySource.SWEEPER, SweepOutcome.OK, 0.005)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def measure(
@@ -300,6 +318,17 @@ def main() -> int:
     generate(args.runs)
     out.write(f"{args.runs:,} runs generated in {time.perf_counter() - began:.1f}s\n")
     out.write(f"Machine: {describe_machine()}\n")
+    if args.idle_only:
+        statements: list[str] = []
+        idle, idle_queries = idle_sweeps(args.runs, args.repeats, statements)
+        out.write(
+            f"A periodic sweep that finds nothing (source sweeper, {args.runs:,} runs, "
+            f"{args.runs // HEALTHY_EVERY * 2:,} of them active and alive): median {ms(idle)} "
+            f"of {args.repeats}, {idle_queries} queries:\n"
+        )
+        out.write("".join(f"  {' '.join(sql.split())[:140]}\n" for sql in statements))
+        out.write(f"Of which the sweep's tally (one upsert), alone: median {ms(tally_alone(99))}\n")
+        return 0
     out.write(f"Median of {args.repeats} rotating repeats, data restored before each.\n\n")
     out.flush()
     rows = []

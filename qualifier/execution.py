@@ -6,7 +6,9 @@ run handed back continues where it stopped), scores the rest and writes the resu
 batches. Each batch is one transaction: the result rows, then the progress, written by the
 conditional `run.beat(completed=...)` as its last statement. If that beat finds the run no
 longer PROCESSING under this worker and attempt (recovery took it meanwhile), the batch is
-rolled back and the worker stops: it is fenced off and writes nothing more.
+rolled back and the worker stops: it is fenced off and writes nothing more. Each refused write
+is recorded afterwards (`FencedWrite`, one row, outside the rolled-back transaction), so
+/metrics can count them across hosts; the normal path pays nothing for it.
 
 Liveness is not this module's business: the worker's row beats from the supervising
 `db_worker` process (`recovery.workers`), so a slow prospect, or a scorer that holds the GIL,
@@ -30,7 +32,7 @@ from django.db.models import Exists, OuterRef
 
 from recovery import workers
 from recovery.exceptions import WorkerStopping
-from recovery.models import QualificationRun
+from recovery.models import FencedWrite, FencedWriteKind, QualificationRun
 
 from .criteria import Criteria
 from .models import Outcome, Prospect, ProspectResult
@@ -48,7 +50,13 @@ MAX_ERROR_LENGTH = 2_000
 
 
 class Fenced(Exception):
-    """The run is no longer PROCESSING under this worker: stop and write nothing more."""
+    """The run is no longer PROCESSING under this worker: stop and write nothing more.
+
+    `kind` names the write that was refused (a `FencedWriteKind`)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
 
 
 @dataclass
@@ -122,9 +130,10 @@ class RunExecution:
             completed, pending = self._pending()
             completed = self._process(pending, completed, criteria, scorer)
             if not run.complete():
-                raise Fenced
-        except Fenced:
+                raise Fenced(FencedWriteKind.COMPLETE)
+        except Fenced as fenced:
             summary.outcome = "fenced"
+            FencedWrite.objects.record(run, fenced.kind)
             run.refresh_from_db(fields=["status", "completed"])
             logger.warning(
                 "Run %s is no longer ours (recovered or failed meanwhile); this worker "
@@ -175,6 +184,9 @@ class RunExecution:
         except DatabaseError:
             logger.exception("Run %s could not be marked failed; recovery will find it", run.pk)
             failed = False
+        else:
+            if not failed:
+                FencedWrite.objects.record(run, FencedWriteKind.FAIL)
         summary.outcome = "failed" if failed else "fenced"
 
     def _pending(self) -> tuple[int, list[tuple[int, ProspectData]]]:
@@ -256,7 +268,7 @@ class RunExecution:
         if written is None:
             raise WorkerStopping("the worker stopped while the database was unavailable")
         if not written:
-            raise Fenced
+            raise Fenced(FencedWriteKind.PROGRESS)
         self.summary.batches += 1
         return total
 

@@ -1,8 +1,9 @@
 """/healthz, /readyz and /metrics: what a load balancer, an orchestrator and Prometheus poll.
 
 /healthz says the process answers (no database); /readyz says this instance can do its work
-(database reachable, migrations applied, a worker alive, sweeps keeping up); /metrics serves the
-figures of `recovery.metrics` to a configured token or network, and is off (404) otherwise.
+(database reachable, migrations applied, a worker alive, sweeps succeeding and keeping up);
+/metrics serves the figures of `recovery.metrics` to a configured token or network, and is off
+(404) otherwise.
 """
 
 from __future__ import annotations
@@ -22,15 +23,22 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from .conf import conf
-from .metrics import RecoveryCollector, rows_dead_runs, worker_counts
-from .models import Liveness
+from .metrics import (
+    RecoveryCollector,
+    last_sweep_seconds,
+    rows_dead_runs,
+    sweep_rows,
+    worker_figures,
+)
+from .models import Liveness, SweepOutcome
 from .throttle import client_address
 
 logger = logging.getLogger("recovery")
 
-#: /readyz answers within this many seconds when the database does not.
-DATABASE_PROBE_SECONDS = 1.0
-#: A dead run left for this many sweep intervals past its timeout means sweeps are not working.
+#: How long /readyz waits for the database: the whole answer must come within a second.
+DATABASE_PROBE_SECONDS = 0.5
+#: Sweeps are not working when a dead run is left for this many sweep intervals past its
+#: timeout, or when no sweep has succeeded for this many intervals.
 SWEEP_INTERVALS_OF_GRACE = 3
 
 _migrations_applied = False
@@ -103,9 +111,9 @@ def probe_database() -> str:
 
 def readiness_checks() -> dict[str, str]:
     checks = {"migrations": migrations_check()}
-    live, _ = worker_counts()
+    live, _, up = worker_figures()
     checks["workers"] = f"ok: {live} live" if live else "no live worker"
-    checks["sweeps"] = sweeps_check()
+    checks["sweeps"] = sweeps_check(workers_up_seconds=up)
     return checks
 
 
@@ -123,12 +131,21 @@ def migrations_check() -> str:
     return "ok"
 
 
-def sweeps_check() -> str:
-    """Sweeps keep up when no run has stayed dead for several sweep intervals past its
-    timeouts. The rows alone are asked (what every host agrees on), with that grace added."""
+def sweeps_check(workers_up_seconds: int | None = None) -> str:
+    """Sweeps keep up when a sweep has succeeded (anywhere) within a few sweep intervals and
+    no run has stayed dead for that long past its timeouts (a sweeper that runs but does not
+    recover). The rows alone are asked (what every host agrees on), on the database's clock.
+
+    Right after a fresh deploy, or a restart of everything, no sweep may have succeeded for a
+    while: the count starts when the oldest live worker registered (`workers_up_seconds`).
+    With periodic sweeps off nothing sweeps on a schedule, so neither is required.
+    """
     interval = conf.RECOVERY_SWEEP_INTERVAL_SECONDS
+    rows = sweep_rows()
+    last_ok = last_sweep_seconds(rows, SweepOutcome.OK)
     if not interval:
-        return "ok: periodic sweeps are off"
+        since = "" if last_ok is None else f"; last successful sweep {last_ok} s ago"
+        return f"ok: periodic sweeps are off{since}"
     grace = SWEEP_INTERVALS_OF_GRACE * interval
     lenient = Liveness(
         worker_timeout_seconds=conf.RECOVERY_WORKER_TIMEOUT_SECONDS + grace,
@@ -137,7 +154,19 @@ def sweeps_check() -> str:
     dead = rows_dead_runs(lenient)
     if dead:
         return f"{dead} run(s) dead for over {grace} s past their timeout: sweeps are not recovering them"
-    return "ok"
+    if last_ok is not None and last_ok <= grace:
+        return f"ok: last successful sweep {last_ok} s ago"
+    if workers_up_seconds is not None and workers_up_seconds <= grace:
+        return f"ok: starting (workers up for {workers_up_seconds} s, no sweep succeeded yet)"
+    last_error = last_sweep_seconds(rows, SweepOutcome.ERROR)
+    failing = (
+        f"; the last sweep failed {last_error} s ago"
+        if last_error is not None and (last_ok is None or last_error < last_ok)
+        else ""
+    )
+    if last_ok is None:
+        return f"no sweep has succeeded yet (expected every {interval} s){failing}"
+    return f"no successful sweep for {last_ok} s (expected every {interval} s){failing}"
 
 
 def metrics_access(request: HttpRequest) -> HttpResponse | None:

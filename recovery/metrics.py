@@ -1,14 +1,15 @@
 """The figures behind /metrics and /readyz, read from the database at scrape time.
 
 Every process and host answers the same figures, since they are counted from the shared tables
-(runs, workers, recovery events) rather than from counters kept in one process's memory; so no
-Prometheus multi-process mode is needed behind gunicorn. A scrape makes a fixed number of
-aggregate queries whatever the size of the tables.
+(runs, workers, recovery events, refused writes, sweep tallies) rather than from counters kept
+in one process's memory; so no Prometheus multi-process mode is needed behind gunicorn. A scrape
+makes a fixed number of aggregate queries whatever the size of the tables.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -25,12 +26,17 @@ from .conf import conf
 from .models import (
     DEAD_RUN_CAUSES,
     FINISHED_STATUSES,
+    SWEEP_SECONDS_BUCKETS,
+    FencedWrite,
+    FencedWriteKind,
     Liveness,
     QualificationRun,
     RecoveryEvent,
     RecoverySource,
     RunStatus,
     SecondsSince,
+    SweepOutcome,
+    SweepTally,
     Worker,
     beat_within,
 )
@@ -56,6 +62,39 @@ class Figures:
     dead_seconds_buckets: list[tuple[int, int]] = field(default_factory=list)
     dead_seconds_count: int = 0
     dead_seconds_sum: float = 0.0
+    fenced_writes: dict[str, int] = field(default_factory=dict)
+    sweeps: list[SweepRow] = field(default_factory=list)
+
+    @property
+    def last_successful_sweep_seconds(self) -> int | None:
+        return last_sweep_seconds(self.sweeps, SweepOutcome.OK)
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One row of the sweep tallies, with the age of its last sweep on the database's clock."""
+
+    source: str
+    outcome: str
+    le: str
+    sweeps: int
+    seconds: float
+    last_seconds: int
+
+
+def sweep_rows() -> list[SweepRow]:
+    """Every sweep tally in one query (a few dozen rows at most)."""
+    rows = SweepTally.objects.order_by().values_list(
+        "source", "outcome", "le", "sweeps", "seconds", SecondsSince("last_at")
+    )
+    return [SweepRow(*row) for row in rows]
+
+
+def last_sweep_seconds(rows: list[SweepRow], outcome: str) -> int | None:
+    """Seconds since the last sweep that ended with `outcome` (`ok`: the last successful
+    one), by any process on any host; None before the first."""
+    ages = [row.last_seconds for row in rows if row.outcome == outcome]
+    return min(ages) if ages else None
 
 
 def rows_dead_runs(liveness: Liveness | None = None) -> int:
@@ -134,9 +173,20 @@ def dead_seconds_histogram(
 
 def worker_counts() -> tuple[int, int]:
     """(live, dead-but-registered) workers, in one query on the database's clock."""
+    live, dead, _ = worker_figures()
+    return live, dead
+
+
+def worker_figures() -> tuple[int, int, int | None]:
+    """(live, dead-but-registered) workers and the seconds since the oldest live one
+    registered (None without one), in one query on the database's clock."""
     alive = beat_within(conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
-    counts = Worker.objects.aggregate(live=Count("pk", filter=alive), total=Count("pk"))
-    return counts["live"], counts["total"] - counts["live"]
+    counts = Worker.objects.aggregate(
+        live=Count("pk", filter=alive),
+        total=Count("pk"),
+        up=SecondsSince(Min("registered_at", filter=alive)),
+    )
+    return counts["live"], counts["total"] - counts["live"], counts["up"]
 
 
 def runs_by_status() -> dict[str, int]:
@@ -173,8 +223,9 @@ def last_recovery_seconds() -> int | None:
 
 
 def collect() -> Figures:
-    """At most nine aggregate queries, each served by an index, the statistics or a small table
-    (the events table is read whole: its size is the number of recoveries, not of runs)."""
+    """At most eleven aggregate queries, each served by an index, the statistics or a small
+    table (the events and refused-writes tables are read whole: their size is the number of
+    recoveries and refusals, not of runs; the sweep tallies are a few dozen rows)."""
     queued, oldest = queue_depth()
     live, dead = worker_counts()
     figures = Figures(
@@ -190,6 +241,9 @@ def collect() -> Figures:
     figures.dead_seconds_buckets, figures.dead_seconds_count, figures.dead_seconds_sum = (
         dead_seconds_histogram()
     )
+    fenced = FencedWrite.objects.order_by().values_list("kind").annotate(n=Count("*"))
+    figures.fenced_writes = dict.fromkeys(FencedWriteKind.values, 0) | dict(fenced)
+    figures.sweeps = sweep_rows()
     return figures
 
 
@@ -264,4 +318,56 @@ class RecoveryCollector:
                 ("+Inf", figures.dead_seconds_count),
             ],
             sum_value=figures.dead_seconds_sum,
+        )
+        fenced = CounterMetricFamily(
+            "qualifier_fenced_writes",
+            "Writes a worker made to a run it no longer owned (recovery took it), refused by "
+            "the fencing token: results and progress, completing, failing, handing back.",
+            labels=["kind"],
+        )
+        for kind, count in sorted(figures.fenced_writes.items()):
+            fenced.add_metric([kind], count)
+        yield fenced
+        yield from sweep_metrics(figures)
+
+
+def sweep_metrics(figures: Figures) -> Iterator[Metric]:
+    """The sweeps of every process and host, from their tallies."""
+    sweeps = CounterMetricFamily(
+        "qualifier_sweeps",
+        "Recovery sweeps (dry runs excluded), by source and outcome: ok (ran to its end), "
+        "skipped (another process was sweeping), error.",
+        labels=["source", "outcome"],
+    )
+    totals: dict[tuple[str, str], int] = {}
+    for row in figures.sweeps:
+        totals[(row.source, row.outcome)] = totals.get((row.source, row.outcome), 0) + row.sweeps
+    for (source, outcome), count in sorted(totals.items()):
+        sweeps.add_metric([source, outcome], count)
+    yield sweeps
+    duration = HistogramMetricFamily(
+        "qualifier_sweep_duration_seconds",
+        "How long sweeps that ran to their end took, by source.",
+        labels=["source"],
+    )
+    by_source: dict[str, dict[float, SweepRow]] = {}
+    for row in figures.sweeps:
+        if row.outcome == SweepOutcome.OK:
+            by_source.setdefault(row.source, {})[float(row.le)] = row
+    for source, rows in sorted(by_source.items()):
+        bounds = sorted({*map(float, SWEEP_SECONDS_BUCKETS), *rows, math.inf})
+        cumulative, buckets = 0, []
+        for bound in bounds:
+            cumulative += rows[bound].sweeps if bound in rows else 0
+            buckets.append(("+Inf" if bound == math.inf else str(bound), cumulative))
+        total = sum(row.seconds for row in rows.values())
+        duration.add_metric([source], buckets, sum_value=total)
+    yield duration
+    last = figures.last_successful_sweep_seconds
+    if last is not None:
+        yield GaugeMetricFamily(
+            "qualifier_last_successful_sweep_age_seconds",
+            "Seconds since the last sweep that ran to its end, by any process on any host "
+            "(absent before the first one).",
+            value=last,
         )

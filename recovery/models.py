@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import DatabaseError, IntegrityError, connections, models, transaction
 from django.db.models import (
     BooleanField,
     Case,
@@ -36,6 +37,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .inputs import unstorable
+
+logger = logging.getLogger("recovery")
 
 
 class RunStatus(models.TextChoices):
@@ -676,3 +679,127 @@ class ApiToken(models.Model):
         if revoked:
             self.refresh_from_db(fields=["revoked_at"])
         return bool(revoked)
+
+
+class FencedWriteKind(models.TextChoices):
+    """Which of a worker's conditional writes the fencing token refused."""
+
+    PROGRESS = "progress", _("A batch of results and progress")
+    COMPLETE = "complete", _("Completing the run")
+    FAIL = "fail", _("Failing the run")
+    HAND_BACK = "hand_back", _("Handing the run back")
+
+
+class FencedWriteQuerySet(models.QuerySet["FencedWrite"]):
+    def record(self, run: QualificationRun, kind: str) -> None:
+        """Notes that `run`'s worker tried to write to it after losing it. Called after the
+        refused write's transaction has rolled back, so the row is kept; a database error here
+        is logged, never raised, since the refusal itself is what keeps the run safe."""
+        try:
+            self.create(run_id=run.pk, kind=kind, worker=run.owner[:255], attempt=run.attempts)
+        except DatabaseError as exc:
+            logger.warning(
+                "Run %s: a refused %s write could not be recorded: %s",
+                run.pk,
+                kind,
+                " ".join(str(exc).split()) or type(exc).__name__,
+            )
+
+
+class FencedWrite(models.Model):
+    """One write refused by fencing: a worker wrote to a run that was no longer PROCESSING under
+    its worker and attempt (recovery took it), so the write changed nothing. Rare by nature (a
+    stale writer after a recovery), so one row each; /metrics counts them across every host."""
+
+    # Kept when the run is deleted (no constraint, no cascade): a counter never goes down.
+    run = models.ForeignKey(
+        QualificationRun,
+        verbose_name=_("run"),
+        on_delete=models.DO_NOTHING,
+        related_name="fenced_writes",
+        db_constraint=False,
+    )
+    kind = models.CharField(_("kind"), max_length=16, choices=FencedWriteKind.choices)
+    worker = models.CharField(_("worker (host:pid)"), max_length=255, blank=True)
+    attempt = models.PositiveIntegerField(_("attempt"))
+    created_at = models.DateTimeField(_("refused at"), db_default=Now())
+
+    objects = FencedWriteQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("fenced write")
+        verbose_name_plural = _("fenced writes")
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Run {self.run_id}: {self.kind} refused (attempt {self.attempt})"
+
+
+class SweepOutcome(models.TextChoices):
+    """How a sweep ended. Successful means it ran to its end without an error (dead runs it
+    could not lock, held by another transaction, are left to the next sweep and do not make it
+    unsuccessful)."""
+
+    OK = "ok", _("Completed")
+    SKIPPED = "skipped", _("Skipped: another process was sweeping")
+    ERROR = "error", _("Failed with an error")
+
+
+#: Upper bounds (seconds) of the sweep-duration histogram; an idle sweep takes milliseconds.
+SWEEP_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def sweep_bucket(seconds: float) -> str:
+    """The histogram bucket of a duration, as Prometheus writes its `le` label."""
+    return next((str(bound) for bound in SWEEP_SECONDS_BUCKETS if seconds <= bound), "+Inf")
+
+
+class SweepTallyQuerySet(models.QuerySet["SweepTally"]):
+    def record(self, source: str, outcome: str, seconds: float) -> None:
+        """Adds one sweep to its row: one upsert (INSERT ... ON CONFLICT DO UPDATE, on
+        PostgreSQL and SQLite alike), so every sweep of every process and host is counted at
+        the cost of one small statement. `last_at` is the database's clock."""
+        connection = connections[self.db]
+        table = connection.ops.quote_name(self.model._meta.db_table)
+        now_sql, now_params = self.query.get_compiler(connection=connection).compile(Now())
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                INSERT INTO {table} (source, outcome, le, sweeps, seconds, last_at)
+                VALUES (%s, %s, %s, 1, %s, {now_sql})
+                ON CONFLICT (source, outcome, le) DO UPDATE
+                SET sweeps = {table}.sweeps + 1,
+                    seconds = {table}.seconds + excluded.seconds,
+                    last_at = excluded.last_at
+                """,  # noqa: S608 - the table's name and Django's SQL for now; values are parameters
+                [source, outcome, sweep_bucket(seconds), seconds, *now_params],
+            )
+
+
+class SweepTally(models.Model):
+    """Running totals of the sweeps, one row per source, outcome and duration bucket: what
+    /metrics exports as the sweep counters and duration histogram, and /readyz reads for the
+    last successful sweep. Bounded (a row per source, outcome and bucket), however long it runs."""
+
+    source = models.CharField(_("source"), max_length=16, choices=RecoverySource.choices)
+    outcome = models.CharField(_("outcome"), max_length=16, choices=SweepOutcome.choices)
+    # The bucket's upper bound as Prometheus writes it ("0.05", "+Inf"); a sweep is counted in
+    # the first bucket it fits (the exposition makes them cumulative).
+    le = models.CharField(_("at most (seconds)"), max_length=16)
+    sweeps = models.PositiveBigIntegerField(_("sweeps"), default=0)
+    seconds = models.FloatField(_("seconds in all"), default=0.0)
+    last_at = models.DateTimeField(_("last ended at"), db_default=Now())
+
+    objects = SweepTallyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("sweep tally")
+        verbose_name_plural = _("sweep tallies")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "outcome", "le"], name="sweep_tally_unique_bucket"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.outcome} ≤ {self.le} s: {self.sweeps}"

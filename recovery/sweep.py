@@ -15,14 +15,16 @@ rows, and a row that beat or completed meanwhile no longer matches when it is lo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Case, CharField, F, Q, Value, When
 from django.db.models.functions import Cast, Coalesce, Concat, Now
 from django.utils import timezone
@@ -33,6 +35,8 @@ from .models import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
     DatabaseStartedAt,
+    FencedWrite,
+    FencedWriteKind,
     Liveness,
     QualificationRun,
     QualificationRunQuerySet,
@@ -41,6 +45,8 @@ from .models import (
     RecoverySource,
     RunStatus,
     SecondsSince,
+    SweepOutcome,
+    SweepTally,
     Worker,
     ago,
     last_sign_of_life,
@@ -268,6 +274,51 @@ def recover_stuck_runs(
         worker_timeout_seconds=conf.RECOVERY_WORKER_TIMEOUT_SECONDS,
         policy=policy,
     )
+    if dry_run:  # a preview, not a sweep: nothing is recorded
+        _sweep(report, actor=actor, run_ids=run_ids, list_limit=list_limit)
+    else:
+        started = time.monotonic()
+        try:
+            _sweep(report, actor=actor, run_ids=run_ids, list_limit=list_limit)
+        except Exception:
+            with contextlib.suppress(DatabaseError):  # the database is likely what failed
+                SweepTally.objects.record(source, SweepOutcome.ERROR, time.monotonic() - started)
+            raise
+        outcome = SweepOutcome.SKIPPED if report.skipped_reason else SweepOutcome.OK
+        _record_sweep(source, outcome, time.monotonic() - started)
+    if log:
+        fields = {"event": "sweep", "source": source, "count": report.recovered_count}
+        for line in report.lines(list_limit):
+            logger.info(line.text, extra=fields)
+    return report
+
+
+def _record_sweep(source: str, outcome: str, seconds: float) -> None:
+    """Counts a finished sweep for /metrics and /readyz. Its work is committed by now, so a
+    database error here is logged rather than reported as a failed sweep."""
+    try:
+        SweepTally.objects.record(source, outcome, seconds)
+    except DatabaseError as exc:
+        logger.warning(
+            "[Recovery] The sweep could not be recorded: %s",
+            " ".join(str(exc).split()) or type(exc).__name__,
+        )
+
+
+def _sweep(
+    report: RecoveryReport,
+    *,
+    actor: Any,
+    run_ids: Sequence[int] | None,
+    list_limit: int | None,
+) -> None:
+    """The sweep itself (or its dry run), filling `report`."""
+    timeout, force, dry_run, policy = (
+        report.timeout_minutes,
+        report.force,
+        report.dry_run,
+        report.policy,
+    )
     report.active_count = active_runs().count()
     report.active = _snapshots(active_runs(), list_limit)
     victims = candidates(timeout_minutes=timeout, run_ids=run_ids, force=force)
@@ -276,7 +327,7 @@ def recover_stuck_runs(
     if dry_run:
         report.stuck = _snapshots(victims, list_limit) if report.stuck_count else []
     elif report.stuck_count:
-        victims = victims.annotate(reason=failure_reason(source, actor))
+        victims = victims.annotate(reason=failure_reason(report.source, actor))
         if policy == POLICY_RESUME:
             old_tasks = _sweep_resume(report, victims, actor)
         else:
@@ -292,11 +343,6 @@ def recover_stuck_runs(
         report.skipped = _skip_reasons(named, report)
     if not dry_run and not force and not report.skipped_reason:
         report.workers_removed = remove_dead_workers()
-    if log:
-        fields = {"event": "sweep", "source": source, "count": report.recovered_count}
-        for line in report.lines(list_limit):
-            logger.info(line.text, extra=fields)
-    return report
 
 
 def _named_runs(
@@ -784,22 +830,24 @@ def hand_back_runs(worker: Worker, *, source: str, cause: str) -> list[Qualifica
                 )
                 changed = send_back(owned, [run.pk])
                 to_status = RunStatus.PENDING
-            if not changed:
-                continue
-            recovered = RecoveredRun(
-                run.pk,
-                RunStatus.PROCESSING,
-                run.completed,
-                run.total,
-                run.created_at,
-                run.heartbeat_at,
-                run.last_seen,
-                reason=reason,
-                cause=cause,
-                new_status=to_status,
-            )
-            record_events([recovered], source=source)
-            announce([recovered], policy=POLICY_RESUME, source=source)
+            if changed:
+                recovered = RecoveredRun(
+                    run.pk,
+                    RunStatus.PROCESSING,
+                    run.completed,
+                    run.total,
+                    run.created_at,
+                    run.heartbeat_at,
+                    run.last_seen,
+                    reason=reason,
+                    cause=cause,
+                    new_status=to_status,
+                )
+                record_events([recovered], source=source)
+                announce([recovered], policy=POLICY_RESUME, source=source)
+        if not changed:  # recovered meanwhile: the run is no longer this worker's
+            FencedWrite.objects.record(run, FencedWriteKind.HAND_BACK)
+            continue
         queue.fail_tasks([run.task_id], reason)
         logger.info(
             "[Recovery] Run %s: %s",

@@ -8,14 +8,28 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import OperationalError, connection
+from django.db.models import Sum
 from django.test import override_settings
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from recovery import health
-from recovery.models import RecoveryCause, RecoveryEvent, RecoverySource, RunStatus, Worker
+from qualifier.execution import execute
+from recovery import health, sweep, workers
+from recovery.models import (
+    FencedWrite,
+    FencedWriteKind,
+    RecoveryCause,
+    RecoveryEvent,
+    RecoverySource,
+    RunStatus,
+    SweepOutcome,
+    SweepTally,
+    Worker,
+)
 from recovery.sweep import continue_failed_runs, hand_back_runs, recover_stuck_runs
 from tests.conftest import make_worker
+from tests.test_worker import CountingScorer, force_recover, make_pending_run
 
 TOKEN = "m" * 40
 
@@ -93,13 +107,101 @@ def test_metrics_count_runs_handed_back_at_shutdown(client, make_run):
 
 
 @pytest.mark.usefixtures("metrics_on")
+def test_metrics_count_the_writes_refused_to_a_stale_worker_after_a_forced_recovery(client, db):
+    workers.set_current(workers.register())
+    run = make_pending_run(6)
+    assert scrape(client)["qualifier_fenced_writes_total"] == {
+        (("kind", kind),): 0 for kind in FencedWriteKind.values
+    }
+
+    def recover_midway(call: int, prospect: object) -> None:
+        if call == 3:  # the worker has written one batch of two; an operator fails the run
+            force_recover(run)
+
+    assert execute(run.pk, scorer=CountingScorer(recover_midway), batch_size=2).outcome == "fenced"
+
+    samples = scrape(client)
+    assert samples["qualifier_fenced_writes_total"] == {
+        (("kind", "complete"),): 0,
+        (("kind", "fail"),): 0,
+        (("kind", "hand_back"),): 0,
+        (("kind", "progress"),): 1,
+    }
+    key = (("cause", "forced"), ("source", "command"), ("to_status", "failed"))
+    assert samples["qualifier_recoveries_total"][key] == 1
+    assert FencedWrite.objects.get().run_id == run.pk
+
+
+@pytest.mark.usefixtures("metrics_on")
+def test_metrics_count_sweeps_by_source_and_outcome_with_their_durations(
+    client, make_run, monkeypatch
+):
+    before = scrape(client)
+    assert "qualifier_last_successful_sweep_age_seconds" not in before
+    assert "qualifier_sweeps_total" not in before
+
+    recover_stuck_runs(source=RecoverySource.SWEEPER, log=False)
+    recover_stuck_runs(source=RecoverySource.SWEEPER, log=False)
+    recover_stuck_runs(source=RecoverySource.API, dry_run=True, log=False)  # a preview
+    make_run(heartbeat_minutes_ago=10, worker_beat_seconds_ago=300)
+    assert recover_stuck_runs(source=RecoverySource.COMMAND, log=False).recovered_count == 1
+
+    def database_gone() -> int:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(sweep, "remove_dead_workers", database_gone)
+    with pytest.raises(OperationalError):
+        recover_stuck_runs(source=RecoverySource.SWEEPER, log=False)
+
+    samples = scrape(client)
+    assert samples["qualifier_sweeps_total"] == {
+        (("outcome", "error"), ("source", "sweeper")): 1,
+        (("outcome", "ok"), ("source", "command")): 1,
+        (("outcome", "ok"), ("source", "sweeper")): 2,
+    }
+    assert "api" not in str(samples["qualifier_sweep_duration_seconds_count"])
+    count = samples["qualifier_sweep_duration_seconds_count"]
+    assert count == {(("source", "command"),): 1, (("source", "sweeper"),): 2}
+    buckets = samples["qualifier_sweep_duration_seconds_bucket"]
+    assert buckets[(("le", "+Inf"), ("source", "sweeper"))] == 2
+    assert buckets[(("le", "60.0"), ("source", "sweeper"))] == 2
+    sweeper_bounds = sorted(
+        (float(dict(labels)["le"]), value)
+        for labels, value in buckets.items()
+        if dict(labels)["source"] == "sweeper"
+    )
+    values = [value for _, value in sweeper_bounds]
+    assert values == sorted(values), "cumulative"
+    assert 0 < samples["qualifier_sweep_duration_seconds_sum"][(("source", "sweeper"),)] < 30
+    assert 0 <= samples["qualifier_last_successful_sweep_age_seconds"][()] <= 5
+
+
+def test_a_sweep_is_one_statement_more_than_its_work(make_run, django_assert_num_queries):
+    """The tally is one upsert per sweep, whatever the sweep found."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as idle:
+        recover_stuck_runs(source=RecoverySource.SWEEPER, log=False)
+    tallies = [q["sql"] for q in idle.captured_queries if SweepTally._meta.db_table in q["sql"]]
+    assert len(tallies) == 1
+    for _ in range(5):
+        make_run(heartbeat_minutes_ago=10, worker_beat_seconds_ago=300)
+    with CaptureQueriesContext(connection) as busy:
+        recover_stuck_runs(source=RecoverySource.SWEEPER, log=False)
+    tallies = [q["sql"] for q in busy.captured_queries if SweepTally._meta.db_table in q["sql"]]
+    assert len(tallies) == 1
+    assert SweepTally.objects.aggregate(n=Sum("sweeps"))["n"] == 2
+
+
+@pytest.mark.usefixtures("metrics_on")
 def test_one_scrape_makes_the_same_few_queries_however_many_rows(
     client, make_run, django_assert_max_num_queries
 ):
     for _ in range(30):
         make_run(heartbeat_minutes_ago=10, worker_beat_seconds_ago=300)
     recover_stuck_runs(source=RecoverySource.COMMAND, log=False)
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(11):
         scrape(client)
 
 
@@ -209,8 +311,9 @@ def test_healthz_answers_without_the_database(client, db, django_assert_num_quer
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_is_ok_with_a_live_worker(client, db):
+def test_readyz_is_ok_with_a_live_worker_and_a_recent_sweep(client, db):
     make_worker()
+    recover_stuck_runs(source=RecoverySource.SWEEPER, log=False)
     response = client.get("/readyz")
     assert response.status_code == 200, response.json()
     body = response.json()
@@ -219,12 +322,90 @@ def test_readyz_is_ok_with_a_live_worker(client, db):
         "database": "ok",
         "migrations": "ok",
         "workers": "ok: 1 live",
-        "sweeps": "ok",
+        "sweeps": "ok: last successful sweep 0 s ago",
     }
+
+
+def test_readyz_is_ok_right_after_a_fresh_deploy_before_any_sweep(client, db):
+    make_worker()  # registered just now; no sweep has run anywhere yet
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.json()
+    assert response.json()["checks"]["sweeps"] == (
+        "ok: starting (workers up for 0 s, no sweep succeeded yet)"
+    )
+
+
+def tally(outcome: str, seconds_ago: float, source: str = RecoverySource.SWEEPER) -> None:
+    SweepTally.objects.create(
+        source=source,
+        outcome=outcome,
+        le="0.01",
+        sweeps=1,
+        seconds=0.005,
+        last_at=timezone.now() - dt.timedelta(seconds=seconds_ago),
+    )
+
+
+def old_worker(minutes: float = 10) -> Worker:
+    """A live worker (it beats) that registered long ago."""
+    return Worker.objects.create(
+        host="h", pid=7, registered_at=timezone.now() - dt.timedelta(minutes=minutes)
+    )
+
+
+def test_readyz_is_unavailable_when_no_sweep_succeeded_for_several_intervals(client, db):
+    old_worker()
+    tally(SweepOutcome.OK, seconds_ago=300)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["reasons"] == [
+        "sweeps: no successful sweep for 300 s (expected every 10 s)"
+    ]
+
+
+def test_readyz_says_when_the_sweeps_fail(client, db):
+    old_worker()
+    tally(SweepOutcome.OK, seconds_ago=300)
+    tally(SweepOutcome.ERROR, seconds_ago=4)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["reasons"] == [
+        "sweeps: no successful sweep for 300 s (expected every 10 s); the last sweep failed 4 s ago"
+    ]
+
+
+def test_readyz_is_unavailable_when_no_sweep_ever_succeeded_long_after_the_start(client, db):
+    old_worker()
+    tally(SweepOutcome.ERROR, seconds_ago=2)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["reasons"] == [
+        "sweeps: no sweep has succeeded yet (expected every 10 s); the last sweep failed 2 s ago"
+    ]
+
+
+def test_readyz_grants_three_sweep_intervals_since_the_last_successful_sweep(client, db):
+    old_worker()
+    tally(SweepOutcome.OK, seconds_ago=25)
+    assert client.get("/readyz").status_code == 200
+    with override_settings(RECOVERY_SWEEP_INTERVAL_SECONDS=5):
+        assert client.get("/readyz").status_code == 503
+
+
+def test_readyz_requires_no_recent_sweep_when_periodic_sweeps_are_off(client, db, settings):
+    settings.RECOVERY_SWEEP_INTERVAL_SECONDS = 0
+    old_worker()
+    tally(SweepOutcome.OK, seconds_ago=3600)
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.json()
+    assert response.json()["checks"]["sweeps"] == (
+        "ok: periodic sweeps are off; last successful sweep 3600 s ago"
+    )
 
 
 def test_readyz_is_unavailable_without_a_live_worker(client, db):
     make_worker(beat_seconds_ago=3600)
+    tally(SweepOutcome.OK, seconds_ago=1)
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["reasons"] == ["workers: no live worker"]
@@ -259,9 +440,11 @@ def test_readyz_reports_unapplied_migrations(client, db, monkeypatch):
 
 
 def test_readyz_makes_few_queries(client, db, django_assert_max_num_queries):
+    """The workers, the sweep tallies and the dead runs; on SQLite the probe is a fourth
+    (elsewhere it has a connection of its own)."""
     make_worker()
     client.get("/readyz")  # reads the migration files once
-    with django_assert_max_num_queries(3):
+    with django_assert_max_num_queries(4 if connection.vendor == "sqlite" else 3):
         assert client.get("/readyz").status_code == 200
 
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from recovery import health
 from tests import processes
 
 pytestmark = pytest.mark.slow
@@ -66,7 +67,9 @@ def test_readyz_answers_503_within_a_second_when_the_database_is_down(tmp_path, 
     with silent_listener() as silent:
         port = silent if database == "silent host" else closed_port()
         expected = (
-            "no answer within 1 s" if database == "silent host" else "unreachable: OperationalError"
+            f"no answer within {health.DATABASE_PROBE_SECONDS:g} s"
+            if database == "silent host"
+            else "unreachable: OperationalError"
         )
         with server(tmp_path, f"postgres://postgres@127.0.0.1:{port}/qualifier") as url:
             for _ in range(3):
@@ -74,7 +77,9 @@ def test_readyz_answers_503_within_a_second_when_the_database_is_down(tmp_path, 
                 assert status == 503, body
                 assert body["status"] == "unavailable"
                 assert body["reasons"] == [f"database: {expected}"]
-                assert seconds < 1.5, f"{database}: answered in {seconds:.2f} s"
+                # The issue's own bound: the probe gives up at half of it, so only a machine
+                # stalled for half a second could miss it.
+                assert seconds < 1.0, f"{database}: answered in {seconds:.2f} s"
             status, body, _ = timed_get(f"{url}/healthz")
             assert (status, body) == (200, {"status": "ok"})
 

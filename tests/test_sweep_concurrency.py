@@ -20,11 +20,20 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import Sum
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from recovery import sweep
-from recovery.models import QualificationRun, RecoveryEvent, RecoverySource, RunStatus, Worker
+from recovery.models import (
+    QualificationRun,
+    RecoveryEvent,
+    RecoverySource,
+    RunStatus,
+    SweepOutcome,
+    SweepTally,
+    Worker,
+)
 from tests import processes, sweeper_child
 
 SWEEPERS = 8
@@ -189,6 +198,13 @@ def test_startup_sweeps_from_eight_processes_recover_each_run_once_and_the_other
     assert {result["skipped_reason"] for result in skipped} == {
         "another process is recovering stuck runs right now"
     }
+    # Every process counted its own sweep in the shared tallies that /metrics exports.
+    tallies = dict(
+        SweepTally.objects.filter(source=RecoverySource.STARTUP)
+        .values_list("outcome")
+        .annotate(n=Sum("sweeps"))
+    )
+    assert tallies == {SweepOutcome.OK: 1, SweepOutcome.SKIPPED: SWEEPERS - 1}
 
 
 @pytest.mark.postgres

@@ -19,9 +19,11 @@ from qualifier.models import Outcome, Prospect, ProspectResult
 from qualifier.prospects import ProspectData
 from qualifier.runs import create_run
 from qualifier.scoring import Score
-from recovery import workers
+from recovery import sweep, workers
 from recovery.exceptions import WorkerStopping
 from recovery.models import (
+    FencedWrite,
+    FencedWriteKind,
     QualificationRun,
     RecoveryEvent,
     RecoverySource,
@@ -430,6 +432,8 @@ def test_a_recovered_run_rolls_back_the_batch_in_progress_and_the_worker_stops()
     assert ProspectResult.objects.filter(run=run).count() == 4
     event = RecoveryEvent.objects.get(run=run)
     assert (event.from_status, event.completed) == (RunStatus.PROCESSING, 4)
+    refused = FencedWrite.objects.values_list("run_id", "kind", "worker", "attempt")
+    assert list(refused) == [(run.pk, FencedWriteKind.PROGRESS, run.owner, 1)]
 
 
 @pytest.mark.django_db
@@ -443,6 +447,46 @@ def test_a_run_recovered_during_its_last_batch_is_not_completed():
     run.refresh_from_db()
     assert (summary.outcome, run.status, run.completed) == ("fenced", RunStatus.FAILED, 0)
     assert not ProspectResult.objects.filter(run=run).exists()
+    assert list(FencedWrite.objects.values_list("kind", flat=True)) == [FencedWriteKind.PROGRESS]
+
+
+@pytest.mark.django_db
+def test_a_run_recovered_after_its_last_batch_refuses_the_completion(monkeypatch):
+    complete = QualificationRun.complete
+
+    def recovered_first(run: QualificationRun) -> bool:
+        force_recover(run)
+        return complete(run)
+
+    monkeypatch.setattr(QualificationRun, "complete", recovered_first)
+    run = make_pending_run(3)
+    summary = execute(run.pk, scorer=CountingScorer())
+    run.refresh_from_db()
+    assert (summary.outcome, run.status, run.completed) == ("fenced", RunStatus.FAILED, 3)
+    assert list(FencedWrite.objects.values_list("kind", flat=True)) == [FencedWriteKind.COMPLETE]
+
+
+@pytest.mark.django_db
+def test_a_hand_back_of_a_run_recovered_meanwhile_is_refused_and_counted(this_worker, monkeypatch):
+    run = make_pending_run(3)
+    assert run.start(this_worker)
+
+    def recovered_meanwhile(attempts: int) -> bool:  # between reading the run and handing it back
+        force_recover(run)
+        return False
+
+    monkeypatch.setattr(sweep, "gives_up", recovered_meanwhile)
+    handed = hand_back_runs(this_worker, source=RecoverySource.SUPERVISOR, cause="crashed")
+    run.refresh_from_db()
+    assert (handed, run.status) == ([], RunStatus.FAILED)
+    assert list(FencedWrite.objects.values_list("kind", flat=True)) == [FencedWriteKind.HAND_BACK]
+
+
+@pytest.mark.django_db
+def test_an_execution_that_is_never_fenced_records_no_refused_write():
+    run = make_pending_run(5)
+    assert execute(run.pk, scorer=CountingScorer(), batch_size=2).outcome == "completed"
+    assert not FencedWrite.objects.exists()
 
 
 # --- the worker's beat thread (real threads: the data must be committed) ------------------------
