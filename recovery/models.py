@@ -267,13 +267,27 @@ class Liveness:
 
 
 class DatabaseStartedAt(Func):
-    """When the database server started (PostgreSQL); a date long past elsewhere."""
+    """When the database server began to accept connections (PostgreSQL); a date long past
+    elsewhere. Nobody is judged silent until it has been up for the worker timeout.
+
+    The server's start time is not enough after a crash or an immediate restart: crash recovery
+    replays WAL before any worker can connect, and under load that takes longer than the worker
+    timeout. The WAL writer and the launchers are started only once recovery has ended, so their
+    start is when connections began to be accepted. Reading it needs a superuser or
+    pg_read_all_stats (PostgreSQL shows other sessions' start times to no one else); without
+    it the server's start time is used."""
 
     output_field = DateTimeField()
     template = "'1970-01-01 00:00:00'"
 
     def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return "pg_postmaster_start_time()", []
+        # GREATEST ignores NULLs: the launchers' start times, when visible and later.
+        return (
+            "GREATEST(pg_postmaster_start_time(), (SELECT MAX(backend_start) FROM "
+            "pg_stat_activity WHERE backend_type IN "
+            "('walwriter', 'autovacuum launcher', 'logical replication launcher')))",
+            [],
+        )
 
 
 class QualificationRun(models.Model):

@@ -415,3 +415,26 @@ def test_a_dead_named_run_the_locking_statement_did_not_take_is_skipped_as_locke
 
     assert report.skipped == {stuck.pk: SkipReason.LOCKED}
     assert report.locked_count == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_database_counts_as_up_from_the_end_of_crash_recovery():
+    """Nobody is judged silent until the server has accepted connections for the timeout: on
+    PostgreSQL that starts when the WAL writer started (after any crash recovery), not before."""
+    from django.db import connection
+
+    from recovery.models import DatabaseStartedAt, Worker
+
+    Worker.objects.create(host="h", pid=1)
+    [started] = Worker.objects.annotate(at=DatabaseStartedAt()).values_list("at", flat=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_postmaster_start_time(), (SELECT backend_start FROM pg_stat_activity "
+            "WHERE backend_type = 'walwriter'), (SELECT MAX(backend_start) FROM "
+            "pg_stat_activity WHERE backend_type LIKE '%launcher')"
+        )
+        server_start, walwriter_start, launchers_start = cursor.fetchone()
+    assert walwriter_start is not None  # the tests connect as a superuser, who may see it
+    assert started == max(server_start, walwriter_start, launchers_start or walwriter_start)
+    assert started > server_start
