@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 # Run as a script, sys.path[0] is bench/; the project must come first.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import create_database, describe_machine, setup_django
+from bench.common import create_database, describe_machine, qualifying_prospects, setup_django
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/qualifier_api_bench"
@@ -75,7 +75,6 @@ def arrange(runs: int, active: int) -> tuple[str, int]:
     from django.utils import timezone
 
     from qualifier.models import Outcome, Prospect, ProspectResult
-    from qualifier.prospects import ProspectData
     from qualifier.runs import create_run
     from recovery.models import QualificationRun, RecoveryEvent, RunStatus, Worker
 
@@ -107,17 +106,7 @@ def arrange(runs: int, active: int) -> tuple[str, int]:
     QualificationRun.objects.bulk_create(history, batch_size=1_000)
     # On another host, so no sweep here checks its pid; it beats (keep_alive) while measured.
     worker = Worker.objects.create(host="notifier-bench-worker", pid=1)
-    data = [
-        ProspectData(
-            name=f"P{i}",
-            company="C",
-            industry="Software",
-            employees=100,
-            title="VP",
-            position=i + 2,
-        )
-        for i in range(PROSPECTS_PER_ACTIVE_RUN)
-    ]
+    data = qualifying_prospects(PROSPECTS_PER_ACTIVE_RUN)
     # Through the project's task backend: the queued run's task waits in the database's queue
     # (no worker takes it), which the sweeps see as a live task.
     active_runs = [create_run(user=user, prospects=data) for _ in range(active)]

@@ -71,12 +71,11 @@ def parse_database_url(url: str) -> dict:
     }
 
 
-def create_benchmark_run(count: int) -> int:
-    """A queued run of `count` qualifying prospects, its task enqueued; returns its id."""
+def qualifying_prospects(count: int) -> list:
+    """`count` prospects that qualify under the default criteria (positions as CSV lines)."""
     from qualifier.prospects import ProspectData
-    from qualifier.runs import create_run
 
-    data = [
+    return [
         ProspectData(
             name=f"P{i}",
             company="C",
@@ -87,4 +86,10 @@ def create_benchmark_run(count: int) -> int:
         )
         for i in range(count)
     ]
-    return create_run(user=None, prospects=data).pk
+
+
+def create_benchmark_run(count: int) -> int:
+    """A queued run of `count` qualifying prospects, its task enqueued; returns its id."""
+    from qualifier.runs import create_run
+
+    return create_run(user=None, prospects=qualifying_prospects(count)).pk
