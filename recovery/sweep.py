@@ -499,29 +499,42 @@ def _sweep_lock(source: str) -> bool:
         return True
 
 
+#: What a sweep reads of each dead run, in RecoveredRun's order.
+RECOVERED_FIELDS = (
+    "pk",
+    "status",
+    "completed",
+    "total",
+    "created_at",
+    "heartbeat_at",
+    "last_seen",
+    "reason",
+    "cause",
+)
+
+
+def _next_batch(
+    victims: QualificationRunQuerySet, *extra: str
+) -> list[tuple[RecoveredRun, tuple[Any, ...]]]:
+    """The next batch of dead runs, locked for the caller's transaction (skipping rows that
+    others hold, where the database can), each with the values of the `extra` fields."""
+    rows = victims.annotate(last_seen=last_sign_of_life()).order_by("pk")
+    if connection.features.has_select_for_update_skip_locked:
+        rows = rows.select_for_update(skip_locked=True, of=("self",))
+    width = len(RECOVERED_FIELDS)
+    return [
+        (RecoveredRun(*row[:width]), row[width:])
+        for row in rows.values_list(*RECOVERED_FIELDS, *extra)[:GENERIC_BATCH_SIZE]
+    ]
+
+
 def _sweep_generic(report: RecoveryReport, victims: QualificationRunQuerySet, actor: Any) -> None:
     """Portable sweep: per batch, read the victims and the reasons the database wrote, fail
     them in one UPDATE and bulk-insert their events, all in one transaction that holds the
     write lock (SQLite IMMEDIATE mode) or row locks (databases with SELECT ... FOR UPDATE)."""
     while True:
         with transaction.atomic():
-            rows = victims.annotate(last_seen=last_sign_of_life()).order_by("pk")
-            if connection.features.has_select_for_update_skip_locked:
-                rows = rows.select_for_update(skip_locked=True, of=("self",))
-            batch = [
-                RecoveredRun(*row)
-                for row in rows.values_list(
-                    "pk",
-                    "status",
-                    "completed",
-                    "total",
-                    "created_at",
-                    "heartbeat_at",
-                    "last_seen",
-                    "reason",
-                    "cause",
-                )[:GENERIC_BATCH_SIZE]
-            ]
+            batch = [run for run, _ in _next_batch(victims)]
             if not batch:
                 return
             by_reason: dict[str, list[int]] = defaultdict(list)
@@ -691,27 +704,11 @@ def _sweep_resume(
             if connection.vendor == "postgresql" and not _sweep_lock(report.source):
                 report.skipped_reason = "another process is recovering stuck runs right now"
                 return old_tasks
-            rows = victims.annotate(last_seen=last_sign_of_life()).order_by("pk")
-            if connection.features.has_select_for_update_skip_locked:
-                rows = rows.select_for_update(skip_locked=True, of=("self",))
             batch: list[RecoveredRun] = []
             attempts: dict[int, int] = {}
-            for row in rows.values_list(
-                "pk",
-                "status",
-                "completed",
-                "total",
-                "created_at",
-                "heartbeat_at",
-                "last_seen",
-                "reason",
-                "cause",
-                "attempts",
-                "task_id",
-            )[:GENERIC_BATCH_SIZE]:
-                run = RecoveredRun(*row[:9])
-                attempts[run.id] = row[9]
-                old_tasks.append(row[10])
+            for run, (attempt, task_id) in _next_batch(victims, "attempts", "task_id"):
+                attempts[run.id] = attempt
+                old_tasks.append(task_id)
                 batch.append(run)
             if not batch:
                 return old_tasks
