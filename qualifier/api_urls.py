@@ -15,5 +15,4 @@ urlpatterns = [
     *api_path("runs/<int:pk>/results.csv", api.run_results_csv, name="run-results-csv"),
     *api_path("runs/<int:pk>/continue", api.run_continue, name="run-continue"),
     # The old name, with the new behaviour: the same run continues (no new run is created).
-    *api_path("runs/<int:pk>/retry", api.run_continue, name="run-retry"),
 ]

@@ -3,20 +3,16 @@
 The worker takes the run with `run.start(worker)` (a compare-and-set, so a run that was already
 taken, failed or recovered is left alone), skips every prospect that already has a result (a
 run handed back continues where it stopped), scores the rest and writes the results in small
-batches. Each batch is one transaction: the result rows, then the progress, written by the
-conditional `run.beat(completed=...)` as its last statement. If that beat finds the run no
-longer PROCESSING under this worker and attempt (recovery took it meanwhile), the batch is
-rolled back and the worker stops: it is fenced off and writes nothing more. Each refused write
-is recorded afterwards (`FencedWrite`, one row, outside the rolled-back transaction), so
-/metrics can count them across hosts; the normal path pays nothing for it.
+batches. Each batch is one transaction that fences first: the conditional progress write
+`run.beat(completed=...)` comes before the result rows, so a worker whose run was recovered
+meanwhile learns it before it writes anything; it stops, and the refused write is counted
+(`FencedWrite`, one row, for /metrics). A scorer's output is made storable before it is written.
 
-Liveness is not this module's business: the worker's row beats from the supervising
-`db_worker` process (`recovery.workers`), so a slow prospect, or a scorer that holds the GIL,
-cannot make a live run look dead. The run's own `heartbeat_at` is its last progress.
-
-When the worker is asked to stop, the batch in hand is written and the task ends with
-`WorkerStopping`; the supervisor then hands the run back to the queue. A database that goes
-away while a batch is written is retried, with the batch kept, until it is back.
+Only a lost connection is an outage, waited out with the batch kept; any other database error
+is a bug or bad data: logged once with its traceback, and the run fails with that reason.
+Liveness is not this module's business (`recovery.liveness`); the run's own `heartbeat_at` is
+its last progress. When the worker is asked to stop, the batch in hand is written and the task
+ends with `WorkerStopping`; the executor then hands the run back to the queue.
 """
 
 from __future__ import annotations
@@ -30,9 +26,10 @@ from typing import Any
 from django.db import DatabaseError, transaction
 from django.db.models import Exists, OuterRef
 
-from recovery import workers
 from recovery.exceptions import WorkerStopping
 from recovery.models import FencedWrite, FencedWriteKind, QualificationRun
+from recovery.worker import registry
+from recovery.worker.outage import retry_outages
 
 from .criteria import Criteria
 from .models import Outcome, Prospect, ProspectResult
@@ -47,6 +44,15 @@ BATCH_MAX_SIZE = 1_000
 BATCH_MAX_SECONDS = 1.0
 #: The longest error text stored on an ERRORED result.
 MAX_ERROR_LENGTH = 2_000
+#: A scorer's reasons are stored as given, up to this many of this length each.
+MAX_REASONS = 50
+MAX_REASON_LENGTH = 500
+
+
+def storable(text: str, limit: int) -> str:
+    """A scorer's text as the database can store it: no NUL bytes (PostgreSQL refuses them in
+    text and JSON), at most `limit` characters."""
+    return text.replace("\x00", "\ufffd")[:limit]
 
 
 class Fenced(Exception):
@@ -89,7 +95,7 @@ def execute(
     if run is None:
         logger.warning("Run %s does not exist; nothing to do", run_id)
         return ExecutionSummary(run_id=run_id, outcome="missing")
-    worker = workers.current()
+    worker = registry.current()
     if not run.start(worker):
         status = QualificationRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
         logger.info("Run %s was not started: it is %s, not pending", run_id, status)
@@ -120,9 +126,9 @@ class RunExecution:
         logger.info(
             "Run %s started by %s (%s prospects)",
             run.pk,
-            run.owner,
+            registry.current(),
             run.total,
-            extra={"event": "run_started", "run_id": run.pk, "worker": run.owner},
+            extra={"event": "run_started", "run_id": run.pk, "worker": str(registry.current())},
         )
         try:
             criteria = Criteria.from_dict(run.criteria)
@@ -133,7 +139,7 @@ class RunExecution:
                 raise Fenced(FencedWriteKind.COMPLETE)
         except Fenced as fenced:
             summary.outcome = "fenced"
-            FencedWrite.objects.record(run, fenced.kind)
+            FencedWrite.objects.record(run, fenced.kind, str(registry.current()))
             run.refresh_from_db(fields=["status", "completed"])
             logger.warning(
                 "Run %s is no longer ours (recovered or failed meanwhile); this worker "
@@ -186,7 +192,7 @@ class RunExecution:
             failed = False
         else:
             if not failed:
-                FencedWrite.objects.record(run, FencedWriteKind.FAIL)
+                FencedWrite.objects.record(run, FencedWriteKind.FAIL, str(registry.current()))
         summary.outcome = "failed" if failed else "fenced"
 
     def _pending(self) -> tuple[int, list[tuple[int, ProspectData]]]:
@@ -211,7 +217,7 @@ class RunExecution:
         batch: list[ProspectResult] = []
         opened = time.monotonic()
         for prospect_id, data in pending:
-            if workers.stop_requested.is_set():
+            if registry.stop_requested.is_set():
                 break
             batch.append(self._score(prospect_id, data, criteria, scorer))
             if len(batch) >= self.batch_size or time.monotonic() - opened >= self.batch_seconds:
@@ -220,7 +226,7 @@ class RunExecution:
                 opened = time.monotonic()
         if batch:
             completed = self._write(batch, completed)
-        if workers.stop_requested.is_set() and completed < self.run_obj.total:
+        if registry.stop_requested.is_set() and completed < self.run_obj.total:
             raise WorkerStopping("the worker is shutting down; the run goes back to the queue")
         return completed
 
@@ -246,24 +252,24 @@ class RunExecution:
                 outcome=Outcome.ERRORED,
                 score=None,
                 reasons=[],
-                error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH],
+                error=storable(f"{type(exc).__name__}: {exc}", MAX_ERROR_LENGTH),
             )
         return ProspectResult(
             run_id=run_id,
             prospect_id=prospect_id,
             outcome=Outcome.QUALIFIED if score.qualified else Outcome.NOT_QUALIFIED,
             score=score.score,
-            reasons=list(score.reasons),
+            reasons=[storable(str(r), MAX_REASON_LENGTH) for r in score.reasons[:MAX_REASONS]],
         )
 
     def _write(self, batch: list[ProspectResult], completed: int) -> int:
         """Results and progress in one transaction, fenced by the beat that ends it. A database
         that is away is waited for (the batch is kept) rather than failing the run."""
         total = completed + len(batch)
-        written = workers.retry_until_done(
+        written = retry_outages(
             f"Run {self.run_obj.pk}",
             lambda: self._write_once(batch, total),
-            stop=workers.stop_requested,
+            registry.stop_requested,
         )
         if written is None:
             raise WorkerStopping("the worker stopped while the database was unavailable")
@@ -273,11 +279,12 @@ class RunExecution:
         return total
 
     def _write_once(self, batch: list[ProspectResult], total: int) -> bool:
+        """The conditional progress write comes first: zero rows means the run is no longer
+        this worker's, and nothing else is written (never a constraint violation later)."""
         with transaction.atomic():
-            ProspectResult.objects.bulk_create(batch)
             if not self.run_obj.beat(completed=total):
-                transaction.set_rollback(True)
                 return False
+            ProspectResult.objects.bulk_create(batch)
         return True
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import F, QuerySet
 
-from recovery.conf import conf as recovery_conf
-from recovery.models import QualificationRun, RecoveryEvent
+from recovery import liveness
+from recovery.models import QualificationRun
 
 from .models import ProspectResult
 
@@ -26,20 +26,15 @@ RESULT_SORTS = {
 
 
 def with_recovery(runs: QuerySet[QualificationRun]) -> QuerySet[QualificationRun]:
-    """Each run with `recovered` (recovery failed it: it has a recovery event) and its liveness
-    on the database's clock, for `run.activity()` (last activity, time queued, worker silent)."""
-    return runs.annotate(
-        recovered=Exists(RecoveryEvent.objects.filter(run=OuterRef("pk")))
-    ).with_liveness(recovery_conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
+    """Each run with its liveness as `recovery.liveness` judges it, on the database's clock,
+    for `run.activity()` and `run.duration()` (last activity, time queued, worker silent)."""
+    return liveness.annotate_runs(runs)
 
 
 def run_duration(run: QualificationRun) -> dt.timedelta | None:
-    """How long the run worked. A run failed by recovery ended at its last sign of life, not
-    when it was found dead (`recovered` comes from with_recovery(); without it, not recovered)."""
-    duration = run.duration()
-    if duration is None or not getattr(run, "recovered", False):
-        return duration
-    return run.last_seen - run.started_at
+    """How long the run worked, summed over its attempts (a dead attempt counts until its last
+    sign of life, not until it was found dead)."""
+    return run.duration()
 
 
 def ordered_results(run: QualificationRun, sort: str | None) -> QuerySet[ProspectResult]:

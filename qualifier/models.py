@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -92,7 +93,7 @@ class ProspectResult(models.Model):
     score = models.PositiveSmallIntegerField(_("score"), null=True, blank=True)
     reasons = models.JSONField(_("reasons"), default=list, blank=True)
     error = models.TextField(_("error"), blank=True)
-    created_at = models.DateTimeField(_("scored at"), default=timezone.now)
+    created_at = models.DateTimeField(_("scored at"), db_default=Now())
 
     class Meta:
         verbose_name = _("result")

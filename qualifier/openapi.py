@@ -196,11 +196,6 @@ def _schemas() -> dict[str, Any]:
                 "percent": {"type": "integer", "minimum": 0, "maximum": 100},
                 "counts": ref("Counts"),
                 "criteria": ref("Criteria"),
-                "retry_of": {
-                    "type": ["integer", "null"],
-                    "description": "The run this one retried (runs made before continuing "
-                    "existed).",
-                },
                 "failure_reason": {"type": "string"},
                 "created_at": TIME,
                 "started_at": nullable(TIME),
@@ -691,15 +686,6 @@ def document() -> dict[str, Any]:
                     "summary": "Continue a failed run in place",
                     "description": "The same run goes back to the queue and finishes the "
                     "prospects without a result; it is never executed twice.",
-                }
-            },
-            f"{BASE}/runs/{{id}}/retry": {
-                "post": {
-                    **continue_operation,
-                    "operationId": "retryRun",
-                    "summary": "The old name of continue",
-                    "description": "Exactly the same as `/continue`.",
-                    "deprecated": True,
                 }
             },
             f"{BASE}/openapi.json": {

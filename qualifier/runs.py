@@ -1,4 +1,4 @@
-"""Creating, retrying and counting qualification runs: what the web pages and the API call.
+"""Creating, continuing and counting qualification runs: what the web pages and the API call.
 
 A run, its prospects and its task are created together. When the task queue lives in the
 same database (django-tasks-db), the task is enqueued in the run's own transaction, so a crash
@@ -86,7 +86,6 @@ def create_run(
     user: Any,
     prospects: Sequence[ProspectData],
     criteria: Criteria | None = None,
-    retry_of: QualificationRun | None = None,
 ) -> QualificationRun:
     """A PENDING run over `prospects`, stored with its criteria, and its task enqueued."""
     if not prospects:
@@ -105,7 +104,6 @@ def create_run(
             total=len(prospects),
             user=user if getattr(user, "is_authenticated", False) else None,
             criteria=criteria.as_dict(),
-            retry_of=retry_of,
         )
         Prospect.objects.bulk_create(
             (

@@ -148,7 +148,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    run = get_object_or_404(user_runs(request).select_related("retry_of"), pk=pk)
+    run = get_object_or_404(user_runs(request), pk=pk)
     sort = request.GET.get("sort", "")
     if sort not in RESULT_SORTS:
         sort = ""
@@ -163,7 +163,6 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "run": run,
             "row": RunRow(run, counts_for([run])[run.pk]),
             "criteria": Criteria.from_dict(run.criteria),
-            "retries": list(run.retries.order_by("created_at", "pk").only("pk", "status")),
             "page": page,
             "sort": sort,
             "next_sort": "-score" if sort == "score" else "score",
@@ -181,7 +180,7 @@ def run_results_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
 
 @login_required
 @require_POST
-def run_retry(request: HttpRequest, pk: int) -> HttpResponse:
+def run_continue(request: HttpRequest, pk: int) -> HttpResponse:
     """Continue: the same failed run goes back to the queue for the prospects left."""
     run = get_object_or_404(user_runs(request), pk=pk)
     try:

@@ -27,7 +27,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from . import overview, overview_page
+from . import liveness, overview, overview_page
 from .conf import POLICY_RESUME, conf
 from .models import (
     ApiToken,
@@ -225,7 +225,7 @@ class QualificationRunAdmin(admin.ModelAdmin):
     raw_id_fields = ("user",)
     # Only the run's user may be edited; everything else is the application's record.
     fieldsets = (
-        (None, {"fields": ("user", "status", "progress", "attempts", "owner")}),
+        (None, {"fields": ("user", "status", "progress", "attempts", "deaths", "worker")}),
         (
             _("Timeline"),
             {
@@ -240,13 +240,14 @@ class QualificationRunAdmin(admin.ModelAdmin):
             },
         ),
         (_("Failure"), {"fields": ("failure_reason",)}),
-        (_("Input"), {"fields": ("criteria", "retry_of")}),
+        (_("Input"), {"fields": ("criteria",)}),
     )
     readonly_fields = (
         "status",
         "progress",
         "attempts",
-        "owner",
+        "deaths",
+        "worker",
         "created_at",
         "age",
         "started_at",
@@ -255,7 +256,6 @@ class QualificationRunAdmin(admin.ModelAdmin):
         "completed_at",
         "failure_reason",
         "criteria",
-        "retry_of",
     )
     force_fail_confirmation_template = (
         "admin/recovery/qualificationrun/force_fail_confirmation.html"
@@ -509,8 +509,16 @@ def skipped_summary(report: RecoveryReport) -> str:
     reasons = []
     if alive := counts[SkipReason.ALIVE]:
         reasons.append(
-            gettext("%(n)d still alive (a live worker, progress within %(timeout)d min)")
-            % {"n": alive, "timeout": report.timeout_minutes}
+            gettext("%(n)d still alive (its worker beats or it made progress lately)")
+            % {"n": alive}
+        )
+    if waiting := counts[SkipReason.WAITING]:
+        reasons.append(
+            gettext("%(n)d waiting in the queue with a live task%(none)s")
+            % {
+                "n": waiting,
+                "none": "" if liveness.any_worker_alive() else gettext(" (no worker is running)"),
+            }
         )
     if finished := counts[SkipReason.FINISHED]:
         reasons.append(gettext("%(n)d already finished") % {"n": finished})
@@ -526,24 +534,27 @@ def skipped_summary(report: RecoveryReport) -> str:
 
 def resume_skipped_summary(skipped: list[int]) -> str:
     """Why selected runs were not resumed, from their state now (one query)."""
-    runs = QualificationRun.objects.filter(pk__in=skipped).annotate(
-        dead=Exists(stuck_runs().filter(pk=OuterRef("pk")))
-    )
-    completed = nothing_left = alive = busy = 0
-    for status, dead in runs.values_list("status", "dead"):
-        if status == RunStatus.COMPLETED:
+    states = liveness.run_states(skipped)
+    completed = nothing_left = alive = waiting = busy = 0
+    for state in states.values():
+        if state.status == RunStatus.COMPLETED:
             completed += 1
-        elif status == RunStatus.FAILED:
+        elif state.status == RunStatus.FAILED:
             nothing_left += 1  # a failed run with prospects left would have been continued
-        elif dead:
+        elif state.liveness == liveness.DEAD:
             busy += 1  # eligible, but another transaction held it locked
+        elif state.liveness == liveness.WAITING:
+            waiting += 1
         else:
             alive += 1
     reasons = []
     if alive:
         reasons.append(
-            gettext("%(n)d still alive (a live worker or waiting in the queue)") % {"n": alive}
+            gettext("%(n)d still alive (its worker beats or it made progress lately)")
+            % {"n": alive}
         )
+    if waiting:
+        reasons.append(gettext("%(n)d waiting in the queue with a live task") % {"n": waiting})
     if completed:
         reasons.append(gettext("%(n)d already completed") % {"n": completed})
     if nothing_left:
@@ -586,7 +597,7 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> Any:
         """Alive or not on the database's clock, and the run in progress, in one query."""
-        return super().get_queryset(request).with_state(conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
+        return liveness.annotate_workers(super().get_queryset(request))
 
     @admin.display(description=_("last beat"), ordering="last_beat_at")
     def last_beat(self, worker: Worker) -> str:

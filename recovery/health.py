@@ -30,7 +30,8 @@ from .metrics import (
     sweep_rows,
     worker_figures,
 )
-from .models import Liveness, SweepOutcome
+from . import liveness
+from .models import SweepOutcome
 from .throttle import client_address
 
 logger = logging.getLogger("recovery")
@@ -147,11 +148,7 @@ def sweeps_check(workers_up_seconds: int | None = None) -> str:
         since = "" if last_ok is None else f"; last successful sweep {last_ok} s ago"
         return f"ok: periodic sweeps are off{since}"
     grace = SWEEP_INTERVALS_OF_GRACE * interval
-    lenient = Liveness(
-        worker_timeout_seconds=conf.RECOVERY_WORKER_TIMEOUT_SECONDS + grace,
-        stuck_timeout_minutes=conf.STUCK_RUN_TIMEOUT_MINUTES + -(-grace // 60),
-    )
-    dead = rows_dead_runs(lenient)
+    dead = rows_dead_runs(liveness.Rule.current().lenient(grace))
     if dead:
         return f"{dead} run(s) dead for over {grace} s past their timeout: sweeps are not recovering them"
     if last_ok is not None and last_ok <= grace:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from django.db import connection
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -22,6 +22,8 @@ from prometheus_client.core import (
     Metric,
 )
 
+from . import liveness
+from .clock import SecondsSince
 from .conf import conf
 from .models import (
     DEAD_RUN_CAUSES,
@@ -29,16 +31,13 @@ from .models import (
     SWEEP_SECONDS_BUCKETS,
     FencedWrite,
     FencedWriteKind,
-    Liveness,
     QualificationRun,
     RecoveryEvent,
     RecoverySource,
     RunStatus,
-    SecondsSince,
     SweepOutcome,
     SweepTally,
     Worker,
-    beat_within,
 )
 
 #: Above this many runs (as PostgreSQL's statistics count them), finished runs are estimated.
@@ -58,6 +57,7 @@ class Figures:
     live_workers: int
     dead_workers: int
     recoveries: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    continues: int = 0
     last_recovery_seconds: int | None = None
     dead_seconds_buckets: list[tuple[int, int]] = field(default_factory=list)
     dead_seconds_count: int = 0
@@ -97,15 +97,11 @@ def last_sweep_seconds(rows: list[SweepRow], outcome: str) -> int | None:
     return min(ages) if ages else None
 
 
-def rows_dead_runs(liveness: Liveness | None = None) -> int:
-    """Dead runs as the rows alone tell (worker gone or silent, no progress): what every host
-    agrees on. A sweep also asks this host's process table and the task queue, which a scrape
-    does not, so a PENDING run whose task vanished is counted once a sweep has seen it."""
-    liveness = liveness or Liveness(
-        worker_timeout_seconds=conf.RECOVERY_WORKER_TIMEOUT_SECONDS,
-        stuck_timeout_minutes=conf.STUCK_RUN_TIMEOUT_MINUTES,
-    )
-    return QualificationRun.objects.dead(liveness).filter(status=RunStatus.PROCESSING).count()
+def rows_dead_runs(rule: liveness.Rule | None = None) -> int:
+    """Dead PROCESSING runs as the rows alone tell (worker gone or silent, no progress): what
+    every host agrees on. A sweep also asks this host's process table, which a scrape does not."""
+    rule = rule or liveness.Rule.current()
+    return liveness.dead_runs(rule).filter(status=RunStatus.PROCESSING).count()
 
 
 def finished_runs_by_status() -> dict[str, int]:
@@ -180,7 +176,7 @@ def worker_counts() -> tuple[int, int]:
 def worker_figures() -> tuple[int, int, int | None]:
     """(live, dead-but-registered) workers and the seconds since the oldest live one
     registered (None without one), in one query on the database's clock."""
-    alive = beat_within(conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
+    alive = Q(pk__in=liveness.alive_workers().values("pk"))
     counts = Worker.objects.aggregate(
         live=Count("pk", filter=alive),
         total=Count("pk"),
@@ -209,12 +205,18 @@ def queue_depth() -> tuple[int, int | None]:
 
 
 def recovery_counts(since: dt.datetime | None = None) -> dict[tuple[str, str, str], int]:
-    """Recoveries by (source, to_status, cause), since a moment or ever."""
-    events = RecoveryEvent.objects.order_by()
+    """Recoveries by (source, to_status, cause), since a moment or ever. An owner's Continue is
+    not a recovery (nothing was dead): `continue_count` counts those."""
+    events = RecoveryEvent.objects.order_by().exclude(source=RecoverySource.CONTINUE)
     if since is not None:
         events = events.filter(created_at__gte=since)
     counted = events.values_list("source", "to_status", "cause").annotate(n=Count("*"))
     return {(source, to_status, cause): n for source, to_status, cause, n in counted}
+
+
+def continue_count() -> int:
+    """Failed runs continued by their owner or an operator, ever."""
+    return RecoveryEvent.objects.filter(source=RecoverySource.CONTINUE).count()
 
 
 def last_recovery_seconds() -> int | None:
@@ -236,6 +238,7 @@ def collect() -> Figures:
         live_workers=live,
         dead_workers=dead,
         recoveries=recovery_counts(),
+        continues=continue_count(),
         last_recovery_seconds=last_recovery_seconds(),
     )
     figures.dead_seconds_buckets, figures.dead_seconds_count, figures.dead_seconds_sum = (
@@ -293,6 +296,12 @@ class RecoveryCollector:
         for (source, to_status, cause), count in sorted(figures.recoveries.items()):
             recoveries.add_metric([source, to_status.lower(), cause or "none"], count)
         yield recoveries
+        yield CounterMetricFamily(
+            "qualifier_continues",
+            "Failed runs continued (back in the queue) by their owner or an operator: not "
+            "recoveries, so not in qualifier_recoveries_total.",
+            value=figures.continues,
+        )
         handed_back = sum(
             count
             for (source, _, _), count in figures.recoveries.items()

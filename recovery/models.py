@@ -12,30 +12,19 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
-import socket
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, models, transaction
-from django.db.models import (
-    BooleanField,
-    Case,
-    DateTimeField,
-    F,
-    Func,
-    IntegerField,
-    Q,
-    Value,
-    When,
-)
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .clock import since_start_until
 from .inputs import unstorable
 
 logger = logging.getLogger("recovery")
@@ -95,70 +84,6 @@ def last_sign_of_life() -> Coalesce:
     return Coalesce("heartbeat_at", "started_at", "created_at")
 
 
-def current_owner() -> str:
-    """Identifies the process doing the work: host and pid (read on each call: forks change it)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def ago(seconds: float) -> Any:
-    """The database's now minus `seconds`: every liveness comparison uses the one clock that all
-    hosts share, in the same statement, never a host's own clock."""
-    return Now() - dt.timedelta(seconds=seconds)
-
-
-class SecondsSince(Func):
-    """Whole seconds from a timestamp to the database's now (for reasons written in SQL)."""
-
-    output_field = IntegerField()
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(
-            compiler,
-            connection,
-            template="FLOOR(EXTRACT(EPOCH FROM (STATEMENT_TIMESTAMP() - %(expressions)s)))::bigint",
-            **extra,
-        )
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(
-            compiler,
-            connection,
-            template="CAST((julianday('now') - julianday(%(expressions)s)) * 86400 AS INTEGER)",
-            **extra,
-        )
-
-
-def beat_within(timeout_seconds: int) -> Q:
-    """A worker is alive while it has beaten within the timeout, on the database's clock."""
-    return Q(last_beat_at__gte=ago(timeout_seconds))
-
-
-class WorkerQuerySet(models.QuerySet["Worker"]):
-    def alive(self, timeout_seconds: int) -> WorkerQuerySet:
-        return self.filter(beat_within(timeout_seconds))
-
-    def with_state(self, timeout_seconds: int) -> WorkerQuerySet:
-        """Each worker's `is_alive` and the run it is executing (`current_run_id`, or None),
-        in the same query."""
-        current = QualificationRun.objects.filter(
-            worker=models.OuterRef("pk"), status=RunStatus.PROCESSING
-        ).values("pk")[:1]
-        return self.annotate(
-            is_alive=Case(
-                When(beat_within(timeout_seconds), then=Value(True)),
-                default=Value(False),
-                output_field=BooleanField(),
-            ),
-            current_run_id=models.Subquery(current),
-        )
-
-    def silent(self, timeout_seconds: int) -> WorkerQuerySet:
-        return self.filter(last_beat_at__lt=ago(timeout_seconds))
-
-    def on_host(self, host: str) -> WorkerQuerySet:
-        return self.filter(host=host)
-
-
 class Worker(models.Model):
     """A process that executes runs: registered when it starts, beating while it lives, removed
     on a clean exit. A run's owner is its worker's row, so a run is dead when that row is gone,
@@ -171,8 +96,6 @@ class Worker(models.Model):
     registered_at = models.DateTimeField(_("registered at"), db_default=Now())
     last_beat_at = models.DateTimeField(_("last beat"), db_default=Now())
     executor_pid = models.PositiveIntegerField(_("executor pid"), null=True, blank=True)
-
-    objects = WorkerQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("worker")
@@ -191,103 +114,10 @@ class QualificationRunQuerySet(models.QuerySet["QualificationRun"]):
     def finished(self) -> QualificationRunQuerySet:
         return self.filter(status__in=FINISHED_STATUSES)
 
-    def dead(self, liveness: Liveness) -> QualificationRunQuerySet:
-        """The one definition of a dead run, each annotated with its `cause`.
-
-        A PROCESSING run is dead when its worker's row is gone, its worker's process has exited
-        on its host, its worker has missed beats for the worker timeout, or the run itself has
-        made no progress for the stuck timeout (a worker alive but hung on it). A PENDING run is
-        dead when no live task is behind it. Every age is measured on the database's clock; on
-        PostgreSQL no one is judged silent until the database itself has been up that long (no
-        one could beat while it was down).
-        """
-        worker_cutoff = ago(liveness.worker_timeout_seconds)
-        progress_cutoff = ago(liveness.stuck_timeout_minutes * 60)
-        silent = Q(worker__last_beat_at__lt=worker_cutoff, database_started__lt=worker_cutoff)
-        no_progress = Q(last_seen__lt=progress_cutoff, database_started__lt=progress_cutoff)
-        processing = Q(worker_id__isnull=True) | silent | no_progress
-        causes = [When(status=RunStatus.PENDING, then=Value(RecoveryCause.NO_TASK))]
-        causes.append(When(worker_id__isnull=True, then=Value(RecoveryCause.WORKER_GONE)))
-        if liveness.exited_worker_ids:
-            exited = Q(worker_id__in=liveness.exited_worker_ids)
-            processing |= exited
-            causes.append(When(exited, then=Value(RecoveryCause.PROCESS_GONE)))
-        causes.append(When(silent, then=Value(RecoveryCause.WORKER_SILENT)))
-        dead = Q(status=RunStatus.PROCESSING) & processing
-        if liveness.orphaned_pending_ids:
-            dead |= Q(status=RunStatus.PENDING, pk__in=liveness.orphaned_pending_ids)
-        return (
-            self.alias(database_started=DatabaseStartedAt(), last_seen=last_sign_of_life())
-            .filter(dead)
-            .annotate(cause=Case(*causes, default=Value(RecoveryCause.NO_PROGRESS)))
-        )
-
     def continuable(self) -> QualificationRunQuerySet:
         """FAILED runs with prospects left: their owner (or an operator) may continue them in
         place. `completed` counts the results written, so it says what is left."""
         return self.filter(status=RunStatus.FAILED, completed__lt=F("total"))
-
-    def forced(self) -> QualificationRunQuerySet:
-        """Active runs an operator fails by name, whatever their state."""
-        return self.active().annotate(cause=Value(RecoveryCause.FORCED))
-
-    def with_liveness(self, worker_timeout_seconds: int) -> QualificationRunQuerySet:
-        """What the pages show: seconds since the last activity, seconds in the queue, and
-        whether the worker still answers (all on the database's clock)."""
-        return self.annotate(
-            activity_seconds=SecondsSince(Coalesce("heartbeat_at", "started_at")),
-            queued_seconds=SecondsSince("queued_at"),
-            worker_silent=Case(
-                When(
-                    Q(status=RunStatus.PROCESSING)
-                    & (
-                        Q(worker_id__isnull=True)
-                        | Q(worker__last_beat_at__lt=ago(worker_timeout_seconds))
-                    ),
-                    then=Value(True),
-                ),
-                default=Value(False),
-                output_field=BooleanField(),
-            ),
-        )
-
-    def with_last_seen(self) -> QualificationRunQuerySet:
-        return self.annotate(last_seen=last_sign_of_life())
-
-
-@dataclass(frozen=True)
-class Liveness:
-    """What a sweep knows besides the rows: the timeouts, this host's workers whose process has
-    exited, and the PENDING runs that the task backend says have no live task."""
-
-    worker_timeout_seconds: int
-    stuck_timeout_minutes: int
-    exited_worker_ids: tuple[int, ...] = ()
-    orphaned_pending_ids: tuple[int, ...] = ()
-
-
-class DatabaseStartedAt(Func):
-    """When the database server began to accept connections (PostgreSQL); a date long past
-    elsewhere. Nobody is judged silent until it has been up for the worker timeout.
-
-    The server's start time is not enough after a crash or an immediate restart: crash recovery
-    replays WAL before any worker can connect, and under load that takes longer than the worker
-    timeout. The WAL writer and the launchers are started only once recovery has ended, so their
-    start is when connections began to be accepted. Reading it needs a superuser or
-    pg_read_all_stats (PostgreSQL shows other sessions' start times to no one else); without
-    it the server's start time is used."""
-
-    output_field = DateTimeField()
-    template = "'1970-01-01 00:00:00'"
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        # GREATEST ignores NULLs: the launchers' start times, when visible and later.
-        return (
-            "GREATEST(pg_postmaster_start_time(), (SELECT MAX(backend_start) FROM "
-            "pg_stat_activity WHERE backend_type IN "
-            "('walwriter', 'autovacuum launcher', 'logical replication launcher')))",
-            [],
-        )
 
 
 class QualificationRun(models.Model):
@@ -305,21 +135,19 @@ class QualificationRun(models.Model):
         related_name="qualification_runs",
     )
     criteria = models.JSONField(_("criteria"), default=dict, blank=True)
-    retry_of = models.ForeignKey(
-        "self",
-        verbose_name=_("retry of"),
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="retries",
-    )
-    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    created_at = models.DateTimeField(_("created at"), db_default=Now())
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
     heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
     completed_at = models.DateTimeField(_("ended at"), null=True, blank=True)
     failure_reason = models.TextField(_("failure reason"), blank=True)
+    # Bumped at every start: the fencing token, with `worker`.
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
-    owner = models.CharField(_("owner (host:pid)"), max_length=255, blank=True)
+    # Bumped only when recovery finds the run's worker dead (never at a clean hand-back); the
+    # crash-loop guard counts these, and Continue starts the count again.
+    deaths = models.PositiveIntegerField(_("deaths"), default=0)
+    # The seconds every earlier attempt worked (database clock); the current one is added on
+    # the fly while it runs.
+    worked_seconds = models.FloatField(_("seconds worked"), default=0.0)
     # The worker executing the run (the fencing token, with `attempts`); SET_NULL when its row
     # is removed, so a PROCESSING run without a worker is one whose worker is gone.
     worker = models.ForeignKey(
@@ -372,33 +200,32 @@ class QualificationRun(models.Model):
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 
-    @property
-    def last_seen(self) -> dt.datetime:
-        return self.heartbeat_at or self.started_at or self.created_at
-
     def activity(self) -> str:
-        """What an active run is doing, in its owner's words (needs `with_liveness()`): how long
-        it has been queued, when it last made progress, or that its worker stopped responding
-        and recovery is on its way."""
+        """What an active run is doing, in its owner's words (needs `liveness.annotate_runs()`):
+        how long it has been queued, when it last made progress, or that it was found dead and
+        recovery is on its way."""
+        state = getattr(self, "liveness", "")
         if self.status == RunStatus.PENDING:
+            if state == "dead":
+                return "Its queued task is gone; recovering…"
             waited = getattr(self, "queued_seconds", None)
             return "Queued, waiting for a worker" + (
                 f" (for {spoken(waited)})" if waited is not None else ""
             )
         if self.status != RunStatus.PROCESSING:
             return ""
-        if getattr(self, "worker_silent", False):
+        if state == "dead":
             return "The worker stopped responding; recovering…"
         quiet = getattr(self, "activity_seconds", None)
         return "Working" if quiet is None else f"Last activity {spoken(quiet)} ago"
 
-    def age(self, now: dt.datetime | None = None) -> dt.timedelta:
-        return (now or timezone.now()) - self.created_at
-
     def duration(self) -> dt.timedelta | None:
+        """How long the run has worked, summed over its attempts, on the database's clock (the
+        current attempt's share comes from `liveness.annotate_runs()`)."""
         if self.started_at is None:
             return None
-        return (self.completed_at or timezone.now()) - self.started_at
+        current = getattr(self, "attempt_seconds", None) if self.status == RunStatus.PROCESSING else None
+        return dt.timedelta(seconds=self.worked_seconds + (current or 0))
 
     # --- lifecycle: every transition is a compare-and-set -------------------------------------
 
@@ -412,16 +239,20 @@ class QualificationRun(models.Model):
         )
 
     def _apply(self, changes: dict[str, Any]) -> None:
+        computed = []
         for field, value in changes.items():
-            if not hasattr(value, "resolve_expression"):  # database-clock values are read back
+            if hasattr(value, "resolve_expression"):
+                computed.append(field)
+            else:
                 setattr(self, field, value)
+        if computed:  # database-clock values and sums are read back
+            self.refresh_from_db(fields=computed)
 
     def start(self, worker: Worker) -> bool:
         """PENDING → PROCESSING under `worker`, with the start time (database clock)."""
         changes = {
             "status": RunStatus.PROCESSING,
             "worker_id": worker.pk,
-            "owner": str(worker),
             "started_at": Now(),
             "heartbeat_at": Now(),
             "attempts": self.attempts + 1,
@@ -431,7 +262,6 @@ class QualificationRun(models.Model):
         ).update(**changes)
         if started:
             self._apply(changes)
-            self.refresh_from_db(fields=["started_at", "heartbeat_at"])
         return bool(started)
 
     def beat(self, *, completed: int | None = None) -> bool:
@@ -440,12 +270,17 @@ class QualificationRun(models.Model):
         if completed is not None:
             changes["completed"] = completed
         beaten = self._owned().update(**changes)
-        if beaten:
-            self._apply(changes)
+        if beaten and completed is not None:
+            self.completed = completed  # the beat's time is not read back: one write a batch
         return bool(beaten)
 
     def complete(self) -> bool:
-        changes = {"status": RunStatus.COMPLETED, "completed_at": Now(), "heartbeat_at": Now()}
+        changes = {
+            "status": RunStatus.COMPLETED,
+            "completed_at": Now(),
+            "heartbeat_at": Now(),
+            "worked_seconds": F("worked_seconds") + since_start_until(Now()),
+        }
         done = self._owned().update(**changes)
         if done:
             self._apply(changes)
@@ -457,6 +292,7 @@ class QualificationRun(models.Model):
             "status": RunStatus.FAILED,
             "completed_at": Now(),
             "failure_reason": reason[:2000],
+            "worked_seconds": F("worked_seconds") + since_start_until(Now()),
         }
         failed = self._owned().update(**changes)
         if failed:
@@ -705,12 +541,12 @@ class FencedWriteKind(models.TextChoices):
 
 
 class FencedWriteQuerySet(models.QuerySet["FencedWrite"]):
-    def record(self, run: QualificationRun, kind: str) -> None:
+    def record(self, run: QualificationRun, kind: str, worker: str = "") -> None:
         """Notes that `run`'s worker tried to write to it after losing it. Called after the
         refused write's transaction has rolled back, so the row is kept; a database error here
         is logged, never raised, since the refusal itself is what keeps the run safe."""
         try:
-            self.create(run_id=run.pk, kind=kind, worker=run.owner[:255], attempt=run.attempts)
+            self.create(run_id=run.pk, kind=kind, worker=worker[:255], attempt=run.attempts)
         except DatabaseError as exc:
             logger.warning(
                 "Run %s: a refused %s write could not be recorded: %s",

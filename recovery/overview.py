@@ -12,9 +12,10 @@ from django.db.models import Count, DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from . import metrics
+from . import liveness, metrics
 from .conf import conf
-from .models import RecoveryCause, RecoveryEvent, RunStatus, SecondsSince, Worker, spoken
+from .clock import SecondsSince
+from .models import RecoveryCause, RecoveryEvent, RunStatus, Worker, spoken
 
 #: The charts' window: 7 days of hourly bars, the last one the hour in progress.
 WINDOW_HOURS = 7 * 24
@@ -200,7 +201,7 @@ def build(now: dt.datetime | None = None) -> Overview:
     queued, oldest = metrics.queue_depth()
     live, dead = metrics.worker_counts()
     workers = list(
-        Worker.objects.with_state(conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
+        liveness.annotate_workers(Worker.objects.all())
         .annotate(beat_seconds=SecondsSince("last_beat_at"))  # the database's clock
         .order_by("-is_alive", "host", "pid")[:WORKERS_SHOWN]
     )

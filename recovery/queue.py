@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from django.db import transaction
+from django.db.models import CharField, Func
 from django.db.models.functions import Now
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
@@ -26,6 +27,24 @@ from .exceptions import RunRecovered
 logger = logging.getLogger("recovery")
 
 LIVE_STATUSES = frozenset({TaskResultStatus.READY, TaskResultStatus.RUNNING})
+#: Runs whose task a sweep asks another backend about (one get_result() each), oldest first;
+#: the rest wait for the next sweep. django-tasks-db needs no such bound: one subquery.
+MAX_TASK_LOOKUPS_PER_SWEEP = 100
+
+
+class LastWorkerId(Func):
+    """The last worker id in django-tasks-db's `worker_ids` (a JSON array), as text: the worker
+    that claimed the task most recently."""
+
+    output_field = CharField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="(%(expressions)s ->> -1)", **extra)
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler, connection, template="json_extract(%(expressions)s, '$[#-1]')", **extra
+        )
 
 
 def run_task() -> Any:
@@ -98,14 +117,18 @@ def orphaned_pending(
 ) -> tuple[int, ...]:
     """The ids of PENDING runs with no live task behind them, from (id, task_id) pairs.
 
-    One `get_result()` per run asked about: the tasks API has no bulk read, so the sweep asks
-    only about runs queued longer than the worker timeout.
+    For backends other than django-tasks-db (whose answer is one subquery, see
+    `recovery.liveness.no_task`): one `get_result()` per run asked about, since the tasks API has
+    no bulk read, and at most MAX_TASK_LOOKUPS_PER_SWEEP runs per sweep (the caller passes the
+    oldest first; the rest are asked at the next sweep).
     """
-    return tuple(
-        run_id
-        for run_id, task_id in runs
-        if not task_id or task_state(task_id, alive_worker_ids) == "gone"
-    )
+    found: list[int] = []
+    for asked, (run_id, task_id) in enumerate(runs):
+        if asked >= MAX_TASK_LOOKUPS_PER_SWEEP:
+            break
+        if not task_id or task_state(task_id, alive_worker_ids) == "gone":
+            found.append(run_id)
+    return tuple(found)
 
 
 def fail_tasks(task_ids: Iterable[str], reason: str) -> int:

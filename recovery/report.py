@@ -25,6 +25,8 @@ class SkipReason(StrEnum):
 
     #: Still showing signs of life: not dead by the rule, and not forced.
     ALIVE = "alive"
+    #: Queued, with a live task behind it (waiting in the queue or claimed by a live worker).
+    WAITING = "waiting"
     #: Already COMPLETED or FAILED.
     FINISHED = "finished"
     #: Dead when the sweep looked, but its locking statement did not take it: another
@@ -183,13 +185,12 @@ class RecoveryReport:
         """The log lines of the original write-up, each with its kind, listings bounded by
         `list_limit`."""
         info, warning = LineKind.INFO, LineKind.WARNING
+        if self.skipped_reason:  # it read nothing: another process was sweeping
+            return [Line(info, f"[Recovery] Skipped: {self.skipped_reason}")]
         lines = [Line(info, f"[Recovery] Found {self.active_count} active run(s) in database:")]
         lines += _bounded(
             [run.listing_line(self.now) for run in self.active], self.active_count, list_limit
         )
-        if self.skipped_reason:
-            lines.append(Line(info, f"[Recovery] Skipped: {self.skipped_reason}"))
-            return lines
         rule = self.rule
         if not self.stuck_count:
             lines.append(Line(info, f"[Recovery] No stuck runs found ({rule})"))

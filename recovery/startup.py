@@ -255,6 +255,8 @@ class StartupRecovery:
             finally:
                 with contextlib.suppress(DatabaseError):
                     connections.close_all()  # this thread's connections only
+        from .worker.sweeper import run_periodic_sweeps
+
         run_periodic_sweeps(self.stopping)
 
 
@@ -283,45 +285,6 @@ def close_connections_before_fork() -> None:
         connections.close_all()
 
 
-def run_periodic_sweeps(stop: threading.Event | None = None) -> None:
-    """Sweeps every RECOVERY_SWEEP_INTERVAL_SECONDS until `stop` is set; never raises.
-
-    Quiet unless it recovers something: a worker must not fill its log once a minute.
-    """
-    from .models import RecoverySource
-    from .sweep import recover_stuck_runs
-    from .workers import Outage
-
-    stop = stop or _process.stopping
-    if not sweeps_enabled():
-        return
-    interval = conf.RECOVERY_SWEEP_INTERVAL_SECONDS
-    outage = Outage("Sweeper")
-    while not stop.wait(interval):
-        try:
-            report = recover_stuck_runs(source=RecoverySource.SWEEPER, log=False)
-        except DatabaseError as exc:  # a passing database outage must not end the sweeps
-            outage.failed(exc)
-        except Exception as exc:
-            logger.warning("[Sweeper] Sweep failed: %s: %s", type(exc).__name__, exc)
-        else:
-            outage.succeeded()
-            if report.recovered:
-                for line in report.lines():
-                    logger.info(line.text)
-                logger.info(
-                    "[Sweeper] Recovered %d stuck runs%s", report.recovered_count, _policy(report)
-                )
-        finally:
-            with contextlib.suppress(DatabaseError):
-                connections.close_all()
-
-
-def _policy(report: Any) -> str:
-    """The policy, said when it is not the default (the default's lines stay as they were)."""
-    return f" (policy: {report.policy})" if report.policy != "fail" else ""
-
-
 def run_startup_recovery(role: str) -> None:
     """Waits for the app registry, sweeps once, and never raises."""
     deadline = time.monotonic() + APPS_READY_TIMEOUT_SECONDS
@@ -333,6 +296,7 @@ def run_startup_recovery(role: str) -> None:
     from .checks import check_recovery_settings
     from .models import RecoverySource
     from .sweep import recover_stuck_runs
+    from .worker.sweeper import policy_note
 
     # The server's own system checks report bad settings and stop it; they run beside this
     # thread, so without this a sweep could run with the very settings they reject.
@@ -344,7 +308,6 @@ def run_startup_recovery(role: str) -> None:
         return
     logger.info("[Startup] Checking for stuck qualification runs...")
     try:
-        _bound_statements()
         report = recover_stuck_runs(source=RecoverySource.STARTUP)
     except DatabaseError as exc:
         logger.warning("[Startup] Recovery skipped: %s", describe_database_error(exc))
@@ -355,23 +318,10 @@ def run_startup_recovery(role: str) -> None:
     if report.skipped_reason:
         logger.info("[Startup] %s", report.skipped_reason.capitalize())
     elif report.recovered:
-        logger.info("[Startup] Recovered %d stuck runs%s", report.recovered_count, _policy(report))
+        logger.info("[Startup] Recovered %d stuck runs%s", report.recovered_count, policy_note(report))
     else:
         logger.info("[Startup] No stuck runs found")
     logger.debug("[Startup] Recovery ran in the %s process %s", role, os.getpid())
-
-
-def _bound_statements() -> None:
-    """A table locked by a migration must not hold the sweep forever (PostgreSQL; SQLite's
-    busy timeout bounds its waits already)."""
-    from . import sweep
-
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT set_config('statement_timeout', %s, false)",
-                [str(sweep.STARTUP_STATEMENT_TIMEOUT_MS)],
-            )
 
 
 def describe_database_error(exc: DatabaseError) -> str:

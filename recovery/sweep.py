@@ -1,16 +1,16 @@
-"""Finding and recovering dead runs: the one module that every entry point calls.
+"""The sweep: the one function that recovers dead runs, and the transitions it shares.
 
 The startup hook, the periodic sweeper, the `recover_stuck_runs` command, the admin actions and
-the API all go through `recover_stuck_runs()`, and a stopping or crashed worker through
-`hand_back_runs()`, and a continued failed run through `continue_failed_runs()`, so "dead"
-(`QualificationRunQuerySet.dead`), the transitions (back to the queue: `send_back()`), the
-crash-loop guard, the failure reasons, the audit events and the `run_recovered` signal are
-defined once. Every age is measured on the database's clock.
+the API call `recover_stuck_runs()` and only format its report; a stopping or crashed worker
+gives its lease back through `hand_back()`, and a failed run goes back to the queue through
+`continue_failed_runs()`. "Dead" is `recovery.liveness`'s; the reasons are `recovery.reasons`'.
 
-Exactly once: on PostgreSQL each batch is one statement that locks its victims with
-`FOR UPDATE SKIP LOCKED`, fails them and inserts their events; concurrent sweepers take disjoint
-rows, and a row that beat or completed meanwhile no longer matches when it is locked. Elsewhere
-(SQLite) the batch runs in one transaction under the database write lock.
+One batch loop for both databases and both policies: take the single-flight lock (before any
+read, so a process that loses the race does no work); per batch, read the dead runs locked
+(`FOR UPDATE SKIP LOCKED` where the database has it; SQLite holds its write lock), decide each
+one (fail, resume, or give up after RECOVERY_MAX_ATTEMPTS deaths), write the transitions, the
+events and the task rows, commit, and send `run_recovered`. A run that beat or completed
+meanwhile no longer matches the locked read, so recovery never fails a live or finished run.
 """
 
 from __future__ import annotations
@@ -21,34 +21,40 @@ import os
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Case, CharField, F, Q, Value, When
-from django.db.models.functions import Cast, Coalesce, Concat, Now
-from django.utils import timezone
+from django.db.models import (
+    Case,
+    CharField,
+    F,
+    FloatField,
+    PositiveIntegerField,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
+from django.db.models.functions import Now
 
-from . import queue, workers
+from . import liveness, queue, reasons
+from .clock import SecondsBetween
 from .conf import POLICIES, POLICY_RESUME, conf
 from .models import (
     ACTIVE_STATUSES,
+    DEAD_RUN_CAUSES,
     FINISHED_STATUSES,
-    DatabaseStartedAt,
     FencedWrite,
     FencedWriteKind,
-    Liveness,
     QualificationRun,
-    QualificationRunQuerySet,
     RecoveryCause,
     RecoveryEvent,
     RecoverySource,
     RunStatus,
-    SecondsSince,
     SweepOutcome,
     SweepTally,
     Worker,
-    ago,
     last_sign_of_life,
 )
 from .report import DEFAULT_LIST_LIMIT, RecoveredRun, RecoveryReport, RunSnapshot, SkipReason
@@ -56,29 +62,16 @@ from .signals import run_recovered
 
 logger = logging.getLogger("recovery")
 
-#: How many runs one statement recovers; a larger sweep takes several batches.
-BATCH_SIZE = 100_000
-#: How many runs one batch recovers where each needs a row of parameters (SQLite).
-GENERIC_BATCH_SIZE = 2_000
-#: Recovered runs whose task rows are failed per statement (SQLite allows 32,766 parameters).
-TASK_BATCH_SIZE = 10_000
+#: How many runs one batch recovers: a few statements per batch, whatever its size (SQLite
+#: allows 32,766 parameters; a batch's ids appear in at most three lists).
+BATCH_SIZE = 5_000
 #: Sweeps on PostgreSQL are single-flight across hosts under this advisory lock key.
-STARTUP_LOCK_KEY = 0x5155414C  # "QUAL"
+SWEEP_LOCK_KEY = 0x5155414C  # "QUAL"
 #: The sources that skip a sweep while another one runs (an operator's sweep waits instead).
 AUTOMATIC_SOURCES = frozenset({RecoverySource.STARTUP, RecoverySource.SWEEPER})
-#: A startup sweep never holds a server's start for longer than this (PostgreSQL).
+#: An automatic sweep never holds a server's start or a worker for longer than this.
 STARTUP_STATEMENT_TIMEOUT_MS = 30_000
-
-SOURCE_PHRASES = {
-    RecoverySource.STARTUP: "recovered at server start",
-    RecoverySource.COMMAND: "recovered by the recover_stuck_runs command",
-    RecoverySource.ADMIN: "recovered from the admin",
-    RecoverySource.API: "recovered through the recovery API",
-    RecoverySource.SWEEPER: "recovered by the periodic sweeper",
-    RecoverySource.SHUTDOWN: "handed back when its worker shut down",
-    RecoverySource.SUPERVISOR: "noticed by its worker's supervisor",
-    RecoverySource.CONTINUE: "continued by its owner",
-}
+SKIPPED = "another process is recovering stuck runs right now"
 
 
 class RecoveryInputError(ValueError):
@@ -93,101 +86,26 @@ class UnknownRuns(RecoveryInputError):
         super().__init__("No qualification run with id " + ", ".join(map(str, run_ids)))
 
 
-# --- queries ---------------------------------------------------------------------------------
+# --- what a sweep reads --------------------------------------------------------------------------
 
 
-def active_runs() -> QualificationRunQuerySet:
-    return QualificationRun.objects.active()
+def stuck_runs(timeout_minutes: int | None = None) -> QuerySet[QualificationRun]:
+    """The dead runs right now (a query: it changes nothing)."""
+    rule = liveness.Rule.current(stuck_timeout_minutes=_timeout(timeout_minutes), local=True)
+    return liveness.dead_runs(rule)
 
 
-def liveness(timeout_minutes: int | None = None) -> Liveness:
-    """What the rows cannot tell: this host's exited workers, and queued runs whose task is gone.
-
-    Asks only about runs queued longer than the worker timeout (a task just enqueued is live),
-    through the task backend's get_result().
-    """
-    worker_timeout = conf.RECOVERY_WORKER_TIMEOUT_SECONDS
-    alive = {str(pk) for pk in Worker.objects.alive(worker_timeout).values_list("pk", flat=True)}
-    waiting = QualificationRun.objects.filter(
-        status=RunStatus.PENDING, queued_at__lt=ago(worker_timeout)
-    ).values_list("pk", "task_id")
-    return Liveness(
-        worker_timeout_seconds=worker_timeout,
-        stuck_timeout_minutes=_timeout(timeout_minutes),
-        exited_worker_ids=workers.exited_worker_ids(),
-        orphaned_pending_ids=queue.orphaned_pending(waiting, alive),
-    )
-
-
-def stuck_runs(timeout_minutes: int | None = None) -> QualificationRunQuerySet:
-    """The dead runs right now: a query only, it changes nothing (the original's getStuckRuns)."""
-    return QualificationRun.objects.dead(liveness(timeout_minutes))
-
-
-def candidates(
-    *,
-    timeout_minutes: int,
-    run_ids: Sequence[int] | None = None,
-    force: bool = False,
-) -> QualificationRunQuerySet:
-    """The runs a sweep may fail: dead ones, or with `force` any named active one."""
-    runs = QualificationRun.objects.forced() if force else stuck_runs(timeout_minutes)
-    if run_ids is not None:
-        runs = runs.filter(pk__in=run_ids)
-    return runs
-
-
-def failure_reason(source: str, actor: Any) -> Case:
-    """The failure reason of each cause, written for the run's owner and computed by the
-    database (its clock, the worker's host) in the statement that fails the run."""
-    where = SOURCE_PHRASES[RecoverySource(source)]
-    if actor is not None:
-        where += f" by {actor.get_username()}"
-    tail = Value(f" ({where}).")
-    quiet_minutes = Cast(SecondsSince(last_sign_of_life()) / 60, CharField())
-    host = Coalesce(F("worker__host"), Value("?"))
-
-    def text(*parts: Any) -> Concat:
-        return Concat(*(Value(p) if isinstance(p, str) else p for p in parts), tail)
-
-    return Case(
-        When(
-            cause=RecoveryCause.NO_TASK,
-            then=text("It waited in the queue, but its queued task is no longer there"),
-        ),
-        When(
-            cause=RecoveryCause.WORKER_GONE,
-            then=text(
-                "Its worker shut down or was removed; last activity ", quiet_minutes, " min ago"
-            ),
-        ),
-        When(
-            cause=RecoveryCause.PROCESS_GONE,
-            then=text(
-                "The worker process on host ",
-                host,
-                " (pid ",
-                Cast(F("worker__pid"), CharField()),
-                ") has exited",
-            ),
-        ),
-        When(
-            cause=RecoveryCause.WORKER_SILENT,
-            then=text(
-                "The worker on host ",
-                host,
-                " stopped responding ",
-                Cast(SecondsSince("worker__last_beat_at"), CharField()),
-                " s ago",
-            ),
-        ),
-        When(
-            cause=RecoveryCause.FORCED,
-            then=text("Stopped by an operator; last activity ", quiet_minutes, " min ago"),
-        ),
-        default=text("No progress for ", quiet_minutes, " min; the worker seems stuck on this run"),
-        output_field=CharField(),
-    )
+def _candidates(
+    rule: liveness.Rule, run_ids: Sequence[int] | None, force: bool
+) -> QuerySet[QualificationRun]:
+    """The runs a sweep may recover: dead ones, or with `force` any named active one."""
+    if force:
+        runs = QualificationRun.objects.active().annotate(
+            cause=Value(RecoveryCause.FORCED, output_field=CharField())
+        )
+    else:
+        runs = liveness.dead_runs(rule)
+    return runs if run_ids is None else runs.filter(pk__in=run_ids)
 
 
 def _timeout(timeout_minutes: int | None) -> int:
@@ -202,8 +120,8 @@ def _timeout(timeout_minutes: int | None) -> int:
     return timeout_minutes
 
 
-def _snapshots(runs: QualificationRunQuerySet, limit: int | None) -> list[RunSnapshot]:
-    """The oldest `limit` of these active runs.
+def _snapshots(runs: QuerySet[QualificationRun], limit: int | None) -> list[RunSnapshot]:
+    """The oldest `limit` of these runs.
 
     Where the database allows it, a bounded listing takes the first rows of each active status
     from the (status, created_at) index and merges them, instead of sorting every active run:
@@ -232,7 +150,7 @@ def check_run_ids(run_ids: Iterable[int]) -> list[int]:
     return wanted
 
 
-# --- the sweep --------------------------------------------------------------------------------
+# --- the sweep -------------------------------------------------------------------------------------
 
 
 def recover_stuck_runs(
@@ -247,12 +165,12 @@ def recover_stuck_runs(
     log: bool = True,
     policy: str | None = None,
 ) -> RecoveryReport:
-    """Recovers every stuck run (or, with `force`, every named active run) exactly once:
-    fails it, or under the `resume` policy (default RECOVERY_POLICY) puts it back in the
-    queue, unless its worker already died RECOVERY_MAX_ATTEMPTS times.
+    """Recovers every dead run (or, with `force`, every named active run) exactly once: fails
+    it, or under the `resume` policy (default RECOVERY_POLICY) puts it back in the queue,
+    unless its worker has died RECOVERY_MAX_ATTEMPTS times on it.
 
-    Returns a report of what was active, what was stuck and what was recovered. Bad input
-    raises `RecoveryInputError` before anything is changed.
+    Returns a report of what was active, what was dead and what was done to each run and why.
+    Bad input raises `RecoveryInputError` before anything is read or changed.
     """
     if source not in RecoverySource.values:
         raise RecoveryInputError(f"unknown recovery source {source!r}")
@@ -264,26 +182,33 @@ def recover_stuck_runs(
         raise RecoveryInputError("force needs the ids of the runs to fail")
     if run_ids is not None:
         run_ids = check_run_ids(run_ids)
-    now = timezone.now()  # for the report's ages only: every decision uses the database's clock
+    from django.utils import timezone
+
     report = RecoveryReport(
         timeout_minutes=timeout,
         source=source,
         dry_run=dry_run,
         force=force,
-        now=now,
+        now=timezone.now(),  # for the report's ages only: every decision is the database's
         worker_timeout_seconds=conf.RECOVERY_WORKER_TIMEOUT_SECONDS,
         policy=policy,
     )
-    if dry_run:  # a preview, not a sweep: nothing is recorded
-        _sweep(report, actor=actor, run_ids=run_ids, list_limit=list_limit)
-    else:
-        started = time.monotonic()
-        try:
-            _sweep(report, actor=actor, run_ids=run_ids, list_limit=list_limit)
-        except Exception:
+    started = time.monotonic()
+    try:
+        if dry_run:
+            _look(report, run_ids, list_limit)
+        else:
+            with _single_flight(source) as ours:
+                if ours:
+                    _sweep(report, actor=actor, run_ids=run_ids, list_limit=list_limit)
+                else:
+                    report.skipped_reason = SKIPPED
+    except Exception:
+        if not dry_run:
             with contextlib.suppress(DatabaseError):  # the database is likely what failed
                 SweepTally.objects.record(source, SweepOutcome.ERROR, time.monotonic() - started)
-            raise
+        raise
+    if not dry_run:  # a preview is not a sweep: it is not counted
         outcome = SweepOutcome.SKIPPED if report.skipped_reason else SweepOutcome.OK
         _record_sweep(source, outcome, time.monotonic() - started)
     if log:
@@ -291,6 +216,35 @@ def recover_stuck_runs(
         for line in report.lines(list_limit):
             logger.info(line.text, extra=fields)
     return report
+
+
+@contextlib.contextmanager
+def _single_flight(source: str) -> Iterator[bool]:
+    """One sweep at a time across every process and host (PostgreSQL: a session advisory lock,
+    taken before the sweep reads anything). Automatic sweeps skip while another runs; an
+    operator's waits for it. SQLite has one writer at a time and one host: nothing to take."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('statement_timeout', %s, false)",
+            [str(STARTUP_STATEMENT_TIMEOUT_MS if source in AUTOMATIC_SOURCES else 0)],
+        )
+        if source in AUTOMATIC_SOURCES:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [SWEEP_LOCK_KEY])
+            acquired = bool(cursor.fetchone()[0])
+        else:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [SWEEP_LOCK_KEY])
+            acquired = True
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [SWEEP_LOCK_KEY])
+        with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', '0', false)")
 
 
 def _record_sweep(source: str, outcome: str, seconds: float) -> None:
@@ -305,74 +259,219 @@ def _record_sweep(source: str, outcome: str, seconds: float) -> None:
         )
 
 
-def _sweep(
-    report: RecoveryReport,
-    *,
-    actor: Any,
-    run_ids: Sequence[int] | None,
-    list_limit: int | None,
-) -> None:
-    """The sweep itself (or its dry run), filling `report`."""
-    timeout, force, dry_run, policy = (
-        report.timeout_minutes,
-        report.force,
-        report.dry_run,
-        report.policy,
-    )
-    report.active_count = active_runs().count()
-    report.active = _snapshots(active_runs(), list_limit)
-    victims = candidates(timeout_minutes=timeout, run_ids=run_ids, force=force)
+def _look(
+    report: RecoveryReport, run_ids: Sequence[int] | None, list_limit: int | None
+) -> tuple[liveness.Rule, QuerySet[QualificationRun]]:
+    """What is active and what is dead (all a dry run does)."""
+    rule = liveness.Rule.current(stuck_timeout_minutes=report.timeout_minutes, local=True)
+    active = QualificationRun.objects.active()
+    report.active_count = active.count()
+    report.active = _snapshots(active, list_limit) if report.active_count else []
+    victims = _candidates(rule, run_ids, report.force)
     report.stuck_count = victims.count() if report.active_count else 0
-    named = _named_runs(run_ids, victims) if run_ids is not None else None
-    if dry_run:
+    if report.dry_run:
         report.stuck = _snapshots(victims, list_limit) if report.stuck_count else []
-    elif report.stuck_count:
-        victims = victims.annotate(reason=failure_reason(report.source, actor))
-        if policy == POLICY_RESUME:
-            old_tasks = _sweep_resume(report, victims, actor)
+        if run_ids is not None:
+            report.skipped = _skip_reasons(run_ids, report, rule)
+    return rule, victims
+
+
+def _sweep(
+    report: RecoveryReport, *, actor: Any, run_ids: Sequence[int] | None, list_limit: int | None
+) -> None:
+    rule, victims = _look(report, run_ids, list_limit)
+    if report.stuck_count:
+        _recover(report, victims.annotate(reason=reasons.cause_sentence(report.source, actor)), actor)
+        report.locked_count = max(0, report.stuck_count - report.recovered_count)
+    if run_ids is not None:
+        report.skipped = _skip_reasons(run_ids, report, rule)
+    if not report.force:
+        report.workers_removed = remove_dead_workers(rule)
+
+
+#: What a sweep reads of each dead run, in RecoveredRun's order, then what it decides with.
+RECOVERED_FIELDS = (
+    "pk",
+    "status",
+    "completed",
+    "total",
+    "created_at",
+    "heartbeat_at",
+    "last_seen",
+    "reason",
+    "cause",
+)
+DECISION_FIELDS = ("deaths", "task_id")
+
+
+def _recover(report: RecoveryReport, victims: QuerySet[QualificationRun], actor: Any) -> None:
+    """The batch loop: lock a batch, decide, write, commit; until none is left."""
+    rows = victims.annotate(last_seen=last_sign_of_life()).order_by("pk")
+    if connection.features.has_select_for_update_skip_locked:
+        rows = rows.select_for_update(skip_locked=True, of=("self",))
+    rows = rows.values_list(*RECOVERED_FIELDS, *DECISION_FIELDS)
+    width = len(RECOVERED_FIELDS)
+    while True:
+        with transaction.atomic():
+            batch: list[RecoveredRun] = []
+            deaths: dict[int, int] = {}
+            old_tasks: list[str] = []
+            for row in rows[:BATCH_SIZE]:
+                run = RecoveredRun(*row[:width])
+                run_deaths, task_id = row[width:]
+                batch.append(run)
+                deaths[run.id] = run_deaths
+                old_tasks.append(task_id)
+            if not batch:
+                return
+            _decide(batch, deaths, report.policy)
+            _write(batch, report.source, actor)
+            queue.fail_tasks(old_tasks, "The run was recovered: its worker is gone.")
+            announce(batch, policy=report.policy, source=report.source)
+        report.recovered += batch
+        if len(batch) < BATCH_SIZE or len(report.recovered) >= report.stuck_count:
+            return
+
+
+def is_death(cause: str) -> bool:
+    """The causes that mean a worker died on the run: what the crash-loop guard counts. A
+    clean hand-back, a forced failure and a queued run whose task vanished are not deaths."""
+    return cause in DEAD_RUN_CAUSES
+
+
+def _decide(batch: list[RecoveredRun], deaths: dict[int, int], policy: str) -> None:
+    """Fail or resume each run, and give up on a run whose worker has now died
+    RECOVERY_MAX_ATTEMPTS times (where each attempt stopped is read in one query)."""
+    now_dead = {run.id: deaths[run.id] + is_death(run.cause) for run in batch}
+    giving_up = {
+        run.id
+        for run in batch
+        if policy == POLICY_RESUME
+        and is_death(run.cause)
+        and now_dead[run.id] >= conf.RECOVERY_MAX_ATTEMPTS
+    }
+    stops = _attempt_stops(sorted(giving_up))
+    for run in batch:
+        why = run.reason
+        if run.id in giving_up:
+            count = now_dead[run.id]
+            stopped = [*stops.get(run.id, []), run.completed][-count:]
+            run.reason = f"{reasons.gave_up(count, stopped, run.total)}. {why}"
+            run.new_status = RunStatus.FAILED
+        elif policy == POLICY_RESUME:
+            run.reason = f"{reasons.resumed(run.completed, run.total)}. {why}"
+            run.new_status = RunStatus.PENDING
         else:
-            if connection.vendor == "postgresql":
-                _sweep_postgresql(report, victims, actor)
-            else:
-                _sweep_generic(report, victims, actor)
-            old_tasks = None
-        if not report.skipped_reason:
-            report.locked_count = max(0, report.stuck_count - report.recovered_count)
-        _fail_old_tasks(report, old_tasks)
-    if named is not None:
-        report.skipped = _skip_reasons(named, report)
-    if not dry_run and not force and not report.skipped_reason:
-        report.workers_removed = remove_dead_workers()
+            run.new_status = RunStatus.FAILED
 
 
-def _named_runs(
-    run_ids: Sequence[int], victims: QualificationRunQuerySet
-) -> dict[int, tuple[str, bool]]:
-    """The status of each named run and whether it was dead (or forceable) just before the
-    sweep: what its skip reason is decided from, without looking again afterwards."""
-    eligible = set(victims.values_list("pk", flat=True))
-    statuses = QualificationRun.objects.filter(pk__in=run_ids).values_list("pk", "status")
-    return {pk: (status, pk in eligible) for pk, status in statuses}
+def _attempt_stops(run_ids: list[int]) -> dict[int, list[int]]:
+    """Where each earlier death of these runs left them (results done), oldest first, since
+    they were last continued."""
+    if not run_ids:
+        return {}
+    events = (
+        RecoveryEvent.objects.filter(run_id__in=run_ids)
+        .filter(Q(cause__in=DEAD_RUN_CAUSES) | Q(source=RecoverySource.CONTINUE))
+        .order_by("created_at", "pk")
+        .values_list("run_id", "source", "completed")
+    )
+    stops: dict[int, list[int]] = defaultdict(list)
+    for run_id, source, completed in events:
+        if source == RecoverySource.CONTINUE:
+            stops[run_id] = []  # Continue starts the count again
+        else:
+            stops[run_id].append(completed)
+    return stops
+
+
+def end_of_attempt(until: Any) -> dict[str, Any]:
+    """The changes that close a PROCESSING attempt: its seconds (from its start to `until`, on
+    the database's clock) added to the run's. A queued run has no attempt under way."""
+    return {
+        "worked_seconds": Case(
+            When(
+                status=RunStatus.PROCESSING,
+                then=F("worked_seconds") + SecondsBetween(F("started_at"), until),
+            ),
+            default=F("worked_seconds"),
+            output_field=FloatField(),
+        )
+    }
+
+
+def _write(batch: list[RecoveredRun], source: str, actor: Any) -> None:
+    """The transitions of a locked batch, then its events: a few statements, whatever its size."""
+    locked = QualificationRun.objects.filter(status__in=ACTIVE_STATUSES)
+    died = [run.id for run in batch if is_death(run.cause)]
+    # A dead attempt worked until its last sign of life, not until it was found dead.
+    common = {
+        **end_of_attempt(last_sign_of_life()),
+        "deaths": Case(
+            When(pk__in=died, then=F("deaths") + 1),
+            default=F("deaths"),
+            output_field=PositiveIntegerField(),
+        ),
+    }
+    failed: dict[str, list[int]] = defaultdict(list)
+    for run in batch:
+        if run.new_status == RunStatus.FAILED:
+            failed[run.reason].append(run.id)
+    if failed:
+        ids = [run_id for group in failed.values() for run_id in group]
+        changed = locked.filter(pk__in=ids).update(
+            status=RunStatus.FAILED,
+            completed_at=Now(),
+            failure_reason=Case(
+                *(When(pk__in=group, then=Value(text)) for text, group in failed.items()),
+                default=Value(""),
+            ),
+            **common,
+        )
+        if changed != len(ids):  # pragma: no cover - the rows are locked
+            raise RuntimeError("recovery batch changed under its lock; rolled back")
+    send_back(locked, [run.id for run in batch if run.new_status == RunStatus.PENDING], common)
+    record_events(batch, source=source, actor=actor)
 
 
 def _skip_reasons(
-    named: dict[int, tuple[str, bool]], report: RecoveryReport
+    run_ids: Sequence[int], report: RecoveryReport, rule: liveness.Rule
 ) -> dict[int, SkipReason]:
-    """Why each named run the sweep did not recover was left alone. A dead run the locking
-    statement did not take was held (or changed) by another transaction; a dry run skips
-    none of the dead ones."""
+    """Why each named run the sweep did not recover was left alone, as the liveness rule sees
+    it now (a dry run skips none of the dead ones)."""
     recovered = {run.id for run in report.recovered}
+    states = liveness.run_states([pk for pk in run_ids if pk not in recovered], rule)
     skipped: dict[int, SkipReason] = {}
-    for pk, (status, eligible) in sorted(named.items()):
-        if pk in recovered or (eligible and report.dry_run):
-            continue
-        if status in FINISHED_STATUSES:
+    for pk, state in sorted(states.items()):
+        if state.status in FINISHED_STATUSES:
             skipped[pk] = SkipReason.FINISHED
-        elif eligible:
-            skipped[pk] = SkipReason.LOCKED
+        elif report.force or state.liveness == liveness.DEAD:
+            if not report.dry_run:
+                skipped[pk] = SkipReason.LOCKED
+        elif state.liveness == liveness.WAITING:
+            skipped[pk] = SkipReason.WAITING
         else:
             skipped[pk] = SkipReason.ALIVE
     return skipped
+
+
+def remove_dead_workers(rule: liveness.Rule | None = None) -> int:
+    """Removes the rows of workers that stopped beating or whose process exited on this host
+    (their runs were recovered first)."""
+    rule = rule or liveness.Rule.current(local=True)
+    ids = list(liveness.dead_workers(rule).values_list("pk", flat=True))
+    if not ids:
+        return 0
+    Worker.objects.filter(pk__in=ids).delete()
+    logger.info(
+        "[Recovery] Removed %d dead workers",
+        len(ids),
+        extra={"event": "workers_removed", "count": len(ids)},
+    )
+    return len(ids)
+
+
+# --- the transitions every path shares ------------------------------------------------------------
 
 
 def _event_origin() -> tuple[str, int]:
@@ -402,190 +501,6 @@ def record_events(runs: Sequence[RecoveredRun], *, source: str, actor: Any = Non
         )
         for run in runs
     )
-
-
-def _sweep_postgresql(
-    report: RecoveryReport, victims: QualificationRunQuerySet, actor: Any
-) -> None:
-    """One statement per batch: lock the victims (skipping rows others hold), fail them with
-    the reason the database wrote, insert their events, and return what was done."""
-    runs_table = connection.ops.quote_name(QualificationRun._meta.db_table)
-    events_table = connection.ops.quote_name(RecoveryEvent._meta.db_table)
-    host, pid = _event_origin()
-    while True:
-        with transaction.atomic():
-            if not _sweep_lock(report.source):
-                report.skipped_reason = "another process is recovering stuck runs right now"
-                return
-            locked = (
-                victims.annotate(last_seen=last_sign_of_life())
-                .order_by()
-                .values_list("pk", "status", "last_seen", "cause", "reason")
-                .select_for_update(skip_locked=True, of=("self",))[:BATCH_SIZE]
-            )
-            select_sql, select_params = locked.query.sql_with_params()
-            sql = f"""
-                WITH victims (id, status, last_seen, cause, reason) AS ({select_sql}),
-                updated AS (
-                    UPDATE {runs_table} AS run
-                    SET status = %s,
-                        completed_at = STATEMENT_TIMESTAMP(),
-                        failure_reason = victims.reason
-                    FROM victims
-                    WHERE run.id = victims.id
-                    RETURNING run.id, victims.status AS from_status, run.completed, run.total,
-                              run.created_at, run.heartbeat_at, victims.last_seen,
-                              run.failure_reason, victims.cause
-                ),
-                events AS (
-                    INSERT INTO {events_table} (run_id, created_at, from_status, to_status,
-                        source, cause, reason, completed, total, heartbeat_at, host, pid,
-                        actor_id)
-                    SELECT id, STATEMENT_TIMESTAMP(), from_status, %s, %s, cause,
-                           failure_reason, completed, total, heartbeat_at, %s, %s, %s
-                    FROM updated
-                )
-                SELECT id, from_status, completed, total, created_at, heartbeat_at, last_seen,
-                       failure_reason, cause
-                FROM updated
-            """  # noqa: S608 - only table names are formatted in; values are parameters
-            params = [
-                *select_params,
-                RunStatus.FAILED,
-                RunStatus.FAILED,
-                report.source,
-                host,
-                pid,
-                getattr(actor, "pk", None),
-            ]
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                rows = cursor.fetchall()
-            batch = [RecoveredRun(*row) for row in rows]
-            announce(batch, policy=report.policy, source=report.source)
-        report.recovered += batch
-        # A short batch means nothing is left; a full one that reaches the count made before
-        # the sweep means the same, without one more statement to find out.
-        if len(rows) < BATCH_SIZE or len(report.recovered) >= report.stuck_count:
-            return
-
-
-def _fail_old_tasks(report: RecoveryReport, old_tasks: list[str] | None) -> None:
-    """Marks the recovered runs' old task rows failed, in bounded statements; `old_tasks` are
-    the ids the runs had before a resume gave them new ones (None: read them now)."""
-    reason = "The run was recovered: its worker is gone."
-    if old_tasks is not None:
-        for start in range(0, len(old_tasks), TASK_BATCH_SIZE):
-            queue.fail_tasks(old_tasks[start : start + TASK_BATCH_SIZE], reason)
-        return
-    recovered_ids = [run.id for run in report.recovered]
-    for start in range(0, len(recovered_ids), TASK_BATCH_SIZE):
-        chunk = recovered_ids[start : start + TASK_BATCH_SIZE]
-        queue.fail_tasks(
-            QualificationRun.objects.filter(pk__in=chunk).values_list("task_id", flat=True),
-            reason,
-        )
-
-
-def _sweep_lock(source: str) -> bool:
-    """Sweeps are single-flight on PostgreSQL: the automatic ones (N servers starting or
-    sweeping at once) skip while another runs; an operator's waits for it."""
-    with connection.cursor() as cursor:
-        if source in AUTOMATIC_SOURCES:
-            cursor.execute(f"SET LOCAL statement_timeout = {STARTUP_STATEMENT_TIMEOUT_MS}")
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [STARTUP_LOCK_KEY])
-            return bool(cursor.fetchone()[0])
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [STARTUP_LOCK_KEY])
-        return True
-
-
-#: What a sweep reads of each dead run, in RecoveredRun's order.
-RECOVERED_FIELDS = (
-    "pk",
-    "status",
-    "completed",
-    "total",
-    "created_at",
-    "heartbeat_at",
-    "last_seen",
-    "reason",
-    "cause",
-)
-
-
-def _next_batch(
-    victims: QualificationRunQuerySet, *extra: str
-) -> list[tuple[RecoveredRun, tuple[Any, ...]]]:
-    """The next batch of dead runs, locked for the caller's transaction (skipping rows that
-    others hold, where the database can), each with the values of the `extra` fields."""
-    rows = victims.annotate(last_seen=last_sign_of_life()).order_by("pk")
-    if connection.features.has_select_for_update_skip_locked:
-        rows = rows.select_for_update(skip_locked=True, of=("self",))
-    width = len(RECOVERED_FIELDS)
-    return [
-        (RecoveredRun(*row[:width]), row[width:])
-        for row in rows.values_list(*RECOVERED_FIELDS, *extra)[:GENERIC_BATCH_SIZE]
-    ]
-
-
-def _sweep_generic(report: RecoveryReport, victims: QualificationRunQuerySet, actor: Any) -> None:
-    """Portable sweep: per batch, read the victims and the reasons the database wrote, fail
-    them in one UPDATE and bulk-insert their events, all in one transaction that holds the
-    write lock (SQLite IMMEDIATE mode) or row locks (databases with SELECT ... FOR UPDATE)."""
-    while True:
-        with transaction.atomic():
-            batch = [run for run, _ in _next_batch(victims)]
-            if not batch:
-                return
-            by_reason: dict[str, list[int]] = defaultdict(list)
-            for run in batch:
-                by_reason[run.reason].append(run.id)
-            changed = QualificationRun.objects.filter(
-                pk__in=[run.id for run in batch], status__in=ACTIVE_STATUSES
-            ).update(
-                status=RunStatus.FAILED,
-                completed_at=Now(),
-                failure_reason=Case(
-                    *(When(pk__in=ids, then=Value(text)) for text, ids in by_reason.items()),
-                    default=Value(""),
-                ),
-            )
-            if changed != len(batch):  # pragma: no cover - the write lock makes this impossible
-                raise RuntimeError("recovery batch changed under its lock; rolled back")
-            record_events(batch, source=report.source, actor=actor)
-            announce(batch, policy=report.policy, source=report.source)
-        report.recovered += batch
-        if len(batch) < GENERIC_BATCH_SIZE:
-            return
-
-
-def remove_dead_workers() -> int:
-    """Removes the rows of workers that stopped beating or whose process exited on this host
-    (their runs were recovered first). On PostgreSQL a row is kept until the database has been
-    up for a worker timeout, so a worker that could not beat during an outage is not removed."""
-    cutoff = ago(conf.RECOVERY_WORKER_TIMEOUT_SECONDS)
-    dead = Q(last_beat_at__lt=cutoff, database_started__lt=cutoff)
-    exited = workers.exited_worker_ids()
-    if exited:
-        dead |= Q(pk__in=exited)
-    ids = list(
-        Worker.objects.alias(database_started=DatabaseStartedAt())
-        .filter(dead)
-        .exclude(runs__status=RunStatus.PROCESSING)
-        .values_list("pk", flat=True)
-    )
-    if not ids:
-        return 0
-    Worker.objects.filter(pk__in=ids).delete()
-    logger.info(
-        "[Recovery] Removed %d dead workers",
-        len(ids),
-        extra={"event": "workers_removed", "count": len(ids)},
-    )
-    return len(ids)
-
-
-# --- resuming: the one way back to the queue ----------------------------------------------------
 
 
 def announce(runs: Sequence[RecoveredRun], *, policy: str, source: str) -> None:
@@ -624,16 +539,20 @@ def announce(runs: Sequence[RecoveredRun], *, policy: str, source: str) -> None:
     transaction.on_commit(send, robust=True)
 
 
-def send_back(expected: QualificationRunQuerySet, run_ids: Sequence[int]) -> int:
+def send_back(
+    expected: QuerySet[QualificationRun],
+    run_ids: Sequence[int],
+    changes: dict[str, Any] | None = None,
+) -> int:
     """The one transition back to the queue: the runs of `expected` (a queryset naming the
     state the caller expects) among `run_ids` become PENDING without a worker, with a new task
-    each; their results are kept, and the next worker skips every prospect that has one.
+    each (and `changes`); their results are kept, and the next worker skips every prospect that
+    has one.
 
-    Used by a stopping or crashed worker's hand-back, by sweeps under the `resume` policy and
-    by continuing a failed run. Call it inside the transaction that writes the event, so the
-    new task is enqueued with the change (django-tasks-db). One UPDATE, one enqueue per run
-    (the tasks API has no bulk enqueue) and one UPDATE for the task ids, however many runs.
-    Returns how many runs changed: all of them or, for a single run, none.
+    Call it inside the transaction that writes the event, so the new task is enqueued with the
+    change (django-tasks-db). One UPDATE, one enqueue per run (the tasks API has no bulk
+    enqueue) and one UPDATE for the task ids. Returns how many runs changed: all of them or,
+    for a single run, none.
     """
     if not run_ids:
         return 0
@@ -644,6 +563,7 @@ def send_back(expected: QualificationRunQuerySet, run_ids: Sequence[int]) -> int
         task_id="",
         completed_at=None,
         failure_reason="",
+        **(changes or {}),
     )
     if not changed:
         return 0
@@ -661,96 +581,12 @@ def send_back(expected: QualificationRunQuerySet, run_ids: Sequence[int]) -> int
     return changed
 
 
-def gives_up(attempts: int) -> bool:
-    """The crash-loop guard: a run whose worker died on each of RECOVERY_MAX_ATTEMPTS attempts
-    is failed instead of queued once more, so a prospect that kills its worker cannot loop."""
-    return attempts >= conf.RECOVERY_MAX_ATTEMPTS
-
-
-def next_prospect(completed: int, total: int) -> str:
-    """Where an attempt stopped: results are written in input order, so the first prospect
-    without a result is number completed + 1 (the worker died on it or on one of the few
-    after it, scored in the same unwritten batch)."""
-    return f"prospect {min(completed + 1, total)} of {total}, the first without a result"
-
-
-def gave_up_reason(attempts: int, completed: int, total: int) -> str:
-    return (
-        f"Gave up after {attempts} attempts; the worker died each time (the last attempt "
-        f"stopped at {next_prospect(completed, total)})"
-    )
-
-
-def resumed_reason(completed: int, total: int) -> str:
-    return (
-        f"Resumed: back in the queue with {completed} of {total} prospects done; the next "
-        f"worker starts at {next_prospect(completed, total)}"
-    )
-
-
-def _sweep_resume(
-    report: RecoveryReport, victims: QualificationRunQuerySet, actor: Any
-) -> list[str]:
-    """The `resume` policy: per batch, lock the dead runs (skipping rows others hold), send
-    them back to the queue, or fail those that reached the crash-loop guard, and write their
-    events, in one transaction. Returns the task ids the runs had (to mark those tasks failed).
-
-    The queries per batch do not depend on its size, except for the one enqueue per run that
-    the tasks API needs.
-    """
-    old_tasks: list[str] = []
-    while True:
-        with transaction.atomic():
-            if connection.vendor == "postgresql" and not _sweep_lock(report.source):
-                report.skipped_reason = "another process is recovering stuck runs right now"
-                return old_tasks
-            batch: list[RecoveredRun] = []
-            attempts: dict[int, int] = {}
-            for run, (attempt, task_id) in _next_batch(victims, "attempts", "task_id"):
-                attempts[run.id] = attempt
-                old_tasks.append(task_id)
-                batch.append(run)
-            if not batch:
-                return old_tasks
-            failed: dict[str, list[int]] = defaultdict(list)
-            resumed: list[int] = []
-            for run in batch:
-                why = run.reason
-                if run.status == RunStatus.PROCESSING and gives_up(attempts[run.id]):
-                    run.reason = (
-                        f"{gave_up_reason(attempts[run.id], run.completed, run.total)}. {why}"
-                    )
-                    run.new_status = RunStatus.FAILED
-                    failed[run.reason].append(run.id)
-                else:
-                    run.reason = f"{resumed_reason(run.completed, run.total)}. {why}"
-                    run.new_status = RunStatus.PENDING
-                    resumed.append(run.id)
-            locked = QualificationRun.objects.filter(status__in=ACTIVE_STATUSES)
-            if failed:
-                changed = locked.filter(pk__in=[i for ids in failed.values() for i in ids]).update(
-                    status=RunStatus.FAILED,
-                    completed_at=Now(),
-                    failure_reason=Case(
-                        *(When(pk__in=ids, then=Value(text)) for text, ids in failed.items()),
-                        default=Value(""),
-                    ),
-                )
-                if changed != sum(len(ids) for ids in failed.values()):  # pragma: no cover
-                    raise RuntimeError("recovery batch changed under its lock; rolled back")
-            send_back(locked, resumed)
-            record_events(batch, source=report.source, actor=actor)
-            announce(batch, policy=report.policy, source=report.source)
-        report.recovered += batch
-        if len(batch) < GENERIC_BATCH_SIZE:
-            return old_tasks
-
-
 def continue_failed_runs(
     run_ids: Sequence[int], *, source: str, actor: Any = None
 ) -> list[RecoveredRun]:
     """FAILED runs with prospects left go back to the queue in place (the same run, its
-    results kept), through the same transition as every resume; returns the runs continued.
+    results kept), through the same transition as every resume, with their death count
+    started again; returns the runs continued.
 
     The rows are locked first, so of two concurrent calls for one run exactly one continues
     it; the other finds it PENDING and continues nothing (the caller says why).
@@ -759,7 +595,7 @@ def continue_failed_runs(
         rows = (
             QualificationRun.objects.continuable()
             .filter(pk__in=run_ids)
-            .with_last_seen()
+            .annotate(last_seen=last_sign_of_life())
             .order_by("pk")
             .select_for_update(of=("self",))
             .values_list(
@@ -769,13 +605,12 @@ def continue_failed_runs(
         batch = [RecoveredRun(*row) for row in rows]
         if not batch:
             return []
-        where = SOURCE_PHRASES[RecoverySource(source)]
-        if actor is not None and source != RecoverySource.CONTINUE:
-            where += f" by {actor.get_username()}"
         for run in batch:
             run.new_status = RunStatus.PENDING
-            run.reason = f"{resumed_reason(run.completed, run.total)} ({where})."
-        send_back(QualificationRun.objects.continuable(), [run.id for run in batch])
+            run.reason = reasons.continued(run.completed, run.total, source, actor)
+        send_back(
+            QualificationRun.objects.continuable(), [run.id for run in batch], {"deaths": 0}
+        )
         record_events(batch, source=source, actor=actor)
         announce(batch, policy=POLICY_RESUME, source=source)
     for run in batch:
@@ -783,50 +618,41 @@ def continue_failed_runs(
             "[Recovery] Run %s: %s",
             run.id,
             run.reason,
-            extra={
-                "event": "run_continued",
-                "run_id": run.id,
-                "source": source,
-                "reason": run.reason,
-            },
+            extra={"event": "run_continued", "run_id": run.id, "source": source},
         )
     return batch
 
 
-# --- handing runs back --------------------------------------------------------------------------
+def hand_back(worker: Worker, *, source: str, cause: str, label: str = "") -> list[int]:
+    """The one way a worker gives its leases back: at shutdown (`shutdown`: not a death), when
+    its executor crashed (`crashed`: a death, counted by the crash-loop guard) or when its
+    supervisor was lost. Each run goes back to the queue (results kept, a new task), or is
+    failed once its worker has died RECOVERY_MAX_ATTEMPTS times on it; one event each.
 
-
-def hand_back_runs(worker: Worker, *, source: str, cause: str) -> list[QualificationRun]:
-    """The runs `worker` was executing go back to the queue (`send_back`): PENDING, a new task,
-    results kept, one event each. A run whose worker already died RECOVERY_MAX_ATTEMPTS times
-    is failed instead (`gives_up`), so a prospect that kills its worker cannot loop forever.
-
-    Called by a stopping worker (source `shutdown`) and by a supervisor whose executor crashed
-    (source `supervisor`). Each run is one conditional UPDATE under the worker and attempt that
-    own it, in one transaction with its new task (when the queue lives in the database) and its
-    event: a run that completed or was recovered meanwhile is left alone.
+    Each run is a conditional UPDATE under the worker and attempt that own it: a run that
+    completed or was recovered meanwhile is left alone, and the refused write is counted.
+    Returns the ids of the runs given back.
     """
-    handed: list[QualificationRun] = []
-    where = SOURCE_PHRASES[RecoverySource(source)]
-    for run in QualificationRun.objects.filter(worker=worker, status=RunStatus.PROCESSING):
+    handed: list[int] = []
+    rows = QualificationRun.objects.filter(worker=worker, status=RunStatus.PROCESSING)
+    for run in rows.annotate(last_seen=last_sign_of_life()):
         owned = QualificationRun.objects.filter(
             pk=run.pk, status=RunStatus.PROCESSING, worker=worker, attempts=run.attempts
         )
-        give_up = cause == RecoveryCause.CRASHED and gives_up(run.attempts)
+        died = is_death(cause)
+        deaths = run.deaths + (1 if died else 0)
+        give_up = died and deaths >= conf.RECOVERY_MAX_ATTEMPTS
+        changes = {**end_of_attempt(Now()), "deaths": deaths}
         with transaction.atomic():
             if give_up:
-                reason = f"{gave_up_reason(run.attempts, run.completed, run.total)} ({where})."
+                stops = [*_attempt_stops([run.pk]).get(run.pk, []), run.completed][-deaths:]
+                reason = f"{reasons.gave_up(deaths, stops, run.total)} ({reasons.where(source)})."
                 changed = owned.update(
-                    status=RunStatus.FAILED, completed_at=Now(), failure_reason=reason
+                    status=RunStatus.FAILED, completed_at=Now(), failure_reason=reason, **changes
                 )
-                to_status = RunStatus.FAILED
             else:
-                reason = (
-                    f"Back in the queue with {run.completed} of {run.total} prospects done "
-                    f"({where})."
-                )
-                changed = send_back(owned, [run.pk])
-                to_status = RunStatus.PENDING
+                reason = reasons.handed_back(run.completed, run.total, source)
+                changed = send_back(owned, [run.pk], changes)
             if changed:
                 recovered = RecoveredRun(
                     run.pk,
@@ -838,12 +664,12 @@ def hand_back_runs(worker: Worker, *, source: str, cause: str) -> list[Qualifica
                     run.last_seen,
                     reason=reason,
                     cause=cause,
-                    new_status=to_status,
+                    new_status=RunStatus.FAILED if give_up else RunStatus.PENDING,
                 )
                 record_events([recovered], source=source)
                 announce([recovered], policy=POLICY_RESUME, source=source)
         if not changed:  # recovered meanwhile: the run is no longer this worker's
-            FencedWrite.objects.record(run, FencedWriteKind.HAND_BACK)
+            FencedWrite.objects.record(run, FencedWriteKind.HAND_BACK, label)
             continue
         queue.fail_tasks([run.task_id], reason)
         logger.info(
@@ -853,12 +679,11 @@ def hand_back_runs(worker: Worker, *, source: str, cause: str) -> list[Qualifica
             extra={
                 "event": "run_handed_back",
                 "run_id": run.pk,
-                "worker": str(worker),
+                "worker": label,
                 "source": source,
                 "cause": cause,
                 "reason": reason,
             },
         )
-        run.refresh_from_db()
-        handed.append(run)
+        handed.append(run.pk)
     return handed

@@ -95,7 +95,6 @@ def make_run(db: Any) -> Callable[..., QualificationRun]:
         created_minutes_ago: float = 0,
         started_minutes_ago: float | None = None,
         heartbeat_minutes_ago: float | None = None,
-        owner: str = "",
         worker_beat_seconds_ago: float | None = 0,
         **fields: Any,
     ) -> QualificationRun:
@@ -114,7 +113,6 @@ def make_run(db: Any) -> Callable[..., QualificationRun]:
             queued_at=ago(created_minutes_ago),
             started_at=ago(started_minutes_ago),
             heartbeat_at=ago(heartbeat_minutes_ago),
-            owner=owner,
             **fields,
         )
 
@@ -130,12 +128,22 @@ def make_worker(
 
 
 @pytest.fixture(autouse=True)
-def _fresh_worker_identity():
-    """Each test starts as a process that has executed no run yet (no worker, no beat)."""
-    from recovery import workers
+def _fresh_worker_identity(monkeypatch: pytest.MonkeyPatch):
+    """Each test starts as a process that has executed no run yet. A test that executes a run
+    in-process acts as a registered worker's executor: its worker row is registered on first
+    use (in production only `db_worker`'s executor executes runs)."""
+    from recovery.worker import registry
 
+    real_current = registry.current
+
+    def current() -> Worker:
+        if registry._current is None:
+            registry.set_current(registry.register())
+        return real_current()
+
+    monkeypatch.setattr(registry, "current", current)
     yield
-    workers.release()
+    registry.release()
 
 
 @pytest.fixture

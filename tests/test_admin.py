@@ -402,8 +402,8 @@ def test_mark_stuck_fails_only_stuck_runs_and_says_why_others_were_skipped(
     assert messages_of(response) == [
         (
             message_levels.WARNING,
-            "Marked 2 stuck runs as failed; 2 skipped: 1 still alive (a live worker, progress "
-            "within 5 min), 1 already finished.",
+            "Marked 2 stuck runs as failed; 2 skipped: 1 still alive (its worker beats or it made "
+            "progress lately), 1 already finished.",
         )
     ]
     assert refreshed(stuck, stuck_pending, alive, finished) == [
@@ -439,8 +439,8 @@ def test_mark_stuck_uses_the_configured_timeout(operator_client, make_run, setti
     assert messages_of(response) == [
         (
             message_levels.WARNING,
-            "Marked 0 stuck runs as failed; 1 skipped: 1 still alive (a live worker, progress "
-            "within 10 min).",
+            "Marked 0 stuck runs as failed; 1 skipped: 1 still alive (its worker beats or it made "
+            "progress lately).",
         )
     ]
     assert refreshed(silent_9) == [RunStatus.PROCESSING]

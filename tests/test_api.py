@@ -66,7 +66,7 @@ ENDPOINTS = [
     ("get", "/runs/active"),
     ("get", "/runs/1"),
     ("get", "/runs/1/results"),
-    ("post", "/runs/1/retry"),
+    ("post", "/runs/1/continue"),
 ]
 
 
@@ -85,7 +85,7 @@ def test_every_endpoint_answers_401_json_without_a_session(method, path):
         ("put", "/runs/1", "GET, HEAD"),
         ("post", "/runs/active", "GET, HEAD"),
         ("patch", "/runs/1/results", "GET, HEAD"),
-        ("get", "/runs/1/retry", "POST"),
+        ("get", "/runs/1/continue", "POST"),
     ],
 )
 def test_a_wrong_method_is_405_json_with_allow_header(api, method, path, allow):
@@ -433,7 +433,7 @@ def test_results_with_an_unknown_sort_is_400(api, alice, make_run):
 # --- POST /runs/<id>/retry -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("endpoint", ["continue", "retry"])  # the old path, the new behaviour
+@pytest.mark.parametrize("endpoint", ["continue"])
 @override_settings(TASKS=DUMMY)
 def test_continue_answers_200_with_the_same_run_pending_again(api, alice, make_run, endpoint):
     original = make_run(RunStatus.FAILED, total=3, completed=1, user=alice, criteria={})
@@ -460,7 +460,7 @@ def test_a_second_continue_is_409_and_queues_nothing_more(api, alice, make_run):
     run = make_run(RunStatus.FAILED, total=3, completed=0, user=alice, criteria={})
     assert post(api, f"{API}/runs/{run.pk}/continue").status_code == 200
     task = QualificationRun.objects.get(pk=run.pk).task_id
-    response = post(api, f"{API}/runs/{run.pk}/retry")
+    response = post(api, f"{API}/runs/{run.pk}/continue")
     assert response.status_code == 409
     assert response.json()["error"] == (
         f"Run {run.pk} is already pending: it was continued and will finish the prospects "
@@ -472,7 +472,7 @@ def test_a_second_continue_is_409_and_queues_nothing_more(api, alice, make_run):
 @pytest.mark.parametrize("status", [RunStatus.COMPLETED, RunStatus.PROCESSING, RunStatus.PENDING])
 def test_continue_of_a_run_that_is_not_failed_is_409(api, alice, make_run, status):
     run = make_run(status, user=alice)
-    response = post(api, f"{API}/runs/{run.pk}/retry")
+    response = post(api, f"{API}/runs/{run.pk}/continue")
     assert response.status_code == 409
     assert f"Run {run.pk} is" in response.json()["error"]
     assert QualificationRun.objects.get(pk=run.pk).status == status
@@ -480,7 +480,7 @@ def test_continue_of_a_run_that_is_not_failed_is_409(api, alice, make_run, statu
 
 def test_retry_of_another_users_run_is_404(api, bob, make_run):
     theirs = make_run(RunStatus.FAILED, user=bob)
-    assert post(api, f"{API}/runs/{theirs.pk}/retry").status_code == 404
+    assert post(api, f"{API}/runs/{theirs.pk}/continue").status_code == 404
     assert QualificationRun.objects.count() == 1
 
 

@@ -283,7 +283,7 @@ def test_the_api_answers_429_with_the_reason_beyond_the_active_runs_limit(api, a
     assert QualificationRun.objects.count() == 2
     failed = make_run(RunStatus.FAILED, user=alice)
     Prospect.objects.create(run=failed, position=2, name="Ann", company="Acme")
-    assert post(api, f"{API}/runs/{failed.pk}/retry", "").status_code == 429
+    assert post(api, f"{API}/runs/{failed.pk}/continue", "").status_code == 429
 
 
 @override_settings(QUALIFIER_MAX_ACTIVE_RUNS_PER_USER=1, TASKS=DUMMY)

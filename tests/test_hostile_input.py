@@ -299,13 +299,13 @@ def test_results_sort(api, world, value):
 @examples(100)
 @given(
     pk=st.integers(min_value=10**6, max_value=10**40) | st.just(None),
-    endpoint=st.sampled_from(["", "/results", "/results.csv", "/retry"]),
+    endpoint=st.sampled_from(["", "/results", "/results.csv", "/continue"]),
 )
 def test_run_ids_in_paths_that_are_not_the_users(api, world, pk, endpoint):
     pk = world["theirs"].pk if pk is None else pk
     before = snapshot()
     url = f"{API}/runs/{pk}{endpoint}"
-    response = post_json(api, url, "") if endpoint == "/retry" else api.get(url)
+    response = post_json(api, url, "") if endpoint == "/continue" else api.get(url)
     refused_cleanly("path: another's or no run id", response, before, range(404, 405))
 
 
@@ -313,7 +313,7 @@ def test_run_ids_in_paths_that_are_not_the_users(api, world, pk, endpoint):
 @given(body=st.binary(max_size=40))
 def test_retry_of_a_run_that_is_not_failed_whatever_the_body(api, world, body):
     before = snapshot()
-    response = post_json(api, f"{API}/runs/{world['done'].pk}/retry", body)
+    response = post_json(api, f"{API}/runs/{world['done'].pk}/continue", body)
     refused_cleanly("body: retry of a run that is not failed", response, before, range(409, 410))
 
 

@@ -16,10 +16,10 @@ import logging
 import django
 django.setup()
 from recovery.models import QualificationRun, RecoveryCause, RecoverySource, RunStatus, Worker
-from recovery.sweep import hand_back_runs, recover_stuck_runs
+from recovery.sweep import hand_back, recover_stuck_runs
 worker = Worker.objects.create(host="json-host.test", pid=77)
 run = QualificationRun.objects.create(status=RunStatus.PROCESSING, total=3, worker=worker)
-hand_back_runs(worker, source=RecoverySource.SHUTDOWN, cause=RecoveryCause.SHUTDOWN)
+hand_back(worker, source=RecoverySource.SHUTDOWN, cause=RecoveryCause.SHUTDOWN)
 recover_stuck_runs(source=RecoverySource.COMMAND)
 logging.getLogger("django.request").warning("a library's warning")
 try:

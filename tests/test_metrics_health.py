@@ -15,7 +15,8 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from qualifier.execution import execute
-from recovery import health, sweep, workers
+from recovery import health, sweep
+from recovery.worker import registry as workers
 from recovery.models import (
     FencedWrite,
     FencedWriteKind,
@@ -27,7 +28,7 @@ from recovery.models import (
     SweepTally,
     Worker,
 )
-from recovery.sweep import continue_failed_runs, hand_back_runs, recover_stuck_runs
+from recovery.sweep import continue_failed_runs, hand_back, recover_stuck_runs
 from tests.conftest import make_worker
 from tests.test_worker import CountingScorer, force_recover, make_pending_run
 
@@ -99,7 +100,7 @@ def test_metrics_count_runs_workers_and_recoveries_after_real_sweeps(client, mak
 @pytest.mark.usefixtures("metrics_on")
 def test_metrics_count_runs_handed_back_at_shutdown(client, make_run):
     run = make_run(heartbeat_minutes_ago=0)
-    hand_back_runs(run.worker, source=RecoverySource.SHUTDOWN, cause=RecoveryCause.SHUTDOWN)
+    hand_back(run.worker, source=RecoverySource.SHUTDOWN, cause=RecoveryCause.SHUTDOWN)
     samples = scrape(client)
     assert samples["qualifier_runs_handed_back_at_shutdown_total"][()] == 1
     key = (("cause", "shutdown"), ("source", "shutdown"), ("to_status", "pending"))
@@ -213,7 +214,7 @@ def test_the_dead_run_histogram_counts_only_runs_found_dead(client, make_run):
     assert recover_stuck_runs(source=RecoverySource.COMMAND, log=False).recovered_count == 1
     continue_failed_runs([dead.pk], source=RecoverySource.CONTINUE)
     handed = make_run(heartbeat_minutes_ago=0)
-    hand_back_runs(handed.worker, source=RecoverySource.SHUTDOWN, cause=RecoveryCause.SHUTDOWN)
+    hand_back(handed.worker, source=RecoverySource.SHUTDOWN, cause=RecoveryCause.SHUTDOWN)
     assert RecoveryEvent.objects.count() == 3
 
     samples = scrape(client)

@@ -27,7 +27,7 @@ from recovery.models import (
     RecoverySource,
     RunStatus,
 )
-from recovery.sweep import continue_failed_runs, hand_back_runs, recover_stuck_runs
+from recovery.sweep import continue_failed_runs, hand_back, recover_stuck_runs
 from tests.conftest import make_worker
 
 URL = reverse("admin:recovery_overview")
@@ -161,7 +161,7 @@ def test_the_page_shows_the_figures_after_real_recoveries(operator_client, make_
     # Not dead runs, but recoveries: a continue and a hand-back at shutdown.
     continue_failed_runs([first.pk], source=RecoverySource.CONTINUE)
     handed = make_run(heartbeat_minutes_ago=0, worker=make_worker(host="other", pid=7))
-    hand_back_runs(handed.worker, source=RecoverySource.SHUTDOWN, cause=RecoveryCause.SHUTDOWN)
+    hand_back(handed.worker, source=RecoverySource.SHUTDOWN, cause=RecoveryCause.SHUTDOWN)
 
     response = operator_client.get(URL)
     assert response.status_code == 200

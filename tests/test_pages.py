@@ -57,7 +57,7 @@ def upload(content: bytes = b"", name: str = "prospects.csv") -> SimpleUploadedF
 
 
 @pytest.mark.parametrize(
-    "url", ["/", "/runs/new/", "/runs/1/", "/runs/1/results.csv", "/runs/1/retry/"]
+    "url", ["/", "/runs/new/", "/runs/1/", "/runs/1/results.csv", "/runs/1/continue/"]
 )
 def test_every_page_needs_a_signed_in_user(client, url):
     response = client.get(url)
@@ -323,7 +323,7 @@ def test_run_detail_of_another_users_run_is_404(signed_in, bob, make_run):
     theirs = make_run(RunStatus.COMPLETED, user=bob)
     for url in (f"/runs/{theirs.pk}/", f"/runs/{theirs.pk}/results.csv"):
         assert signed_in.get(url).status_code == 404
-    assert signed_in.post(f"/runs/{theirs.pk}/retry/").status_code == 404
+    assert signed_in.post(f"/runs/{theirs.pk}/continue/").status_code == 404
     assert signed_in.get("/runs/999999/").status_code == 404
 
 
@@ -450,7 +450,7 @@ def test_run_detail_shows_failure_reason_and_continue_button_on_a_failed_run(
     run = make_run(RunStatus.FAILED, user=alice, failure_reason="worker crashed")
     html = signed_in.get(f"/runs/{run.pk}/").content.decode()
     assert "worker crashed" in html
-    assert f'action="/runs/{run.pk}/retry/"' in html
+    assert f'action="/runs/{run.pk}/continue/"' in html
     assert ">Continue</button>" in html
     assert 'name="csrfmiddlewaretoken"' in html
 
@@ -469,7 +469,7 @@ def test_the_continue_button_hides_when_it_does_not_apply(
 ):
     run = make_run(status, user=alice, total=10, completed=completed)
     html = signed_in.get(f"/runs/{run.pk}/").content.decode()
-    assert f'action="/runs/{run.pk}/retry/"' not in html
+    assert f'action="/runs/{run.pk}/continue/"' not in html
     assert ">Continue</button>" not in html
 
 
@@ -617,7 +617,7 @@ def test_continue_sends_the_same_run_back_to_the_queue_and_hides_the_button(
 ):
     run = make_run(RunStatus.FAILED, total=5, completed=2, user=alice, criteria={})
     add_results(run, [(Outcome.QUALIFIED, 90), (Outcome.NOT_QUALIFIED, 10)])
-    response = signed_in.post(f"/runs/{run.pk}/retry/")
+    response = signed_in.post(f"/runs/{run.pk}/continue/")
     assert response.status_code == 302
     assert response["Location"] == f"/runs/{run.pk}/"
     assert QualificationRun.objects.count() == 1
@@ -626,7 +626,7 @@ def test_continue_sends_the_same_run_back_to_the_queue_and_hides_the_button(
     page = signed_in.get(response["Location"]).content.decode()
     assert f"Run {run.pk} continues with the 3 prospects that had no result" in page
     assert ">Continue</button>" not in page
-    again = signed_in.post(f"/runs/{run.pk}/retry/", follow=True).content.decode()
+    again = signed_in.post(f"/runs/{run.pk}/continue/", follow=True).content.decode()
     assert f"Run {run.pk} is already pending: it was continued" in again
     assert ProspectResult.objects.filter(run=run).count() == 2
 
@@ -635,7 +635,7 @@ def test_continue_of_a_run_that_is_not_failed_shows_why_and_changes_nothing(
     signed_in, alice, make_run
 ):
     run = make_run(RunStatus.COMPLETED, user=alice)
-    response = signed_in.post(f"/runs/{run.pk}/retry/", follow=True)
+    response = signed_in.post(f"/runs/{run.pk}/continue/", follow=True)
     assert "only a failed run can be continued" in response.content.decode()
     assert QualificationRun.objects.get(pk=run.pk).status == RunStatus.COMPLETED
 
@@ -644,6 +644,6 @@ def test_retry_is_post_only_and_needs_the_csrf_token(alice, make_run):
     run = make_run(RunStatus.FAILED, user=alice)
     client = Client(enforce_csrf_checks=True)
     client.force_login(alice)
-    assert client.get(f"/runs/{run.pk}/retry/").status_code == 405
-    assert client.post(f"/runs/{run.pk}/retry/").status_code == 403
+    assert client.get(f"/runs/{run.pk}/continue/").status_code == 405
+    assert client.post(f"/runs/{run.pk}/continue/").status_code == 403
     assert QualificationRun.objects.count() == 1

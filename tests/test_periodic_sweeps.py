@@ -11,6 +11,7 @@ import pytest
 from django.test import override_settings
 
 from recovery import startup
+from recovery.worker import sweeper
 from recovery.models import QualificationRun, RecoveryEvent, RunStatus
 from tests.processes import PYTHON, Process, base_env
 from tests.test_startup_processes import events, seed_stuck_runs, statuses, wait_for_sweeps
@@ -31,7 +32,7 @@ class Rounds(threading.Event):
 
 def sweep_in_a_thread(stop: threading.Event) -> None:
     """The loop closes its thread's connections, as in a worker: keep it off the test's own."""
-    thread = threading.Thread(target=startup.run_periodic_sweeps, args=(stop,))
+    thread = threading.Thread(target=sweeper.run_periodic_sweeps, args=(stop,))
     thread.start()
     thread.join(30)
     assert not thread.is_alive()

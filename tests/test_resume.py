@@ -25,7 +25,7 @@ from recovery.models import (
     RunStatus,
 )
 from recovery.signals import run_recovered
-from recovery.sweep import continue_failed_runs, hand_back_runs, recover_stuck_runs
+from recovery.sweep import continue_failed_runs, hand_back, recover_stuck_runs
 from tests.conftest import make_worker
 from tests.helpers import CSRF_SECRET
 
@@ -127,15 +127,16 @@ def test_the_old_task_of_a_resumed_run_is_marked_failed(make_run):
 def test_the_crash_loop_guard_fails_a_run_whose_worker_died_on_each_attempt_even_under_resume(
     make_run,
 ):
-    looping = dead_run(make_run, attempts=3, completed=4)
-    second_try = dead_run(make_run, attempts=2)
+    looping = dead_run(make_run, attempts=5, deaths=2, completed=4)
+    second_try = dead_run(make_run, attempts=5, deaths=1)
     report = recover_stuck_runs(source="sweeper", policy="resume", log=False)
 
     looping.refresh_from_db()
     assert looping.status == RunStatus.FAILED
     assert looping.failure_reason.startswith(
-        "Gave up after 3 attempts; the worker died each time (the last attempt stopped at "
-        "prospect 5 of 10, the first without a result). The worker on host worker-host.test"
+        "Gave up after the worker died 3 times on this run; its attempts stopped at prospect "
+        "5 of 10 (the first without a result). Continue runs the prospects left once more. "
+        "The worker on host worker-host.test"
     )
     assert QualificationRun.objects.get(pk=second_try.pk).status == RunStatus.PENDING
     by_run = {run.id: run.new_status for run in report.recovered}
@@ -262,7 +263,7 @@ def test_the_admin_resumes_stuck_runs_and_failed_runs_with_prospects_left(make_r
     [message] = [str(m) for m in response.context["messages"]]
     assert message == (
         "Resumed 2 runs (1 stuck, 1 failed with prospects left); 3 skipped: 1 still alive "
-        "(a live worker or waiting in the queue), 1 already completed, 1 failed with no "
+        "(its worker beats or it made progress lately), 1 already completed, 1 failed with no "
         "prospect left."
     )
     statuses = dict(QualificationRun.objects.values_list("pk", "status"))
@@ -327,7 +328,7 @@ def test_the_signal_is_never_sent_for_a_rolled_back_recovery(make_run, signals_r
 def test_the_signal_is_sent_for_a_hand_back_and_for_a_continue(make_run, signals_received):
     worker = make_worker()
     run = make_run(worker=worker, total=10, completed=2, attempts=1)
-    hand_back_runs(worker, source=RecoverySource.SUPERVISOR, cause=RecoveryCause.CRASHED)
+    hand_back(worker, source=RecoverySource.SUPERVISOR, cause=RecoveryCause.CRASHED)
     failed = make_run(RunStatus.FAILED, total=10, completed=2)
     continue_failed_runs([failed.pk], source=RecoverySource.CONTINUE)
     continue_failed_runs([failed.pk], source=RecoverySource.CONTINUE)  # already pending: none

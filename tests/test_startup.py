@@ -14,6 +14,7 @@ from django.db import OperationalError, ProgrammingError
 from django.test import override_settings
 
 from recovery import startup
+from recovery.worker import sweeper
 from recovery.models import QualificationRun, RecoveryEvent, RunStatus
 from recovery.startup import Server, StartupRecovery
 
@@ -420,7 +421,7 @@ def test_the_hook_returns_at_once_and_sweeps_on_a_daemon_thread(monkeypatch):
         release.wait(10)
 
     monkeypatch.setattr(startup, "run_startup_recovery", slow_sweep)
-    monkeypatch.setattr(startup, "run_periodic_sweeps", lambda stop: None)
+    monkeypatch.setattr(sweeper, "run_periodic_sweeps", lambda stop: None)
     joins: list[tuple] = []
     monkeypatch.setattr(startup.atexit, "register", lambda *args: joins.append(args))
     hook = StartupRecovery()
@@ -453,7 +454,7 @@ def test_startup_sweep_gives_up_on_a_locked_table_after_its_statement_timeout(
 
     run = make_run(created_minutes_ago=12, heartbeat_minutes_ago=12)
     monkeypatch.setattr("recovery.sweep.STARTUP_STATEMENT_TIMEOUT_MS", 300)
-    monkeypatch.setattr(startup, "run_periodic_sweeps", lambda stop: None)
+    monkeypatch.setattr(sweeper, "run_periodic_sweeps", lambda stop: None)
     db = connection.settings_dict
     with (
         psycopg.connect(

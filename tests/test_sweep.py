@@ -146,7 +146,7 @@ def test_a_worker_on_this_host_whose_process_exited_is_dead_at_once(make_run):
     import subprocess
     import sys
 
-    from recovery.workers import process_started_at
+    from recovery.liveness import process_started_at
 
     finished = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
@@ -204,7 +204,6 @@ def test_recovery_keeps_progress_and_writes_reason_and_one_event(make_run):
         created_minutes_ago=20,
         started_minutes_ago=20,
         heartbeat_minutes_ago=12.5,
-        owner="dead-host:99",
     )
 
     recover_stuck_runs(source="startup")
@@ -212,7 +211,6 @@ def test_recovery_keeps_progress_and_writes_reason_and_one_event(make_run):
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert run.completed == 5 and run.total == 10
-    assert run.owner == "dead-host:99"
     assert run.failure_reason == (
         "No progress for 12 min; the worker seems stuck on this run (recovered at server start)."
     )
@@ -337,7 +335,7 @@ def test_sweeps_larger_than_a_batch_recover_everything(make_run, monkeypatch):
     from recovery import sweep
 
     monkeypatch.setattr(sweep, "BATCH_SIZE", 3)
-    monkeypatch.setattr(sweep, "GENERIC_BATCH_SIZE", 3)
+    monkeypatch.setattr(sweep, "BATCH_SIZE", 3)
     runs = [make_run(created_minutes_ago=30) for _ in range(7)]
 
     report = recover_stuck_runs(source="sweeper", log=False)
@@ -408,8 +406,7 @@ def test_a_dead_named_run_the_locking_statement_did_not_take_is_skipped_as_locke
     """Decided from what the sweep saw: the run was dead when it looked, so when the batch does
     not take it (held by another transaction), it is locked, whatever it looks like later."""
     stuck = make_run(created_minutes_ago=30, heartbeat_minutes_ago=9)
-    monkeypatch.setattr(sweep, "_sweep_postgresql", lambda *args: None)
-    monkeypatch.setattr(sweep, "_sweep_generic", lambda *args: None)
+    monkeypatch.setattr(sweep, "_recover", lambda *args: None)
 
     report = recover_stuck_runs(source="command", run_ids=[stuck.pk])
 

@@ -260,7 +260,7 @@ def failed_run(alice, make_run) -> QualificationRun:
         ("get", "/runs/{id}/results", 200),
         ("get", "/runs/{id}/results.csv", 200),
         ("post", "/runs/{id}/continue", 200),
-        ("post", "/runs/{id}/retry", 200),
+        ("post", "/runs/{id}/continue", 200),
     ],
 )
 def test_a_personal_token_works_on_every_user_api_endpoint_without_csrf(

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, OperationalError, connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -19,7 +19,9 @@ from qualifier.models import Outcome, Prospect, ProspectResult
 from qualifier.prospects import ProspectData
 from qualifier.runs import create_run
 from qualifier.scoring import Score
-from recovery import sweep, workers
+from recovery import sweep
+from recovery.worker import outage
+from recovery.worker import registry as workers
 from recovery.exceptions import WorkerStopping
 from recovery.models import (
     FencedWrite,
@@ -30,7 +32,7 @@ from recovery.models import (
     RunStatus,
     Worker,
 )
-from recovery.sweep import hand_back_runs, recover_stuck_runs
+from recovery.sweep import hand_back, recover_stuck_runs
 from tests.helpers import DUMMY, IMMEDIATE
 
 CRITERIA = Criteria(
@@ -306,11 +308,11 @@ def test_a_database_outage_while_writing_a_batch_is_waited_out_not_failed(monkey
     def flaky_bulk_create(objs, *args, **kwargs):
         calls.append(len(objs))
         if len(calls) in (2, 3, 4):
-            raise DatabaseError("server closed the connection unexpectedly")
+            raise OperationalError("server closed the connection unexpectedly")
         return real_bulk_create(objs, *args, **kwargs)
 
     monkeypatch.setattr(ProspectResult.objects, "bulk_create", flaky_bulk_create)
-    monkeypatch.setattr(workers.Outage, "failed", lambda self, exc: _first_failure(self, exc))
+    monkeypatch.setattr(outage.Outage, "failed", lambda self, exc: _first_failure(self, exc))
     run = make_pending_run(5)
     summary = execute(run.pk, scorer=CountingScorer(), batch_size=2)
     run.refresh_from_db()
@@ -321,10 +323,10 @@ def test_a_database_outage_while_writing_a_batch_is_waited_out_not_failed(monkey
     assert "unavailable" in outage_lines[0] and "is back" in outage_lines[1]
 
 
-_real_failed = workers.Outage.failed
+_real_failed = outage.Outage.failed
 
 
-def _first_failure(outage: workers.Outage, exc: BaseException) -> float:
+def _first_failure(outage: outage.Outage, exc: BaseException) -> float:
     _real_failed(outage, exc)
     return 0.01
 
@@ -355,8 +357,8 @@ def test_a_stop_request_writes_the_batch_in_hand_and_the_run_is_handed_back(this
     assert ProspectResult.objects.filter(run=run).count() == 3
 
     with override_settings(TASKS=DUMMY):
-        handed = hand_back_runs(this_worker, source=RecoverySource.SHUTDOWN, cause="shutdown")
-    assert [r.pk for r in handed] == [run.pk]
+        handed = hand_back(this_worker, source=RecoverySource.SHUTDOWN, cause="shutdown")
+    assert handed == [run.pk]
     run.refresh_from_db()
     assert (run.status, run.completed, run.worker_id) == (RunStatus.PENDING, 3, None)
     event = RecoveryEvent.objects.get(run=run)
@@ -385,12 +387,13 @@ def test_a_run_whose_worker_keeps_crashing_is_failed_after_the_max_attempts(this
         assert QualificationRun.objects.get(pk=run.pk).start(this_worker)
         QualificationRun.objects.filter(pk=run.pk).update(completed=attempt)
         with override_settings(TASKS=DUMMY):
-            hand_back_runs(this_worker, source=RecoverySource.SUPERVISOR, cause="crashed")
+            hand_back(this_worker, source=RecoverySource.SUPERVISOR, cause="crashed")
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert run.failure_reason.startswith(
-        "Gave up after 2 attempts; the worker died each time (the last attempt stopped at "
-        "prospect 3 of 4, the first without a result) (noticed by its worker's supervisor)."
+        "Gave up after the worker died 2 times on this run; its attempts stopped at prospect "
+        "2 and 3 of 4 (the first without a result). Continue runs the prospects left once "
+        "more (noticed by its worker's supervisor)."
     )
     assert list(RecoveryEvent.objects.filter(run=run).values_list("to_status", flat=True)) == [
         RunStatus.FAILED,
@@ -476,7 +479,7 @@ def test_a_hand_back_of_a_run_recovered_meanwhile_is_refused_and_counted(this_wo
         return False
 
     monkeypatch.setattr(sweep, "gives_up", recovered_meanwhile)
-    handed = hand_back_runs(this_worker, source=RecoverySource.SUPERVISOR, cause="crashed")
+    handed = hand_back(this_worker, source=RecoverySource.SUPERVISOR, cause="crashed")
     run.refresh_from_db()
     assert (handed, run.status) == ([], RunStatus.FAILED)
     assert list(FencedWrite.objects.values_list("kind", flat=True)) == [FencedWriteKind.HAND_BACK]
@@ -503,11 +506,11 @@ def test_the_beat_thread_beats_on_the_database_clock_and_retries_after_a_databas
     def flaky_beat(worker):
         calls.append(1)
         if len(calls) == 1:
-            raise DatabaseError("connection lost")
+            raise OperationalError("connection lost")
         return real_beat(worker)
 
     monkeypatch.setattr(workers, "beat", flaky_beat)
-    monkeypatch.setattr(workers, "MAX_BACKOFF_SECONDS", 0.05)
+    monkeypatch.setattr(outage, "MAX_BACKOFF_SECONDS", 0.05)
     beat = workers.Beat(this_worker, interval=0.1).start()
     try:
         wait_for(lambda: len(calls) >= 3)
@@ -530,14 +533,33 @@ def test_the_beat_thread_notices_that_a_sweep_removed_its_worker(this_worker, ca
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_supervised_executor_whose_worker_is_gone_stops_instead_of_registering(this_worker):
-    run = make_pending_run(2)
-    workers.set_current(this_worker, supervised=True)
+def test_an_executor_whose_worker_is_gone_puts_a_claimed_task_back_untouched(this_worker):
+    """Woken from a freeze after a sweep removed its row, the executor claims one task at
+    most, gives it back as it was and ends (to register again): it never burns the queue."""
+    from django_tasks_db.models import DBTaskResult
+
+    from recovery.worker.executor import ExecutorQueueWorker
+
+    task = DBTaskResult.objects.create(
+        status="READY", task_path="qualifier.tasks.execute_run", args_kwargs={}, worker_ids=["7"]
+    )
+    executor = ExecutorQueueWorker(
+        queue_names=["default"],
+        interval=0.1,
+        batch=False,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=None,
+        worker_id=str(this_worker.pk),
+        excluded_queue_names=[],
+        worker=this_worker,
+    )
     Worker.objects.filter(pk=this_worker.pk).delete()
-    with pytest.raises(WorkerStopping):
-        execute(run.pk, scorer=CountingScorer())
-    assert workers.stop_requested.is_set()
-    assert QualificationRun.objects.get(pk=run.pk).status == RunStatus.PENDING
+    task.claim(str(this_worker.pk))
+    executor.run_task(task)
+    task.refresh_from_db()
+    assert (task.status, task.worker_ids, task.started_at) == ("READY", ["7"], None)
+    assert executor.lost and not executor.running
 
 
 def test_a_task_handed_back_at_shutdown_is_logged_as_one_line_not_an_error():

@@ -2,7 +2,7 @@
 
 It extends django-tasks-db's command the way `django.contrib.staticfiles` extends `runserver`
 (the recovery app is listed before django_tasks_db, so this one is found first). Every option
-of the original works. What it adds lives in `recovery.supervisor`: the process registers as a
+of the original works. What it adds lives in `recovery.worker`: the process registers as a
 worker and beats on the database's clock, recovers dead runs at its start before it takes any
 work and then every RECOVERY_SWEEP_INTERVAL_SECONDS, and runs the queue in an executor child
 process, so neither a scorer that holds the GIL nor one that crashes its process can make a
@@ -17,7 +17,7 @@ from typing import Any
 
 from django_tasks_db.management.commands.db_worker import Command as QueueWorkerCommand
 
-from recovery import supervisor
+from recovery.worker import executor, supervisor
 
 
 class Command(QueueWorkerCommand):
@@ -34,6 +34,6 @@ class Command(QueueWorkerCommand):
     def handle(self, *, executor_of: int | None = None, **options: Any) -> None:
         self.configure_logging(options["verbosity"])
         if executor_of is not None:
-            supervisor.run_executor(executor_of, options)
+            executor.run_executor(executor_of, options)
         else:
             supervisor.Supervisor(options).start(reload=options["reload"])

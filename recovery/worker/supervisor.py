@@ -1,21 +1,17 @@
-"""The supervised worker behind `manage.py db_worker`.
+"""The supervisor behind `manage.py db_worker`: it registers the worker, beats for it, sweeps
+at its start (before any work is taken) and periodically, and runs the executor as a child.
 
-Two processes per worker:
+It runs no scoring code, so its beat never waits for a scorer. When the executor exits
+unexpectedly (a crash, SIGKILL, the OOM killer), its run is handed back at once (a death, as
+the crash-loop guard counts them) and a new executor starts. When a sweep found this worker
+dead while it lives (a freeze, a partition, a stall), it says so, registers again and carries
+on: it never exits for that, let alone with status 0.
 
-- The **supervisor** registers the worker's row, beats for it from a thread of its own, sweeps
-  at its start (before any work is taken) and periodically, and runs the executor as a child.
-  It runs no scoring code, so its beat never waits for a scorer, even one that holds the GIL.
-  When the executor exits unexpectedly (a crash, SIGKILL, the OOM killer), the supervisor hands
-  the run it was executing back to the queue at once and starts a new executor.
-- The **executor** runs django-tasks-db's queue loop and the tasks, its runs owned by the
-  supervisor's row. A database outage is waited out instead of ending the process.
-
-SIGTERM or SIGINT (Ctrl-C, honcho, systemd, Kubernetes) to the supervisor asks the executor to
-stop: it writes the batch in hand and ends its task; the supervisor hands the run back to the
-queue (PENDING, results kept, a new task, an event with source `shutdown`), removes its row and
-exits. If the executor has not stopped within RECOVERY_SHUTDOWN_GRACE_SECONDS, or on a second
-signal, it is killed and the run is handed back all the same. Under Django's autoreloader the
-supervisor also stops when the reloader's watcher process goes away or reloads the code.
+Signal handlers only set events. SIGTERM or SIGINT (Ctrl-C, honcho, systemd, Kubernetes) asks
+the executor to stop: it writes the batch in hand and hands the run back itself; the
+supervisor then removes its row and exits. After RECOVERY_SHUTDOWN_GRACE_SECONDS, or on a
+second signal, the executor is killed and the run handed back all the same. Every wait,
+outages included, honours a stop request.
 """
 
 from __future__ import annotations
@@ -34,11 +30,12 @@ from typing import Any
 
 from django.db import DatabaseError, connections
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV, get_child_arguments, run_with_reloader
-from django_tasks_db.management.commands.db_worker import Worker as QueueWorker
 
-from . import workers
-from .conf import conf
-from .models import RecoveryCause, RecoverySource, Worker
+from ..conf import conf
+from ..models import RecoveryCause, RecoverySource, Worker
+from . import handback, registry, sweeper
+from .executor import EXIT_LOST, SUPERVISOR_PID_ENV, watch_parent
+from .outage import retry_outages
 
 logger = logging.getLogger("recovery")
 
@@ -52,105 +49,6 @@ SIGNAL_DEBOUNCE_SECONDS = 1.0
 POLL_SECONDS = 0.1
 
 
-#: The supervisor tells its executor its pid, so an executor whose supervisor died before the
-#: executor even looked still notices.
-SUPERVISOR_PID_ENV = "RECOVERY_SUPERVISOR_PID"
-
-
-def watch_parent(on_exit: Any, parent: int | None = None) -> None:
-    """Calls `on_exit()` once this process's parent (`parent`, or the current one) is gone:
-    the process has been re-parented."""
-    parent = parent or os.getppid()
-
-    def loop() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        on_exit()
-
-    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
-
-
-# --- the executor ---------------------------------------------------------------------------
-
-
-class ExecutorQueueWorker(QueueWorker):
-    """django-tasks-db's queue loop in the executor: a stop request lets the task in hand end
-    cleanly, and a database that goes away is waited for instead of ending the process."""
-
-    def shutdown(self, signum: int, frame: FrameType | None) -> None:
-        workers.stop_requested.set()
-        self.running = False
-        if not self.running_task:
-            sys.exit(0)
-
-    def run(self) -> None:
-        outage = workers.Outage("Executor")
-        while self.running:
-            try:
-                super().run()
-                return
-            except DatabaseError as exc:
-                if not self.running:
-                    return
-                time.sleep(outage.failed(exc))
-                self.startup_delay = False
-
-
-def run_executor(worker_id: int, options: dict[str, Any]) -> None:
-    """The executor child: runs the queue for the supervisor's worker row `worker_id`."""
-    # Until the queue loop takes over the signals, a stop request simply ends the process; and
-    # if the supervisor dies, stop as if it had asked: the run stays with its row, which stops
-    # beating, and a sweep recovers it.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    supervisor_pid = int(os.environ.get(SUPERVISOR_PID_ENV, "0")) or None
-    watch_parent(lambda: os.kill(os.getpid(), signal.SIGTERM), supervisor_pid)
-    worker = workers.retry_until_done("Executor", lambda: Worker.objects.get(pk=worker_id))
-    workers.set_current(worker, supervised=True)
-    queue_names = options["queue_name"].split(",")
-    excluded = options["exclude_queues"].split(",") if options["exclude_queues"] else []
-    queue_worker = ExecutorQueueWorker(
-        queue_names=queue_names,
-        interval=options["interval"],
-        batch=options["batch"],
-        backend_name=options["backend_name"],
-        startup_delay=options["startup_delay"],
-        max_tasks=options["max_tasks"],
-        worker_id=str(worker_id),
-        excluded_queue_names=excluded,
-    )
-    queue_worker.configure_signals()
-    try:
-        queue_worker.run()
-    finally:
-        if supervisor_pid and os.getppid() != supervisor_pid:
-            _hand_back_for_lost_supervisor(worker, supervisor_pid)
-
-
-def _hand_back_for_lost_supervisor(worker: Worker, supervisor_pid: int) -> None:
-    """The supervisor died first (SIGKILL, the OOM killer, an autoreloader that kills its child
-    on SIGTERM): the executor, still alive and connected, does what the supervisor would have
-    done. A database that is away gets the grace period; after that the sweep finds the run."""
-    from .sweep import hand_back_runs
-
-    logger.warning(
-        "[Worker] The supervisor (pid %s) is gone; the executor hands its run back itself",
-        supervisor_pid,
-    )
-    give_up = threading.Event()
-    timer = threading.Timer(conf.RECOVERY_SHUTDOWN_GRACE_SECONDS, give_up.set)
-    timer.daemon = True
-    timer.start()
-    workers.retry_until_done(
-        "Executor",
-        lambda: hand_back_runs(
-            worker, source=RecoverySource.SHUTDOWN, cause=RecoveryCause.SHUTDOWN
-        ),
-        give_up,
-    )
-    with contextlib.suppress(DatabaseError):
-        workers.deregister(worker)
-
-
 # --- the supervisor -------------------------------------------------------------------------
 
 
@@ -160,7 +58,7 @@ class Supervisor:
         self.stopping = threading.Event()
         self.force = threading.Event()
         self.worker: Worker | None = None
-        self.beat: workers.Beat | None = None
+        self.beat: registry.Beat | None = None
         self.child: subprocess.Popen[bytes] | None = None
         self._stop_reason = ""
         self._first_signal_at = 0.0
@@ -226,24 +124,29 @@ class Supervisor:
 
     def run(self) -> None:
         self._register()
-        from .startup import recovery_enabled, run_periodic_sweeps, run_startup_recovery
+        from ..startup import recovery_enabled, run_startup_recovery
 
         if recovery_enabled() and not self.stopping.is_set():
             run_startup_recovery("db_worker")  # before any work is taken
         threading.Thread(
-            target=run_periodic_sweeps, args=(self.stopping,), name="sweeper", daemon=True
+            target=sweeper.run_periodic_sweeps, args=(self.stopping,), name="sweeper", daemon=True
         ).start()
         crashes = 0
         try:
             while not self.stopping.is_set():
                 started = time.monotonic()
                 code = self._run_child()
-                self._after_child(code)
-                if self.stopping.is_set() or code == 0:
-                    break  # asked to stop, or the executor was done (--batch, --max-tasks)
-                if self.beat is not None and self.beat.lost.is_set():
-                    self._register()  # found dead meanwhile: its runs were recovered
+                if self.stopping.is_set():
+                    self._after_child(code)
+                    break
+                if code == EXIT_LOST or (self.beat is not None and self.beat.lost.is_set()):
+                    # Found dead while alive: its runs were recovered. Say so, register again
+                    # and carry on taking work (never exit for this).
+                    self._register()
                     continue
+                self._after_child(code)
+                if code == 0:
+                    break  # the executor was done (--batch, --max-tasks)
                 crashes = crashes + 1 if time.monotonic() - started < QUICK_EXIT_SECONDS else 0
                 if crashes:
                     delay = min(MAX_RESTART_DELAY_SECONDS, 2.0**crashes)
@@ -255,10 +158,10 @@ class Supervisor:
     def _register(self) -> None:
         if self.beat is not None:
             self.beat.stop()
-        self.worker = workers.retry_until_done("Worker", workers.register, self.stopping)
+        self.worker = retry_outages("Worker", registry.register, self.stopping)
         if self.worker is None:
             return
-        self.beat = workers.Beat(self.worker).start()
+        self.beat = registry.Beat(self.worker).start()
         logger.info(
             "[Worker] Registered as worker %s (%s)",
             self.worker.pk,
@@ -282,12 +185,16 @@ class Supervisor:
         env[SUPERVISOR_PID_ENV] = str(os.getpid())
         connections.close_all()
         # Its own session: a terminal's Ctrl-C or a process manager's group signal reaches the
-        # supervisor, which stops the executor in order.
+        # supervisor, which stops the executor in order (and the executor hands its run back
+        # itself, should the supervisor be killed first).
         self.child = subprocess.Popen(args, env=env, start_new_session=True)  # noqa: S603
         logger.info("[Worker] Executor started (pid %s)", self.child.pid)
         pid, worker = self.child.pid, self.worker
-        workers.retry_until_done(
-            "Worker", lambda: Worker.objects.filter(pk=worker.pk).update(executor_pid=pid)
+        # A stop request during an outage is honoured here too: the executor is stopped below.
+        retry_outages(
+            "Worker",
+            lambda: Worker.objects.filter(pk=worker.pk).update(executor_pid=pid),
+            self.stopping,
         )
         return self._watch_child(self.child)
 
@@ -312,7 +219,8 @@ class Supervisor:
                 return child.wait()
 
     def _after_child(self, code: int) -> None:
-        """Hands back whatever the executor left PROCESSING under this worker."""
+        """Hands back whatever the executor left PROCESSING under this worker: at a stop (the
+        executor has done it already, unless it was killed), or after a crash (a death)."""
         if self.worker is None:
             return
         if self.stopping.is_set() or code == 0:
@@ -323,9 +231,8 @@ class Supervisor:
                 "[Worker] The executor exited unexpectedly (%s); handing its run back", how
             )
             source, cause = RecoverySource.SUPERVISOR, RecoveryCause.CRASHED
-        from .sweep import hand_back_runs
-
         worker = self.worker
+        give_up = self.force
         if self.stopping.is_set():
             # Stopping: a database that is away gets the grace period (a second signal ends it
             # at once), then the process stops all the same and a sweep recovers the run, as
@@ -333,8 +240,13 @@ class Supervisor:
             grace = threading.Timer(conf.RECOVERY_SHUTDOWN_GRACE_SECONDS, self.force.set)
             grace.daemon = True
             grace.start()
-        done = workers.retry_until_done(
-            "Worker", lambda: hand_back_runs(worker, source=source, cause=cause), self.force
+        else:
+            give_up = threading.Event()  # a crash: wait for the database however long
+            self.stopping_watch(give_up)
+        done = retry_outages(
+            "Worker",
+            lambda: handback.hand_back(worker, source=source, cause=cause),
+            give_up,
         )
         if done is None:
             logger.warning(
@@ -342,6 +254,15 @@ class Supervisor:
                 "a sweep will recover them",
                 worker,
             )
+
+    def stopping_watch(self, event: threading.Event) -> None:
+        """Sets `event` once a stop is asked for (a wait that must end at a stop request)."""
+
+        def watch() -> None:
+            self.stopping.wait()
+            event.set()
+
+        threading.Thread(target=watch, name="stop-watch", daemon=True).start()
 
     def finish(self) -> None:
         """Stops the executor (handing its run back) and removes the worker's row; once."""
@@ -355,7 +276,7 @@ class Supervisor:
             self.beat.stop()
         if self.worker is not None:
             with contextlib.suppress(DatabaseError):
-                workers.deregister(self.worker)
+                registry.deregister(self.worker)
             logger.info(
                 "[Worker] Worker %s stopped and deregistered",
                 self.worker,
