@@ -22,6 +22,7 @@ from django.views.decorators.http import require_safe
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from . import liveness
 from .conf import conf
 from .metrics import (
     RecoveryCollector,
@@ -30,7 +31,6 @@ from .metrics import (
     sweep_rows,
     worker_figures,
 )
-from . import liveness
 from .models import SweepOutcome
 from .throttle import client_address
 

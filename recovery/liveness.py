@@ -262,9 +262,7 @@ def _worker_silent(rule: Rule) -> Q:
 
 def alive_workers(rule: Rule | None = None) -> QuerySet[Worker]:
     rule = rule or Rule.current()
-    return Worker.objects.alias(database_started=DatabaseStartedAt()).exclude(
-        _worker_silent(rule)
-    )
+    return Worker.objects.alias(database_started=DatabaseStartedAt()).exclude(_worker_silent(rule))
 
 
 def annotate_workers(workers: QuerySet[Worker], rule: Rule | None = None) -> QuerySet[Worker]:

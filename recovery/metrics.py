@@ -24,7 +24,6 @@ from prometheus_client.core import (
 
 from . import liveness
 from .clock import SecondsSince
-from .conf import conf
 from .models import (
     DEAD_RUN_CAUSES,
     FINISHED_STATUSES,

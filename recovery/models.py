@@ -14,7 +14,6 @@ import hmac
 import logging
 import re
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -200,6 +199,11 @@ class QualificationRun(models.Model):
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 
+    @property
+    def last_seen(self) -> dt.datetime:
+        """The last sign of life as stored (what `last_sign_of_life()` computes in SQL)."""
+        return self.heartbeat_at or self.started_at or self.created_at
+
     def activity(self) -> str:
         """What an active run is doing, in its owner's words (needs `liveness.annotate_runs()`):
         how long it has been queued, when it last made progress, or that it was found dead and
@@ -224,7 +228,9 @@ class QualificationRun(models.Model):
         current attempt's share comes from `liveness.annotate_runs()`)."""
         if self.started_at is None:
             return None
-        current = getattr(self, "attempt_seconds", None) if self.status == RunStatus.PROCESSING else None
+        current = (
+            getattr(self, "attempt_seconds", None) if self.status == RunStatus.PROCESSING else None
+        )
         return dt.timedelta(seconds=self.worked_seconds + (current or 0))
 
     # --- lifecycle: every transition is a compare-and-set -------------------------------------

@@ -13,9 +13,8 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from . import liveness, metrics
-from .conf import conf
 from .clock import SecondsSince
-from .models import RecoveryCause, RecoveryEvent, RunStatus, Worker, spoken
+from .models import RecoveryCause, RecoveryEvent, RecoverySource, RunStatus, Worker, spoken
 
 #: The charts' window: 7 days of hourly bars, the last one the hour in progress.
 WINDOW_HOURS = 7 * 24
@@ -168,6 +167,7 @@ def recoveries_per_hour(starts: list[dt.datetime]) -> list[Hour]:
     grouped = (
         RecoveryEvent.objects.order_by()
         .filter(created_at__gte=first)
+        .exclude(source=RecoverySource.CONTINUE)  # a Continue is not a recovery
         .annotate(hour=TruncHour(moment, tzinfo=dt.UTC))
         .values_list("hour", "cause")
         .annotate(n=Count("*"))

@@ -43,7 +43,7 @@ from types import FrameType
 from typing import Any
 
 from django.apps import apps
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, connections
 from django.utils.autoreload import autoreload_started
 
 from .conf import conf
@@ -318,7 +318,9 @@ def run_startup_recovery(role: str) -> None:
     if report.skipped_reason:
         logger.info("[Startup] %s", report.skipped_reason.capitalize())
     elif report.recovered:
-        logger.info("[Startup] Recovered %d stuck runs%s", report.recovered_count, policy_note(report))
+        logger.info(
+            "[Startup] Recovered %d stuck runs%s", report.recovered_count, policy_note(report)
+        )
     else:
         logger.info("[Startup] No stuck runs found")
     logger.debug("[Startup] Recovery ran in the %s process %s", role, os.getpid())

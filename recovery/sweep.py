@@ -281,7 +281,9 @@ def _sweep(
 ) -> None:
     rule, victims = _look(report, run_ids, list_limit)
     if report.stuck_count:
-        _recover(report, victims.annotate(reason=reasons.cause_sentence(report.source, actor)), actor)
+        _recover(
+            report, victims.annotate(reason=reasons.cause_sentence(report.source, actor)), actor
+        )
         report.locked_count = max(0, report.stuck_count - report.recovered_count)
     if run_ids is not None:
         report.skipped = _skip_reasons(run_ids, report, rule)
@@ -608,9 +610,7 @@ def continue_failed_runs(
         for run in batch:
             run.new_status = RunStatus.PENDING
             run.reason = reasons.continued(run.completed, run.total, source, actor)
-        send_back(
-            QualificationRun.objects.continuable(), [run.id for run in batch], {"deaths": 0}
-        )
+        send_back(QualificationRun.objects.continuable(), [run.id for run in batch], {"deaths": 0})
         record_events(batch, source=source, actor=actor)
         announce(batch, policy=POLICY_RESUME, source=source)
     for run in batch:
@@ -635,7 +635,7 @@ def hand_back(worker: Worker, *, source: str, cause: str, label: str = "") -> li
     """
     handed: list[int] = []
     rows = QualificationRun.objects.filter(worker=worker, status=RunStatus.PROCESSING)
-    for run in rows.annotate(last_seen=last_sign_of_life()):
+    for run in rows:
         owned = QualificationRun.objects.filter(
             pk=run.pk, status=RunStatus.PROCESSING, worker=worker, attempts=run.attempts
         )

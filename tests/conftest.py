@@ -119,6 +119,16 @@ def make_run(db: Any) -> Callable[..., QualificationRun]:
     return make
 
 
+def live_task_id() -> str:
+    """The id of a task waiting in django-tasks-db's queue: a queued run with it is waiting."""
+    from django_tasks_db.models import DBTaskResult
+
+    task = DBTaskResult.objects.create(
+        status="READY", task_path="qualifier.tasks.execute_run", args_kwargs={}
+    )
+    return str(task.id)
+
+
 def make_worker(
     *, host: str = "worker-host.test", pid: int = 4242, beat_seconds_ago: float = 0
 ) -> Worker:

@@ -50,7 +50,6 @@ def seed(*, stuck: int, healthy: int, finished: int) -> dict[str, list[int]]:
                 created_at=ancient,
                 started_at=ancient,
                 heartbeat_at=old,
-                owner="dead-host:1",
                 attempts=1,
             )
         if shape == 1:  # died before its first heartbeat was written
@@ -59,7 +58,6 @@ def seed(*, stuck: int, healthy: int, finished: int) -> dict[str, list[int]]:
                 total=10,
                 created_at=ancient,
                 started_at=old,
-                owner="dead-host:2",
                 attempts=1,
             )
         return QualificationRun(status=RunStatus.PENDING, total=10, created_at=old, queued_at=old)
@@ -77,7 +75,6 @@ def seed(*, stuck: int, healthy: int, finished: int) -> dict[str, list[int]]:
             created_at=ancient,
             started_at=ancient,
             heartbeat_at=now,
-            owner="live-host:1",
             attempts=1,
         )
 
@@ -149,13 +146,8 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
 
     from recovery import sweep as sweep_module
 
-    if args.generic:
-        # The portable path, on whatever database this is: the exactly-once argument must
-        # not depend on the PostgreSQL statement.
-        sweep_module._sweep_postgresql = sweep_module._sweep_generic
     if args.batch_size:
         sweep_module.BATCH_SIZE = args.batch_size
-        sweep_module.GENERIC_BATCH_SIZE = args.batch_size
     connection.ensure_connection()
     Path(args.ready).touch()
     _wait_for(Path(args.go))
@@ -179,7 +171,6 @@ def main(argv: list[str]) -> int:
     sweeping.add_argument("--source", required=True)
     sweeping.add_argument("--ready", required=True)
     sweeping.add_argument("--go", required=True)
-    sweeping.add_argument("--generic", action="store_true")
     sweeping.add_argument("--batch-size", type=int, default=0)
     summing = commands.add_parser("summary")
     summing.add_argument("ids", help="JSON file with the 'stuck' and 'untouched' run ids")

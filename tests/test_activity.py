@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from recovery.models import QualificationRun, RunStatus
+from tests.conftest import live_task_id
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def active(alice_client) -> dict[int, dict]:
 
 
 def test_a_queued_run_says_it_is_queued_and_for_how_long(alice_client, alice, make_run):
-    run = make_run(RunStatus.PENDING, user=alice, created_minutes_ago=3)
+    run = make_run(RunStatus.PENDING, user=alice, created_minutes_ago=3, task_id=live_task_id())
 
     shown = active(alice_client)[run.pk]
 

@@ -56,7 +56,7 @@ from recovery.models import QualificationRun
 now = timezone.now()
 for silent in (30, 20):
     run = QualificationRun.objects.create(
-        status="PROCESSING", total=10, completed=4, owner="gone-host:4242", attempts=1,
+        status="PROCESSING", total=10, completed=4, attempts=1,
         user=User.objects.get(username="newcomer"),
         created_at=now - dt.timedelta(minutes=silent + 2),
         started_at=now - dt.timedelta(minutes=silent + 1),

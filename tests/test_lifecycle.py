@@ -28,7 +28,6 @@ def test_start_moves_pending_to_processing_with_worker_start_and_first_heartbeat
     run = QualificationRun.objects.get(pk=pending.pk)
     assert run.status == RunStatus.PROCESSING
     assert run.worker == me
-    assert run.owner == "host-a:101"
     assert run.started_at is not None
     assert run.heartbeat_at == run.started_at
     assert pending.started_at == run.started_at  # read back from the database's clock
@@ -139,4 +138,3 @@ def test_progress_and_derived_values(make_run):
 
     assert run.progress == "5/10"
     assert run.is_active
-    assert 11 <= run.age().total_seconds() / 60 <= 13

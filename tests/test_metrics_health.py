@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from qualifier.execution import execute
 from recovery import health, sweep
-from recovery.worker import registry as workers
 from recovery.models import (
     FencedWrite,
     FencedWriteKind,
@@ -29,6 +28,7 @@ from recovery.models import (
     Worker,
 )
 from recovery.sweep import continue_failed_runs, hand_back, recover_stuck_runs
+from recovery.worker import registry as workers
 from tests.conftest import make_worker
 from tests.test_worker import CountingScorer, force_recover, make_pending_run
 
@@ -147,7 +147,7 @@ def test_metrics_count_sweeps_by_source_and_outcome_with_their_durations(
     make_run(heartbeat_minutes_ago=10, worker_beat_seconds_ago=300)
     assert recover_stuck_runs(source=RecoverySource.COMMAND, log=False).recovered_count == 1
 
-    def database_gone() -> int:
+    def database_gone(*args: object) -> int:
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(sweep, "remove_dead_workers", database_gone)

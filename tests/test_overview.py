@@ -158,7 +158,7 @@ def test_the_page_shows_the_figures_after_real_recoveries(operator_client, make_
     make_run(heartbeat_minutes_ago=1.5, worker_beat_seconds_ago=None)
     report = recover_stuck_runs(source=RecoverySource.SWEEPER, log=False)
     assert report.recovered_count == 3
-    # Not dead runs, but recoveries: a continue and a hand-back at shutdown.
+    # A hand-back at shutdown is a recovery (not of a dead run); a Continue is not one at all.
     continue_failed_runs([first.pk], source=RecoverySource.CONTINUE)
     handed = make_run(heartbeat_minutes_ago=0, worker=make_worker(host="other", pid=7))
     hand_back(handed.worker, source=RecoverySource.SHUTDOWN, cause=RecoveryCause.SHUTDOWN)
@@ -167,15 +167,11 @@ def test_the_page_shows_the_figures_after_real_recoveries(operator_client, make_
     assert response.status_code == 200
     page = text(response)
     context = response.context
-    assert context["recovered"] == 5
-    assert dict(context["outcomes"]) == {"failed": 3, "back in the queue": 2}
+    assert context["recovered"] == 4
+    assert dict(context["outcomes"]) == {"failed": 3, "back in the queue": 1}
     legend = {part.key: count for part, count in context["legend"]}
-    assert legend == {"worker_gone": 1, "worker_silent": 2, "shutdown": 1, "": 1}
-    assert dict(context["sources"]) == {
-        "Periodic sweeper": 3,
-        "Continued by its owner": 1,
-        "Worker shutdown": 1,
-    }
+    assert legend == {"worker_gone": 1, "worker_silent": 2, "shutdown": 1}
+    assert dict(context["sources"]) == {"Periodic sweeper": 3, "Worker shutdown": 1}
     statuses = {row["label"]: row["count"] for row in context["status_rows"]}
     assert statuses == {"Pending": 3, "Processing": 1, "Completed": 1, "Failed": 2}
     assert context["queued_runs"] == 3 and context["dead_runs"] == 0
@@ -185,10 +181,10 @@ def test_the_page_shows_the_figures_after_real_recoveries(operator_client, make_
     assert context["live_workers"] == 3 and context["dead_workers"] == 0
     runs = [row["run_url"] for row in context["workers"] if row["run_url"]]
     assert runs == [reverse("admin:recovery_qualificationrun_change", args=[busy.pk])]
-    # All five in the current hour, the last of the 168 bars.
+    # All four in the current hour, the last of the 168 bars.
     hours = overview.build().hours
     assert len(hours) == 168
-    assert hours[-1].total == 5 and sum(hour.total for hour in hours) == 5
+    assert hours[-1].total == 4 and sum(hour.total for hour in hours) == 4
     # Only the three runs found dead are in the histogram: ~90 s, ~180 s and ~1200 s.
     assert dict(context["dead_rows"]) == {
         "≤ 5 s": 0,
@@ -205,9 +201,9 @@ def test_the_page_shows_the_figures_after_real_recoveries(operator_client, make_
         "3 runs found dead. Half were recovered within 5 min, 9 in 10 within 30 min; on average 8 min."
         in page
     )
-    assert '<dd data-figure="recovered">5</dd>' in response.content.decode()
+    assert '<dd data-figure="recovered">4</dd>' in response.content.decode()
     assert (
-        "Recovered by: Periodic sweeper (3), Continued by its owner (1), Worker shutdown (1)."
+        "Recovered by: Periodic sweeper (3), Worker shutdown (1)."
         in page
     )
 

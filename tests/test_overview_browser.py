@@ -45,7 +45,7 @@ for n in range(140):
         host="seed", pid=1))
 RecoveryEvent.objects.bulk_create(events)
 dead = QualificationRun.objects.create(
-    status="PROCESSING", total=10, completed=4, owner="gone-host:4242", attempts=1,
+    status="PROCESSING", total=10, completed=4, attempts=1,
     created_at=now - dt.timedelta(minutes=12), started_at=now - dt.timedelta(minutes=11),
     heartbeat_at=now - dt.timedelta(minutes=10))
 print(dead.pk)

@@ -108,7 +108,9 @@ def test_runs_page_history_shows_outcome_counts_duration_and_failure_reason(
     signed_in, alice, make_run
 ):
     done = make_run(RunStatus.COMPLETED, total=3, completed=3, user=alice, started_minutes_ago=3)
-    QualificationRun.objects.filter(pk=done.pk).update(completed_at=timezone.now())
+    QualificationRun.objects.filter(pk=done.pk).update(
+        completed_at=timezone.now(), worked_seconds=180
+    )
     add_results(
         done, [(Outcome.QUALIFIED, 80), (Outcome.QUALIFIED, 70), (Outcome.NOT_QUALIFIED, 20)]
     )
@@ -371,10 +373,12 @@ def test_a_recovered_run_lasts_until_its_last_sign_of_life_not_until_it_was_foun
     dead = make_run(user=alice, started_minutes_ago=30, heartbeat_minutes_ago=27)
     recover_stuck_runs(source=RecoverySource.COMMAND, log=False)
     failed_itself = make_run(RunStatus.FAILED, user=alice, started_minutes_ago=30)
-    QualificationRun.objects.filter(pk=failed_itself.pk).update(completed_at=timezone.now())
+    QualificationRun.objects.filter(pk=failed_itself.pk).update(
+        completed_at=timezone.now(), worked_seconds=1800.5
+    )
 
     html = signed_in.get(f"/runs/{dead.pk}/").content.decode()
-    assert re.search(r"<dd data-duration>3 min \d+ s</dd>", html)
+    assert re.search(r"<dd data-duration>(2 min 59|3 min \d+) s</dd>", html)
     html = signed_in.get(f"/runs/{failed_itself.pk}/").content.decode()
     assert re.search(r"<dd data-duration>30 min \d+ s</dd>", html)
     body = signed_in.get(f"/api/qualify/runs/{dead.pk}").json()

@@ -10,9 +10,8 @@ import time
 import pytest
 from django.test import override_settings
 
-from recovery import startup
-from recovery.worker import sweeper
 from recovery.models import QualificationRun, RecoveryEvent, RunStatus
+from recovery.worker import sweeper
 from tests.processes import PYTHON, Process, base_env
 from tests.test_startup_processes import events, seed_stuck_runs, statuses, wait_for_sweeps
 

@@ -71,7 +71,10 @@ def test_a_recovered_runs_task_row_is_marked_failed_so_the_queue_tells_the_truth
     DBTaskResult.objects.filter(id=run.task_id).update(
         status="RUNNING", worker_ids=[str(worker.pk)]
     )
-    QualificationRun.objects.filter(pk=run.pk).update(status=RunStatus.PROCESSING, worker=worker)
+    long_ago = QualificationRun.objects.get(pk=run.pk).created_at.replace(year=2020)
+    QualificationRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.PROCESSING, worker=worker, started_at=long_ago, heartbeat_at=long_ago
+    )
 
     report = recover_stuck_runs(source="sweeper", log=False)
 

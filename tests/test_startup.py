@@ -14,9 +14,9 @@ from django.db import OperationalError, ProgrammingError
 from django.test import override_settings
 
 from recovery import startup
-from recovery.worker import sweeper
 from recovery.models import QualificationRun, RecoveryEvent, RunStatus
 from recovery.startup import Server, StartupRecovery
+from recovery.worker import sweeper
 
 VENV = "/srv/app/.venv/bin"
 

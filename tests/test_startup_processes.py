@@ -64,8 +64,9 @@ def seed_stuck_runs(url: str, count: int = 1) -> list[int]:
         execute(
             url,
             "INSERT INTO recovery_qualificationrun (status, total, completed, criteria,"
-            " created_at, started_at, heartbeat_at, failure_reason, attempts, owner, task_id)"
-            " VALUES ('PROCESSING', 10, 5, '{}', %s, %s, %s, '', 1, 'gone-host:1', '')"
+            " created_at, started_at, heartbeat_at, failure_reason, attempts, deaths,"
+            " worked_seconds, task_id)"
+            " VALUES ('PROCESSING', 10, 5, '{}', %s, %s, %s, '', 1, 0, 0, '')"
             " RETURNING id",
             [when, when, when],
         )[0][0]

@@ -36,6 +36,9 @@ from recovery.models import (
 )
 from tests import processes, sweeper_child
 
+#: One batch loop serves both databases (there used to be a PostgreSQL-only statement).
+PATHS = ["one-loop"]
+
 SWEEPERS = 8
 STUCK = 2_000
 HEALTHY = 40
@@ -209,7 +212,7 @@ def test_startup_sweeps_from_eight_processes_recover_each_run_once_and_the_other
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("path", ["postgresql", "generic"])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("batch_size", [0, 100], ids=["default-batches", "batches-of-100"])
 def test_sweeps_from_eight_processes_at_once_fail_each_stuck_run_exactly_once(
     tmp_path, path, batch_size
@@ -221,8 +224,6 @@ def test_sweeps_from_eight_processes_at_once_fail_each_stuck_run_exactly_once(
     untouched = seeded["healthy"] + seeded["finished"]
     before = sweeper_child.run_states(untouched)
     options = ["--source", RecoverySource.COMMAND, "--batch-size", str(batch_size)]
-    if path == "generic":
-        options.append("--generic")
 
     results = run_together(current_database_url(), tmp_path, *options)
 
@@ -271,18 +272,10 @@ def test_sweeps_from_eight_processes_on_one_sqlite_file_fail_each_stuck_run_exac
 
 # --- races with the worker ---------------------------------------------------------------------
 
-PATHS = [
-    pytest.param("postgresql", marks=pytest.mark.postgres),
-    "generic",
-]
-
 
 def sweep_path(monkeypatch: pytest.MonkeyPatch, path: str) -> tuple[str, Callable[..., None]]:
-    """Which module function `recover_stuck_runs` will call here, and what it should run."""
-    dispatched = "_sweep_postgresql" if connection.vendor == "postgresql" else "_sweep_generic"
-    target = sweep._sweep_generic if path == "generic" else sweep._sweep_postgresql
-    monkeypatch.setattr(sweep, dispatched, target)
-    return dispatched, target
+    """The batch loop `recover_stuck_runs` calls once it has counted the dead runs."""
+    return "_recover", sweep._recover
 
 
 def started_run(owner: str, *, silent_minutes: int = 30) -> QualificationRun:
@@ -341,7 +334,7 @@ def test_a_run_that_beats_or_completes_after_the_sweep_counted_it_is_left_alone(
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("path", ["postgresql", "generic"])
+@pytest.mark.parametrize("path", PATHS)
 def test_a_run_its_worker_holds_while_the_sweep_runs_keeps_the_workers_beat_or_completion(
     monkeypatch, path
 ):

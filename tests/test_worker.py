@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from django.db import DatabaseError, OperationalError, connection
+from django.db import OperationalError, connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -20,8 +20,6 @@ from qualifier.prospects import ProspectData
 from qualifier.runs import create_run
 from qualifier.scoring import Score
 from recovery import sweep
-from recovery.worker import outage
-from recovery.worker import registry as workers
 from recovery.exceptions import WorkerStopping
 from recovery.models import (
     FencedWrite,
@@ -33,6 +31,8 @@ from recovery.models import (
     Worker,
 )
 from recovery.sweep import hand_back, recover_stuck_runs
+from recovery.worker import outage
+from recovery.worker import registry as workers
 from tests.helpers import DUMMY, IMMEDIATE
 
 CRITERIA = Criteria(
@@ -145,22 +145,15 @@ def all_errors_scorer(prospect: ProspectData, criteria: Criteria) -> Score:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(
-    ("status", "owner"),
-    [
-        (RunStatus.PROCESSING, "other-host:1"),
-        (RunStatus.FAILED, ""),
-        (RunStatus.COMPLETED, ""),
-    ],
-)
-def test_a_run_that_is_not_pending_is_left_alone_and_nothing_is_written(status, owner):
+@pytest.mark.parametrize("status", [RunStatus.PROCESSING, RunStatus.FAILED, RunStatus.COMPLETED])
+def test_a_run_that_is_not_pending_is_left_alone_and_nothing_is_written(status):
     run = make_pending_run(3)
-    QualificationRun.objects.filter(pk=run.pk).update(status=status, owner=owner)
+    QualificationRun.objects.filter(pk=run.pk).update(status=status)
     scorer = CountingScorer()
     summary = execute(run.pk, scorer=scorer)
     run.refresh_from_db()
     assert (summary.outcome, summary.status) == ("skipped", status)
-    assert (run.status, run.owner, run.attempts, run.completed) == (status, owner, 0, 0)
+    assert (run.status, run.attempts, run.completed) == (status, 0, 0)
     assert scorer.calls == 0
     assert not ProspectResult.objects.exists()
 
@@ -436,7 +429,7 @@ def test_a_recovered_run_rolls_back_the_batch_in_progress_and_the_worker_stops()
     event = RecoveryEvent.objects.get(run=run)
     assert (event.from_status, event.completed) == (RunStatus.PROCESSING, 4)
     refused = FencedWrite.objects.values_list("run_id", "kind", "worker", "attempt")
-    assert list(refused) == [(run.pk, FencedWriteKind.PROGRESS, run.owner, 1)]
+    assert list(refused) == [(run.pk, FencedWriteKind.PROGRESS, str(workers.current()), 1)]
 
 
 @pytest.mark.django_db
@@ -474,11 +467,13 @@ def test_a_hand_back_of_a_run_recovered_meanwhile_is_refused_and_counted(this_wo
     run = make_pending_run(3)
     assert run.start(this_worker)
 
-    def recovered_meanwhile(attempts: int) -> bool:  # between reading the run and handing it back
-        force_recover(run)
-        return False
+    real_reason = sweep.reasons.handed_back
 
-    monkeypatch.setattr(sweep, "gives_up", recovered_meanwhile)
+    def recovered_meanwhile(*args: object) -> str:  # between reading the run and handing it back
+        force_recover(run)
+        return real_reason(*args)
+
+    monkeypatch.setattr(sweep.reasons, "handed_back", recovered_meanwhile)
     handed = hand_back(this_worker, source=RecoverySource.SUPERVISOR, cause="crashed")
     run.refresh_from_db()
     assert (handed, run.status) == ([], RunStatus.FAILED)

@@ -95,9 +95,7 @@ class ExecutorQueueWorker(QueueWorker):
 
 def _put_back(db_task_result: DBTaskResult) -> None:
     """A task claimed but not started goes back to the queue as it was before the claim."""
-    DBTaskResult.objects.filter(
-        pk=db_task_result.pk, status=TaskResultStatus.RUNNING
-    ).update(
+    DBTaskResult.objects.filter(pk=db_task_result.pk, status=TaskResultStatus.RUNNING).update(
         status=TaskResultStatus.READY,
         started_at=None,
         worker_ids=db_task_result.worker_ids[:-1],

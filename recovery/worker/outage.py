@@ -57,15 +57,16 @@ class Outage:
 
 def retry_outages[T](what: str, operation: Callable[[], T], stop: threading.Event) -> T | None:
     """Runs `operation` until it succeeds, waiting out outages (backoff, one log line per
-    outage). Returns None once `stop` is set: every wait honours a stop request. Any error
+    outage). It is tried once even when `stop` is set; after a failure, None once `stop` is set:
+    every wait honours a stop request. Any error
     that is not an outage is raised at once."""
     outage = Outage(what)
-    while not stop.is_set():
+    while True:
         try:
             result = operation()
         except OUTAGES as exc:
-            stop.wait(outage.failed(exc))
+            if stop.wait(outage.failed(exc)):
+                return None
             continue
         outage.succeeded()
         return result
-    return None

@@ -22,7 +22,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from types import FrameType

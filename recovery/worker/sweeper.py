@@ -35,15 +35,17 @@ def run_periodic_sweeps(stop: threading.Event) -> None:
             report = recover_stuck_runs(source=RecoverySource.SWEEPER, log=False)
         except OUTAGES as exc:  # a passing database outage must not end the sweeps
             outage.failed(exc)
-        except Exception:  # a bug: said once with its traceback, and the sweeps go on
-            logger.exception("[Sweeper] Sweep failed")
+        except Exception as exc:  # a bug: said once with its traceback, and the sweeps go on
+            logger.exception("[Sweeper] Sweep failed: %s: %s", type(exc).__name__, exc)
         else:
             outage.succeeded()
             if report.recovered:
                 for line in report.lines():
                     logger.info(line.text)
                 logger.info(
-                    "[Sweeper] Recovered %d stuck runs%s", report.recovered_count, policy_note(report)
+                    "[Sweeper] Recovered %d stuck runs%s",
+                    report.recovered_count,
+                    policy_note(report),
                 )
         finally:
             with contextlib.suppress(DatabaseError):
