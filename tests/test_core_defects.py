@@ -91,7 +91,8 @@ def test_the_bounded_sweep_still_finds_a_queued_run_whose_task_is_gone(backlog):
         report = recover_stuck_runs(source="sweeper", log=False)
     assert [run.id for run in report.recovered] == [orphan.pk]
     assert list(RecoveryEvent.objects.values_list("run_id", "cause")) == [(orphan.pk, "no_task")]
-    assert len(queries) <= 20, f"a sweep recovering one run made {len(queries)} queries"
+    # A bound of our own: the idle sweep's 10, and a handful for the one run it recovers.
+    assert len(queries) <= 25, f"a sweep recovering one run made {len(queries)} queries"
 
 
 # --- 8. clocks and counts -------------------------------------------------------------------------

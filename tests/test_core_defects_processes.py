@@ -283,6 +283,11 @@ def needs_postgres() -> None:
         pytest.skip("needs PostgreSQL: a lock on the worker table, or a server-side trigger")
 
 
+def crashes(url: str, run_id: int) -> list[str]:
+    """The status each executor crash noticed by the supervisor left the run in."""
+    return [to for source, _, to, _ in events(url, run_id) if source == "supervisor"]
+
+
 DIED = re.compile(r"\b(died|deaths?)\b", re.IGNORECASE)
 
 
@@ -339,7 +344,7 @@ def test_a_continued_run_starts_counting_deaths_again_and_names_them_when_it_giv
         progress = run_state(url, run_id)[1]
         fleet.wait(lambda p=progress: run_state(url, run_id)[1] >= p + 3, f"progress {death}")
         crash.touch()
-        fleet.wait(lambda d=death: len(events(url, run_id)) == d, f"death {death}")
+        fleet.wait(lambda d=death: len(crashes(url, run_id)) == d, f"death {death}")
     assert run_state(url, run_id)[0] == "FAILED"
     reason = failure_reason(url, run_id)
     assert re.search(r"\b3\b", reason) and DIED.search(reason), reason
@@ -353,15 +358,12 @@ def test_a_continued_run_starts_counting_deaths_again_and_names_them_when_it_giv
     progress = run_state(url, run_id)[1]
     fleet.wait(lambda: run_state(url, run_id)[1] >= progress + 3, "progress after Continue")
     crash.touch()
-    fleet.wait(lambda: len(events(url, run_id)) == 5, "the crash after Continue")
+    fleet.wait(lambda: len(crashes(url, run_id)) == 4, "the crash after Continue")
     fleet.wait(lambda: run_state(url, run_id)[0] in ("COMPLETED", "FAILED"), "the run to end")
     assert run_state(url, run_id)[0] == "COMPLETED", (
         f"a continued run gave up at its first crash: {failure_reason(url, run_id)!r}"
     )
-    assert [(s, to) for s, _, to, _ in events(url, run_id)][3:] == [
-        ("continue", "PENDING"),
-        ("supervisor", "PENDING"),
-    ]
+    assert crashes(url, run_id)[-1] == "PENDING"
     assert one_result_each(url, run_id) == (150, 150, 150)
 
 
@@ -738,9 +740,9 @@ def test_right_after_continue_the_duration_keeps_the_earlier_attempts(fleet):
     )
 
 
-@pytest.mark.postgres
 def test_results_are_stamped_on_the_database_clock_by_a_worker_an_hour_off(fleet):
-    needs_postgres()
+    """The worker's Python clock runs an hour ahead (tests/skewed_clock); the database's does
+    not (on SQLite too: its 'now' is the C library's, which the skew does not touch)."""
     url = fleet.url
     run_id = new_run(url, 5)
     fleet.start(
@@ -750,10 +752,13 @@ def test_results_are_stamped_on_the_database_clock_by_a_worker_an_hour_off(fleet
         PYTHONPATH=str(Path(__file__).parent / "skewed_clock"),
     )
     fleet.wait(lambda: run_state(url, run_id)[0] == "COMPLETED", "completion")
+    if url.startswith("sqlite:///"):
+        seconds = "(julianday('now') - julianday(created_at)) * 86400"
+    else:
+        seconds = "EXTRACT(EPOCH FROM (now() - created_at))"
     [(latest,)] = sql(
         url,
-        "SELECT MAX(ABS(EXTRACT(EPOCH FROM (created_at - now())))) FROM qualifier_prospectresult "
-        "WHERE run_id = %s",
+        f"SELECT MAX(ABS({seconds})) FROM qualifier_prospectresult WHERE run_id = %s",
         (run_id,),
     )
     assert float(latest) < 300, f"results stamped {float(latest):.0f} s away from the database"
