@@ -614,36 +614,47 @@ def test_ctrl_c_to_the_process_group_under_the_autoreloader_hands_the_run_back(f
 
 @pytest.mark.postgres
 def test_a_stop_signal_while_the_pid_cannot_be_recorded_still_stops_the_worker(fleet):
-    """The database is away for exactly the supervisor's write of its executor's pid (each try
-    loses its connection); SIGTERM must still stop the worker within the grace period."""
+    """The database is away for exactly the write that records an executor's pid in the
+    worker's row, however it is written (each try loses its connection, as in an outage);
+    SIGTERM must still stop the worker within the grace period."""
     needs_postgres()
     url = fleet.url
     pg_execute(
         url,
+        # A sequence counts the tries: it is not rolled back with the killed transaction.
+        "CREATE SEQUENCE defect_pid_writes",
         """
         CREATE FUNCTION defect_drop_connection() RETURNS trigger AS $$
         BEGIN
+            PERFORM nextval('defect_pid_writes');
             PERFORM pg_terminate_backend(pg_backend_pid());
             PERFORM pg_sleep(5);
             RETURN NEW;
         END $$ LANGUAGE plpgsql
         """,
         """
-        CREATE TRIGGER defect_executor_pid_away BEFORE UPDATE ON recovery_worker
+        CREATE TRIGGER defect_executor_pid_updated BEFORE UPDATE ON recovery_worker
         FOR EACH ROW WHEN (NEW.executor_pid IS DISTINCT FROM OLD.executor_pid)
+        EXECUTE FUNCTION defect_drop_connection()
+        """,
+        """
+        CREATE TRIGGER defect_executor_pid_inserted BEFORE INSERT ON recovery_worker
+        FOR EACH ROW WHEN (NEW.executor_pid IS NOT NULL)
         EXECUTE FUNCTION defect_drop_connection()
         """,
     )
     worker = fleet.start(
         "stopped", RECOVERY_SHUTDOWN_GRACE_SECONDS="2", RECOVERY_ON_STARTUP="false"
     )
-    fleet.wait(lambda: "Database unavailable" in worker.output, "the pid write to fail")
+    fleet.wait(
+        lambda: sql(url, "SELECT is_called FROM defect_pid_writes") == [(True,)],
+        "a try to record the executor's pid",
+    )
     fleet.remember(worker)
     os.kill(worker.popen.pid, signal.SIGTERM)
     fleet.wait(
         lambda: worker.popen.poll() is not None, "the worker to stop after SIGTERM", timeout=20
     )
-    pg_execute(url, "DROP TRIGGER defect_executor_pid_away ON recovery_worker")
 
 
 # --- 8. clocks over attempts ---------------------------------------------------------------------
