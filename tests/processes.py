@@ -132,7 +132,17 @@ def free_port() -> int:
 class Process:
     """A child process in its own process group, with its output in a file."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        default_sigint: bool = False,
+    ) -> None:
+        """`default_sigint`: the child starts with SIGINT's default disposition, as under a
+        terminal, even when the tests run in a background shell (which ignores SIGINT, and an
+        ignored signal stays ignored across exec)."""
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
@@ -142,6 +152,7 @@ class Process:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_default_sigint if default_sigint else None,
         )
 
     @property
@@ -173,6 +184,10 @@ class Process:
                 self.popen.wait(timeout)
         self._log.close()
         return self.log_path.read_text(errors="replace")
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_http(url: str, timeout: float = 30, process: Process | None = None) -> int:

@@ -136,12 +136,18 @@ def test_a_scorer_that_kills_its_worker_on_one_prospect_is_given_up_after_max_at
     assert results_per_prospect(url, run_id) == (10, 4, 4)
 
 
+#: Each caller says it is ready (a file) and waits for the go file, so both call continue_run
+#: at the same moment however long each took to start.
 CONTINUE = """
 import time
+from pathlib import Path
 from recovery.models import QualificationRun
 from qualifier.runs import RetryNotAllowed, continue_run
 run = QualificationRun.objects.get(pk={run_id})
-time.sleep(max(0.0, {start_at} - time.time()))
+Path({ready!r}).touch()
+deadline = time.monotonic() + 60
+while not Path({go!r}).exists() and time.monotonic() < deadline:
+    time.sleep(0.001)
 try:
     continue_run(run, user=None)
     print("OUTCOME continued")
@@ -163,13 +169,29 @@ def test_two_processes_continuing_one_failed_run_at_once_give_one_execution(
         "failure_reason='worker died')\n"
         "DBTaskResult.objects.all().delete()\n",
     )
-    start_at = time.time() + 5
-    code = CONTINUE.format(run_id=run_id, start_at=start_at)
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready-{i}" for i in (1, 2)]
     env = base_env(url, RECOVERY_ON_STARTUP="false")
     callers = [
-        Process([PYTHON, "manage.py", "shell", "-c", code], env, tmp_path / f"caller-{i}.log")
-        for i in (1, 2)
+        Process(
+            [
+                PYTHON,
+                "manage.py",
+                "shell",
+                "-c",
+                CONTINUE.format(run_id=run_id, ready=str(ready_file), go=str(go)),
+            ],
+            env,
+            tmp_path / f"caller-{i}.log",
+        )
+        for i, ready_file in enumerate(ready, 1)
     ]
+    deadline = time.monotonic() + 60
+    while not all(path.exists() for path in ready):
+        assert all(c.popen.poll() is None for c in callers), [c.output for c in callers]
+        assert time.monotonic() < deadline, "the callers did not get ready in time"
+        time.sleep(0.02)
+    go.touch()
     outputs = []
     for caller in callers:
         caller.popen.wait(60)
@@ -187,7 +209,20 @@ def test_two_processes_continuing_one_failed_run_at_once_give_one_execution(
     worker = start_worker(url, tmp_path / "worker.log", QUALIFIER_SCORING_DELAY_MS="0")
     try:
         wait_until(lambda: run_state(url, run_id)[0] == "COMPLETED", "completion", worker)
-        time.sleep(1)  # a second execution, if there were one, would start now
+        # A second execution, if there were one, would have a task of its own: wait until the
+        # worker has finished every task (none waiting or running) rather than a fixed time.
+        wait_until(
+            lambda: (
+                sql(
+                    url,
+                    "SELECT COUNT(*) FROM django_tasks_database_dbtaskresult "
+                    "WHERE status IN ('READY', 'RUNNING')",
+                )
+                == [(0,)]
+            ),
+            "the queue to drain",
+            worker,
+        )
         output = worker.stop()
     finally:
         worker.stop()
