@@ -421,7 +421,8 @@ def test_the_database_counts_as_up_from_the_end_of_crash_recovery():
     PostgreSQL that starts when the WAL writer started (after any crash recovery), not before."""
     from django.db import connection
 
-    from recovery.models import DatabaseStartedAt, Worker
+    from recovery.clock import DatabaseStartedAt
+    from recovery.models import Worker
 
     Worker.objects.create(host="h", pid=1)
     [started] = Worker.objects.annotate(at=DatabaseStartedAt()).values_list("at", flat=True)

@@ -436,8 +436,8 @@ def test_a_sweep_of_300_stuck_runs_takes_as_many_queries_as_a_sweep_of_10(
 @pytest.mark.postgres
 @pytest.mark.django_db
 def test_a_sweep_whose_stuck_runs_fill_whole_batches_takes_no_extra_statement(monkeypatch):
-    """Batches stop at the count made before the sweep: exactly one batch of stuck runs is
-    one statement, not a second one that finds nothing."""
+    """Batches stop at the count made before the sweep: exactly one batch of stuck runs
+    is one locked read, not a second one that finds nothing."""
     monkeypatch.setattr(sweep, "BATCH_SIZE", 10)
     sizes = {}
     for stuck in (3, 10, 30):
@@ -445,7 +445,7 @@ def test_a_sweep_whose_stuck_runs_fill_whole_batches_takes_no_extra_statement(mo
         with CaptureQueriesContext(connection) as queries:
             report = sweep.recover_stuck_runs(source=RecoverySource.COMMAND, log=False)
         assert report.recovered_count == report.stuck_count == stuck
-        sizes[stuck] = sum("WITH victims" in query["sql"] for query in queries.captured_queries)
+        sizes[stuck] = sum("SKIP LOCKED" in query["sql"] for query in queries.captured_queries)
     assert sizes == {3: 1, 10: 1, 30: 3}
 
 
