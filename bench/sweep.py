@@ -2,9 +2,8 @@
 
 The sweep (`recover_stuck_runs`, events included) and the bare UPDATE fail the same N stuck
 runs of the same table, in rotation, with the data restored and vacuumed before every
-measurement; the medians are compared. A third contender replays the sweep's own recovery
-statement alone, to show what the rest of the sweep costs. Also prints the queries per sweep and
-the plan of the stuck query. Target: at most 2.5x the raw UPDATE at N = 10,000, events included,
+measurement; the medians are compared. Also prints the queries per sweep, the plan of the stuck
+query, and what an idle sweep costs with 0 and 2,000 runs queued behind live tasks. Target: at most 2.5x the raw UPDATE at N = 10,000, events included,
 and queries per sweep constant in N.
 
     .venv/bin/python bench/sweep.py [--database-url URL] [--runs 1000000]
@@ -24,7 +23,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,6 +36,8 @@ DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/qualifier_bench"
 TIMEOUT_MINUTES = 5
 TARGET_N = 10_000
 TARGET_RATIO = 2.5
+#: The queued backlog of a busy day that an idle sweep must not pay for per run.
+QUEUED_BACKLOG = 2_000
 #: Every tenth of the newest runs may be made stuck; the others of the pool rest COMPLETED.
 POOL_EVERY = 10
 #: One run in HEALTHY_EVERY is a live PROCESSING run, one more a fresh PENDING run.
@@ -104,8 +104,8 @@ def generate(runs: int) -> None:
     execute(
         f"""
         INSERT INTO recovery_qualificationrun (status, total, completed, criteria, created_at,
-            started_at, heartbeat_at, completed_at, failure_reason, attempts, owner, task_id,
-            queued_at, worker_id)
+            started_at, heartbeat_at, completed_at, failure_reason, attempts, deaths,
+            worked_seconds, task_id, queued_at, worker_id)
         SELECT CASE WHEN g % {HEALTHY_EVERY} = {live} THEN 'PROCESSING'
                     WHEN g % {HEALTHY_EVERY} = {fresh} THEN 'PENDING'
                     WHEN g % 10 = 3 THEN 'FAILED'
@@ -125,7 +125,8 @@ def generate(runs: int) -> None:
                CASE WHEN g % 10 = 3 AND g % {HEALTHY_EVERY} NOT IN ({live}, {fresh})
                     THEN 'worker error' ELSE '' END,
                CASE WHEN g % {HEALTHY_EVERY} = {fresh} THEN 0 ELSE 1 END,
-               CASE WHEN g % {HEALTHY_EVERY} = {fresh} THEN '' ELSE 'bench-host:' || (g % 64) END,
+               0,
+               CASE WHEN g % {HEALTHY_EVERY} = {fresh} THEN 0 ELSE 170 END,
                '',
                created,
                CASE WHEN g % {HEALTHY_EVERY} = {live} THEN 1 END
@@ -212,35 +213,16 @@ def raw_once(stuck: int) -> float:
     return elapsed
 
 
-def warm_up(runs: int, stuck: int) -> tuple[int, str]:
+def warm_up(runs: int, stuck: int) -> int:
     """An untimed sweep under CaptureQueriesContext: its number of queries (BEGIN and COMMIT
-    are logged too) and the text of its recovery statement, as sent to the server."""
+    are logged too)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     arrange(runs, stuck)
     with CaptureQueriesContext(connection) as captured:
         sweep_once(stuck)
-    queries = captured.captured_queries[:-1]  # the last one is sweep_once's own check
-    statements = [query["sql"] for query in queries if "WITH victims" in query["sql"]]
-    if len(statements) != 1:
-        raise SystemExit(f"expected one recovery statement, found {len(statements)}")
-    return len(queries), statements[0]
-
-
-def statement_once(stuck: int, statement: str) -> float:
-    """The sweep's own recovery statement replayed alone, in a transaction: what the sweep
-    costs without its counting queries and without turning the rows into Python objects."""
-    from django.db import connection, transaction
-
-    started = time.perf_counter()
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(statement)
-        changed = cursor.rowcount
-    elapsed = time.perf_counter() - started
-    if changed != stuck:
-        raise SystemExit(f"the recovery statement returned {changed} runs, not {stuck}")
-    return elapsed
+    return len(captured.captured_queries) - 1  # the last one is sweep_once's own check
 
 
 def stuck_plan(runs: int, stuck: int) -> tuple[str, str]:
@@ -255,16 +237,49 @@ def stuck_plan(runs: int, stuck: int) -> tuple[str, str]:
     return text, query.explain(analyze=True)
 
 
-def idle_sweeps(runs: int, repeats: int, listing: list[str] | None = None) -> tuple[float, int]:
-    """What each server pays every RECOVERY_SWEEP_INTERVAL_SECONDS when nothing is dead
-    (`listing`, if given, receives the last sweep's statements)."""
+def queue_behind_live_tasks(count: int) -> None:
+    """`count` runs waiting in the queue for longer than the worker timeout, each with its task
+    waiting in django-tasks-db's table: a busy day's backlog, none of it dead."""
+    from django.db import connection
+
+    from qualifier.tasks import execute_run
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM recovery_qualificationrun WHERE id % {POOL_EVERY} = 0"
+            " AND status = 'COMPLETED' ORDER BY id LIMIT %s",
+            [count],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        pairs = [(run_id, str(execute_run.enqueue(run_id).id)) for run_id in ids]
+        cursor.execute(
+            "UPDATE recovery_qualificationrun AS run SET status = 'PENDING', started_at = NULL,"
+            " heartbeat_at = NULL, completed = 0, completed_at = NULL, worker_id = NULL,"
+            " queued_at = now() - interval '1 hour', task_id = queued.task_id"
+            " FROM (SELECT * FROM unnest(%s::bigint[], %s::text[])) AS queued (id, task_id)"
+            " WHERE run.id = queued.id",
+            [[run_id for run_id, _ in pairs], [task for _, task in pairs]],
+        )
+
+
+def idle_sweeps(
+    runs: int, repeats: int, listing: list[str] | None = None, queued: int = 0
+) -> tuple[float, int]:
+    """What each server pays every RECOVERY_SWEEP_INTERVAL_SECONDS when nothing is dead, with
+    `queued` runs waiting behind live tasks (`listing`, if given, receives the last sweep's
+    statements)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
+    from django_tasks_db.models import DBTaskResult
 
     from recovery.models import RecoverySource
     from recovery.sweep import recover_stuck_runs
 
     arrange(runs, 0)
+    DBTaskResult.objects.all().delete()
+    if queued:
+        queue_behind_live_tasks(queued)
+        execute("VACUUM ANALYZE recovery_qualificationrun")
     times = []
     for _ in range(repeats):
         with CaptureQueriesContext(connection) as captured:
@@ -275,6 +290,7 @@ def idle_sweeps(runs: int, repeats: int, listing: list[str] | None = None) -> tu
             raise SystemExit("the idle sweep recovered runs")
     if listing is not None:
         listing.extend(query["sql"] for query in captured.captured_queries)
+    DBTaskResult.objects.all().delete()
     return statistics.median(times), len(captured.captured_queries)
 
 
@@ -319,31 +335,24 @@ def main() -> int:
     out.write(f"{args.runs:,} runs generated in {time.perf_counter() - began:.1f}s\n")
     out.write(f"Machine: {describe_machine()}\n")
     if args.idle_only:
-        statements: list[str] = []
-        idle, idle_queries = idle_sweeps(args.runs, args.repeats, statements)
-        out.write(
-            f"A periodic sweep that finds nothing (source sweeper, {args.runs:,} runs, "
-            f"{args.runs // HEALTHY_EVERY * 2:,} of them active and alive): median {ms(idle)} "
-            f"of {args.repeats}, {idle_queries} queries:\n"
-        )
-        out.write("".join(f"  {' '.join(sql.split())[:140]}\n" for sql in statements))
+        for queued in (0, QUEUED_BACKLOG):
+            statements: list[str] = []
+            idle, idle_queries = idle_sweeps(args.runs, args.repeats, statements, queued)
+            out.write(
+                f"A periodic sweep that finds nothing (source sweeper, {args.runs:,} runs, "
+                f"{args.runs // HEALTHY_EVERY * 2:,} of them active and alive, {queued:,} "
+                f"queued behind live tasks): median {ms(idle)} of {args.repeats}, "
+                f"{idle_queries} queries:\n"
+            )
+            out.write("".join(f"  {' '.join(sql.split())[:140]}\n" for sql in statements))
         out.write(f"Of which the sweep's tally (one upsert), alone: median {ms(tally_alone(99))}\n")
         return 0
     out.write(f"Median of {args.repeats} rotating repeats, data restored before each.\n\n")
     out.flush()
     rows = []
     for stuck in args.stuck:
-        queries, statement = warm_up(args.runs, stuck)
-        times = measure(
-            args.runs,
-            stuck,
-            args.repeats,
-            {
-                "raw": raw_once,
-                "statement": partial(statement_once, statement=statement),
-                "sweep": sweep_once,
-            },
-        )
+        queries = warm_up(args.runs, stuck)
+        times = measure(args.runs, stuck, args.repeats, {"raw": raw_once, "sweep": sweep_once})
         medians = {name: statistics.median(values) for name, values in times.items()}
         # Each repeat measures all a moment apart: their ratio is steadier than either time.
         pairs = zip(times["raw"], times["sweep"], strict=True)
@@ -353,7 +362,6 @@ def main() -> int:
         out.write(
             f"N={stuck:,}: raw UPDATE {ms(raw)}, sweep {ms(medians['sweep'])}, "
             f"ratio {medians['sweep'] / raw:.2f}x (median of paired ratios {paired:.2f}x), "
-            f"its statement alone {medians['statement'] / raw:.2f}x, "
             f"{queries} queries per sweep\n"
         )
         for name, values in times.items():
@@ -362,14 +370,14 @@ def main() -> int:
 
     out.write(
         f"\n| stuck runs (of {args.runs:,}) | raw UPDATE | recover_stuck_runs, events "
-        "included | ratio | median of paired ratios | the sweep's statement alone | "
-        "queries per sweep |\n|---:|---:|---:|---:|---:|---:|---:|\n"
+        "included | ratio | median of paired ratios | queries per sweep |\n"
+        "|---:|---:|---:|---:|---:|---:|\n"
     )
     for stuck, medians, paired, queries in rows:
-        raw, swept, statement = medians["raw"], medians["sweep"], medians["statement"]
+        raw, swept = medians["raw"], medians["sweep"]
         out.write(
             f"| {stuck:,} | {ms(raw)} | {ms(swept)} | {swept / raw:.2f}x | {paired:.2f}x "
-            f"| {ms(statement)} ({statement / raw:.2f}x) | {queries} |\n"
+            f"| {queries} |\n"
         )
 
     plan_n = 10_000 if 10_000 in args.stuck else args.stuck[0]
@@ -379,14 +387,21 @@ def main() -> int:
     out.write("".join(f"    {line}\n" for line in plan.splitlines()))
     uses_index = "Seq Scan on recovery_qualificationrun" not in plan
     out.write(f"\nThe runs table read through an index: {'yes' if uses_index else 'NO'}\n")
-    idle, idle_queries = idle_sweeps(args.runs, args.repeats)
-    out.write(
-        f"A periodic sweep that finds nothing (source sweeper, {args.runs:,} runs, "
-        f"{args.runs // HEALTHY_EVERY * 2:,} of them active and alive): median {ms(idle)}, "
-        f"{idle_queries} queries\n"
-    )
-    constant = len({queries for *_, queries in rows}) == 1
-    out.write(f"Queries per sweep constant in N: {'yes' if constant else 'NO'}\n")
+    for queued in (0, QUEUED_BACKLOG):
+        idle, idle_queries = idle_sweeps(args.runs, args.repeats, queued=queued)
+        out.write(
+            f"A periodic sweep that finds nothing ({queued:,} runs queued behind live tasks): "
+            f"median {ms(idle)}, {idle_queries} queries\n"
+        )
+    # A batch is a few statements whatever its size: queries grow only by one batch's worth
+    # per BATCH_SIZE runs, never per run.
+    from recovery.sweep import BATCH_SIZE
+
+    per_batch = {
+        queries - 5 * -(-stuck // BATCH_SIZE) for stuck, *_, queries in rows
+    }  # 5 statements per batch
+    constant = len(per_batch) == 1
+    out.write(f"Queries per sweep constant in N, batches aside: {'yes' if constant else 'NO'}\n")
     ratios = {stuck: medians["sweep"] / medians["raw"] for stuck, medians, *_ in rows}
     met = ratios.get(TARGET_N, 0.0) <= TARGET_RATIO
     if TARGET_N in ratios:

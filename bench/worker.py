@@ -180,7 +180,11 @@ def main() -> int:
         QUALIFIER_LOG_LEVEL=os.environ.get("QUALIFIER_LOG_LEVEL", "WARNING"),
     )
     from qualifier.models import Prospect
+    from recovery.worker import registry
 
+    # This process executes runs as a registered worker's executor does under db_worker.
+    worker = registry.register()
+    registry.set_current(worker)
     out = sys.stdout
     prospects = make_prospects(args.prospects)
     out.write(f"Machine: {describe_machine()}, load average {os.getloadavg()[0]:.1f}\n")
@@ -212,6 +216,7 @@ def main() -> int:
             out.flush()
     finally:
         cleanup(created_runs)
+        registry.deregister(worker)
 
     median = statistics.median
     ratio = median(p.executed / b.total for p, b in zip(pipelines, bares, strict=True))

@@ -64,7 +64,7 @@ logger = logging.getLogger("recovery")
 
 #: How many runs one batch recovers: a few statements per batch, whatever its size (SQLite
 #: allows 32,766 parameters; a batch's ids appear in at most three lists).
-BATCH_SIZE = 5_000
+BATCH_SIZE = 10_000
 #: Sweeps on PostgreSQL are single-flight across hosts under this advisory lock key.
 SWEEP_LOCK_KEY = 0x5155414C  # "QUAL"
 #: The sources that skip a sweep while another one runs (an operator's sweep waits instead).
