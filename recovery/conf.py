@@ -125,7 +125,7 @@ def parse_header_name(value: Any) -> str:
     return value.strip()
 
 
-#: What a sweep does with a dead run: fail it (the original's behaviour), or put it back in the
+#: What a sweep does with a dead run: fail it, or put it back in the
 #: queue so the next worker continues it.
 POLICY_FAIL = "fail"
 POLICY_RESUME = "resume"

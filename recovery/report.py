@@ -182,7 +182,7 @@ class RecoveryReport:
         return json.dumps(self.as_dict(), indent=2)
 
     def lines(self, list_limit: int | None = DEFAULT_LIST_LIMIT) -> list[Line]:
-        """The log lines of the original write-up, each with its kind, listings bounded by
+        """The log lines, each with its kind, listings bounded by
         `list_limit`."""
         info, warning = LineKind.INFO, LineKind.WARNING
         if self.skipped_reason:  # it read nothing: another process was sweeping

@@ -2,7 +2,7 @@
 
 It extends django-tasks-db's command the way `django.contrib.staticfiles` extends `runserver`
 (the recovery app is listed before django_tasks_db, so this one is found first). Every option
-of the original works. What it adds lives in `recovery.worker`: the process registers as a
+of django-tasks-db's works. What it adds lives in `recovery.worker`: the process registers as a
 worker and beats on the database's clock, recovers dead runs at its start before it takes any
 work and then every RECOVERY_SWEEP_INTERVAL_SECONDS, and runs the queue in an executor child
 process, so neither a scorer that holds the GIL nor one that crashes its process can make a
