@@ -253,6 +253,8 @@ RECOVERY_HOSTNAME = env.app_setting("RECOVERY_HOSTNAME", recovery_defaults)
 # What a sweep does with a dead run: fail it, or resume it (back to the queue, where the next
 # worker continues it); a run whose worker died RECOVERY_MAX_ATTEMPTS times is failed anyway.
 RECOVERY_POLICY = env.app_setting("RECOVERY_POLICY", recovery_defaults)
+# The django.tasks task that executes a run; recovery enqueues it when it hands a run back.
+RECOVERY_RUN_TASK = env.app_setting("RECOVERY_RUN_TASK", recovery_defaults)
 
 # --- Qualification (validated by qualifier/checks.py; read through qualifier.conf) ---
 # Most prospects one run may hold (a CSV upload or a JSON request).
