@@ -539,7 +539,9 @@ def test_create_api_token_with_replace_revokes_the_token_of_that_name_and_issues
     call_command("create_api_token", "alice", "--name", "ci", "--replace", stdout=first, stderr=err)
     assert "Revoked" not in err.getvalue()
     second, err = io.StringIO(), io.StringIO()
-    call_command("create_api_token", "alice", "--name", "ci", "--replace", stdout=second, stderr=err)
+    call_command(
+        "create_api_token", "alice", "--name", "ci", "--replace", stdout=second, stderr=err
+    )
     assert "Revoked the earlier API token 'ci' of alice." in err.getvalue()
     old, new = first.getvalue().strip(), second.getvalue().strip()
     assert Client().get(f"{API}/runs", headers=bearer(old)).status_code == 401
