@@ -43,7 +43,7 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
-# --- HTTPS and browser protections (production: see the README) ---
+# --- HTTPS and browser protections (production: docs/howto/deploy.md) ---
 # Redirect plain HTTP to HTTPS.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 # A load balancer's health checks often come over plain HTTP from inside: they answer there too

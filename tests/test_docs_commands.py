@@ -1,5 +1,6 @@
 """Every command the docs tell a reader to paste works when pasted: the shell blocks marked
-`<!-- test: run -->` in the tutorial and the API session run, page by page, against a service
+`<!-- test: run -->` in the README's tour, the tutorial and the API session run, page by page,
+against a service
 started as `scripts/start` starts it (honcho and the Procfile) on a fresh database of its own,
 and they run twice, since readers paste them again."""
 
@@ -17,25 +18,24 @@ from tests import processes
 
 pytestmark = pytest.mark.slow
 
-DOCS = processes.PROJECT_DIR / "docs"
-#: Pages whose marked blocks run, in this order: the tutorial creates the user the API
-#: session works as.
-PAGES = ["tutorial.md", "howto/script-the-api.md"]
+PROJECT = processes.PROJECT_DIR
+#: Pages whose marked blocks run, in this order: the tour creates the user the API session
+#: works as.
+PAGES = ["README.md", "docs/tutorial.md", "docs/howto/script-the-api.md"]
 MARK = re.compile(r"^<!-- test: run -->$", re.MULTILINE)
 BLOCK = re.compile(r"^<!-- test: run -->\n```(?:bash|sh)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
 def marked_blocks(page: str) -> list[str]:
-    return BLOCK.findall((DOCS / page).read_text())
+    return BLOCK.findall((PROJECT / page).read_text())
 
 
 def test_every_marked_block_is_on_a_page_this_test_runs():
-    marked = {
-        str(path.relative_to(DOCS)) for path in DOCS.rglob("*.md") if MARK.search(path.read_text())
-    }
+    pages = [PROJECT / "README.md", *(PROJECT / "docs").rglob("*.md")]
+    marked = {str(path.relative_to(PROJECT)) for path in pages if MARK.search(path.read_text())}
     assert marked == set(PAGES)
     for page in PAGES:
-        text = (DOCS / page).read_text()
+        text = (PROJECT / page).read_text()
         assert len(marked_blocks(page)) == len(MARK.findall(text)), (
             f"a mark in {page} is not on a block"
         )
@@ -103,11 +103,15 @@ def test_the_tutorial_and_the_api_session_work_when_pasted_and_pasted_again(serv
             output = f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
             assert result.returncode == 0, f"{page}, attempt {attempt}:\n{output}"
             outputs[(page, attempt)] = output
-    assert "Created alice" in outputs[("tutorial.md", 1)]
-    assert "alice exists already" in outputs[("tutorial.md", 2)]
+    assert "Created alice" in outputs[("README.md", 1)]
+    for key in [("docs/tutorial.md", 1), ("README.md", 2), ("docs/tutorial.md", 2)]:
+        assert "alice exists already" in outputs[key]
     for attempt in (1, 2):
-        session = outputs[("howto/script-the-api.md", attempt)]
+        session = outputs[("docs/howto/script-the-api.md", attempt)]
         assert "COMPLETED 25/25" in session
         assert '"counts":{"qualified":16,"not_qualified":9,"errored":0}' in session
         assert "name,email,company,website,title,industry,employees,country,notes,domain" in session
-    assert "Revoked the earlier API token 'api session'" in outputs[("howto/script-the-api.md", 2)]
+    assert (
+        "Revoked the earlier API token 'api session'"
+        in outputs[("docs/howto/script-the-api.md", 2)]
+    )
