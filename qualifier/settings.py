@@ -43,7 +43,7 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
-# --- HTTPS and browser protections (production: see the README) ---
+# --- HTTPS and browser protections (production: docs/howto/deploy.md) ---
 # Redirect plain HTTP to HTTPS.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 # A load balancer's health checks often come over plain HTTP from inside: they answer there too
@@ -253,6 +253,8 @@ RECOVERY_HOSTNAME = env.app_setting("RECOVERY_HOSTNAME", recovery_defaults)
 # What a sweep does with a dead run: fail it, or resume it (back to the queue, where the next
 # worker continues it); a run whose worker died RECOVERY_MAX_ATTEMPTS times is failed anyway.
 RECOVERY_POLICY = env.app_setting("RECOVERY_POLICY", recovery_defaults)
+# The django.tasks task that executes a run; recovery enqueues it when it hands a run back.
+RECOVERY_RUN_TASK = env.app_setting("RECOVERY_RUN_TASK", recovery_defaults)
 
 # --- Qualification (validated by qualifier/checks.py; read through qualifier.conf) ---
 # Most prospects one run may hold (a CSV upload or a JSON request).

@@ -36,8 +36,8 @@ DATABASE_URL = os.environ.get(
 MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "15")
 SEED = os.environ.get("FUZZ_SEED", "")
 REPORT_DIR = Path(os.environ.get("FUZZ_REPORT_DIR", PROJECT / ".fuzz-report"))
-#: Schemathesis's settings for every pass: all its checks, with these adjustments (README:
-#: "Fuzzing the API" says why).
+#: Schemathesis's settings for every pass: all its checks, with these adjustments (docs/development.md,
+#: "The contract, tested and fuzzed", says why).
 CONFIG = """
 [checks.negative_data_rejection]
 # 413 (too many prospects, too large a body) is a refusal too.

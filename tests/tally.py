@@ -1,6 +1,6 @@
 """Counts of generated hostile inputs per class: how many were tried and how many were refused
 cleanly (a 4xx with a JSON error, or ProspectInputError, and no change in the database).
-conftest.py prints the table at the end of a run; the README's tests section records it."""
+conftest.py prints the table at the end of a run; docs/development.md records it."""
 
 from __future__ import annotations
 

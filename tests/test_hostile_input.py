@@ -3,7 +3,7 @@ path and body, and for the CSV parser and the upload page. Every one must be ref
 a 4xx answer with a JSON error (or the form's error, or ProspectInputError), and no change in
 the database.
 
-Runs are derandomized with a fixed number of examples per class, so the counts in the README's
+Runs are derandomized with a fixed number of examples per class, so the counts in docs/development.md's
 table are reproducible; `tests/tally.py` counts them and the end of the run prints the table.
 """
 

@@ -145,7 +145,7 @@ def runserver(port: int, *extra: str, python_options: Sequence[str] = ()) -> lis
     return [PYTHON, *python_options, "manage.py", "runserver", f"127.0.0.1:{port}", *extra]
 
 
-#: The config module the README recommends: gunicorn's own hooks start recovery.
+#: The config module the docs recommend (docs/howto/deploy.md): gunicorn's own hooks start recovery.
 GUNICORN_CONFIG = ("-c", "python:qualifier.gunicorn_conf")
 
 

@@ -533,6 +533,22 @@ def test_create_api_token_refuses_an_inactive_user(alice):
     assert not ApiToken.objects.exists()
 
 
+def test_create_api_token_with_replace_revokes_the_token_of_that_name_and_issues_a_new_one(alice):
+    """A script that creates its token on every run (the docs' API session) can run again."""
+    first, err = io.StringIO(), io.StringIO()
+    call_command("create_api_token", "alice", "--name", "ci", "--replace", stdout=first, stderr=err)
+    assert "Revoked" not in err.getvalue()
+    second, err = io.StringIO(), io.StringIO()
+    call_command(
+        "create_api_token", "alice", "--name", "ci", "--replace", stdout=second, stderr=err
+    )
+    assert "Revoked the earlier API token 'ci' of alice." in err.getvalue()
+    old, new = first.getvalue().strip(), second.getvalue().strip()
+    assert Client().get(f"{API}/runs", headers=bearer(old)).status_code == 401
+    assert Client().get(f"{API}/runs", headers=bearer(new)).status_code == 200
+    assert ApiToken.objects.filter(name="ci").active().count() == 1
+
+
 # --- concurrency -----------------------------------------------------------------------------------
 
 

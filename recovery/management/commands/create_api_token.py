@@ -7,8 +7,9 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
-from recovery.models import TokenRefused
+from recovery.models import ApiToken, TokenRefused
 from recovery.tokens import issue_token
 
 
@@ -26,8 +27,16 @@ class Command(BaseCommand):
             required=True,
             help="What the token is for, unique among the user's tokens (at most 100 characters).",
         )
+        parser.add_argument(
+            "--replace",
+            action="store_true",
+            help="Revoke the user's active token of that name first, so that a script can run "
+            "again (default: refuse a name in use).",
+        )
 
-    def handle(self, *, username: str, name: str, verbosity: int, **options: Any) -> None:
+    def handle(
+        self, *, username: str, name: str, replace: bool, verbosity: int, **options: Any
+    ) -> None:
         users = get_user_model()
         try:
             user = users._default_manager.get_by_natural_key(username)
@@ -36,13 +45,17 @@ class Command(BaseCommand):
         if not user.is_active:
             raise CommandError(f"User {username!r} is inactive: a token of theirs would not work.")
         try:
-            token, plaintext = issue_token(user, name)
+            with transaction.atomic():
+                replaced = ApiToken.objects.filter(user=user, name=name).revoke() if replace else 0
+                token, plaintext = issue_token(user, name)
         except TokenRefused as exc:
             raise CommandError(str(exc)) from None
         # The token alone on stdout, so that `TOKEN=$(manage.py create_api_token ...)` works;
         # the notice goes to stderr.
         self.stdout.write(plaintext)
         if verbosity >= 1:
+            if replaced:
+                self.stderr.write(f"Revoked the earlier API token {name!r} of {username}.")
             self.stderr.write(
                 f"Created API token {token.name!r} ({token.prefix}…) for {username}. "
                 "It is shown only this once: store it now.",
