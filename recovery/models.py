@@ -331,7 +331,7 @@ class RecoveryEvent(models.Model):
         related_name="recovery_events",
         db_constraint=False,
     )
-    created_at = models.DateTimeField(_("recovered at"), default=timezone.now)
+    created_at = models.DateTimeField(_("recovered at"), db_default=Now())
     from_status = models.CharField(_("from status"), max_length=16, choices=RunStatus.choices)
     to_status = models.CharField(_("to status"), max_length=16, choices=RunStatus.choices)
     source = models.CharField(_("source"), max_length=16, choices=RecoverySource.choices)

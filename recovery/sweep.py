@@ -226,25 +226,29 @@ def _single_flight(source: str) -> Iterator[bool]:
     if connection.vendor != "postgresql":
         yield True
         return
+    automatic = source in AUTOMATIC_SOURCES
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('statement_timeout', %s, false)",
-            [str(STARTUP_STATEMENT_TIMEOUT_MS if source in AUTOMATIC_SOURCES else 0)],
-        )
-        if source in AUTOMATIC_SOURCES:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [SWEEP_LOCK_KEY])
-            acquired = bool(cursor.fetchone()[0])
+        if automatic:  # bounded: a table locked by a migration must not hold a server's start
+            cursor.execute(
+                "SELECT set_config('statement_timeout', %s, false), pg_try_advisory_lock(%s)",
+                [str(STARTUP_STATEMENT_TIMEOUT_MS), SWEEP_LOCK_KEY],
+            )
+            acquired = bool(cursor.fetchone()[1])
         else:
             cursor.execute("SELECT pg_advisory_lock(%s)", [SWEEP_LOCK_KEY])
             acquired = True
     try:
         yield acquired
     finally:
-        if acquired:
-            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [SWEEP_LOCK_KEY])
         with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('statement_timeout', '0', false)")
+            if automatic:
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', '0', false), "
+                    "CASE WHEN %s THEN pg_advisory_unlock(%s) END",
+                    [acquired, SWEEP_LOCK_KEY],
+                )
+            else:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [SWEEP_LOCK_KEY])
 
 
 def _record_sweep(source: str, outcome: str, seconds: float) -> None:
@@ -488,7 +492,6 @@ def record_events(runs: Sequence[RecoveredRun], *, source: str, actor: Any = Non
     RecoveryEvent.objects.bulk_create(
         RecoveryEvent(
             run_id=run.id,
-            created_at=Now(),
             from_status=run.status,
             to_status=run.new_status,
             source=source,
