@@ -70,7 +70,7 @@ def numbered(results: QuerySet[ProspectResult]) -> QuerySet[ProspectResult]:
 def format_duration(duration: dt.timedelta | None) -> str:
     if duration is None:
         return "—"
-    seconds = max(0, int(duration.total_seconds()))
+    seconds = max(0, round(duration.total_seconds()))  # sums of float seconds: 59.99996 is 1 min
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     if hours:

@@ -34,6 +34,7 @@ from django.db.models import (
     Case,
     CharField,
     Exists,
+    F,
     OuterRef,
     Q,
     QuerySet,
@@ -42,9 +43,9 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Cast, Coalesce, NullIf, Replace
+from django.db.models.functions import Cast, Coalesce, Now, NullIf, Replace
 
-from .clock import DatabaseStartedAt, SecondsSince, ago
+from .clock import DatabaseStartedAt, SecondsBetween, SecondsSince, ago
 from .conf import conf
 from .models import QualificationRun, RecoveryCause, RunStatus, Worker, last_sign_of_life
 from .queue import LastWorkerId, stores_tasks_in_database
@@ -228,7 +229,7 @@ def annotate_runs(runs: QuerySet[QualificationRun], rule: Rule | None = None) ->
             activity_seconds=SecondsSince(Coalesce("heartbeat_at", "started_at")),
             queued_seconds=SecondsSince("queued_at"),
             attempt_seconds=Case(
-                When(status=RunStatus.PROCESSING, then=SecondsSince("started_at")),
+                When(status=RunStatus.PROCESSING, then=SecondsBetween(F("started_at"), Now())),
                 default=None,
             ),
         )

@@ -636,6 +636,7 @@ def hand_back(worker: Worker, *, source: str, cause: str, label: str = "") -> li
     completed or was recovered meanwhile is left alone, and the refused write is counted.
     Returns the ids of the runs given back.
     """
+    label = label or str(worker)
     handed: list[int] = []
     rows = QualificationRun.objects.filter(worker=worker, status=RunStatus.PROCESSING)
     for run in rows:

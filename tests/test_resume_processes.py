@@ -125,8 +125,9 @@ def test_a_scorer_that_kills_its_worker_on_one_prospect_is_given_up_after_max_at
         (run_id,),
     )
     assert reason == (
-        "Gave up after 3 attempts; the worker died each time (the last attempt stopped at "
-        "prospect 5 of 10, the first without a result) (noticed by its worker's supervisor)."
+        "Gave up after the worker died 3 times on this run; its attempts stopped each time at "
+        "prospect 5 of 10 (the first without a result). Continue runs the prospects left once "
+        "more (noticed by its worker's supervisor)."
     )
     assert [(s, c, to) for s, c, to, _ in events(url, run_id)] == [
         ("supervisor", "crashed", "PENDING"),
