@@ -263,6 +263,24 @@ def worker_table_locked(url: str) -> Iterator[Any]:
             conn.rollback()
 
 
+@contextmanager
+def worker_row_locked(url: str, pid: int) -> Iterator[Any]:
+    """PostgreSQL: the worker rows of process `pid` locked (SELECT ... FOR UPDATE) by a
+    transaction of the test's own until the block ends: that worker's beats wait, and nothing
+    else does (reads of the row go on). Yields that connection."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        locked = conn.execute(
+            "SELECT id FROM recovery_worker WHERE pid = %s FOR UPDATE", (pid,)
+        ).fetchall()
+        assert locked, f"no worker row for pid {pid}"
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
 def held_for(conn: Any) -> float:
     """Seconds the transaction of `conn` (the lock holder) has been open, on the database's
     clock: how long the stall has lasted, whatever the workers do meanwhile."""
@@ -401,16 +419,33 @@ def test_a_frozen_worker_found_dead_registers_again_and_takes_new_work(fleet):
     assert worker.popen.poll() is None
 
 
+@contextmanager
+def every_worker_row_locked(url: str) -> Iterator[Any]:
+    """PostgreSQL: every row of the worker table locked (FOR UPDATE): beats, and sweeps that
+    remove workers, wait; reads go on."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT id FROM recovery_worker FOR UPDATE")
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
 @pytest.mark.postgres
-def test_a_lock_on_the_worker_table_longer_than_the_timeout_leaves_a_working_fleet(fleet):
-    """Two workers; the worker table locked for well over the worker timeout. Afterwards at
-    least one worker lives and queued runs are done: the fleet never reaches zero."""
+@pytest.mark.parametrize("kind", ["table", "rows"])
+def test_a_lock_on_the_worker_table_longer_than_the_timeout_leaves_a_working_fleet(fleet, kind):
+    """Two workers; the worker table locked (LOCK TABLE, or every row FOR UPDATE) for well over
+    the worker timeout. Afterwards at least one worker lives and queued runs are done: the
+    fleet never reaches zero."""
     needs_postgres()
     url = fleet.url
     workers = [fleet.start(f"worker-{i}", QUALIFIER_SCORING_DELAY_MS="0") for i in (1, 2)]
     for worker in workers:
         executor_of(fleet, worker)
-    with worker_table_locked(url) as lock:
+    locked = worker_table_locked if kind == "table" else every_worker_row_locked
+    with locked(url) as lock:
         # Three worker timeouts (and so, three beats of each worker at least) go by.
         fleet.wait(lambda: held_for(lock) >= 3 * WORKER_TIMEOUT, "three worker timeouts")
     runs = new_runs(url, *[[f"R{r}-{i}" for i in range(5)] for r in range(3)])
@@ -430,20 +465,21 @@ def test_a_lock_on_the_worker_table_longer_than_the_timeout_leaves_a_working_fle
 
 @pytest.mark.postgres
 def test_a_run_that_progresses_while_beats_are_blocked_is_not_recovered(fleet):
-    """The worker table is locked for longer than the worker timeout while the run keeps
-    writing results, and another process sweeps: recent progress is a sign of life."""
+    """The busy worker's row is locked for longer than the worker timeout (its beats wait; a
+    stall in front of the beats only) while its run keeps writing results, and another process
+    sweeps: recent progress is a sign of life, whatever the worker's beat says."""
     needs_postgres()
     url, total = fleet.url, 1500
     run_id = new_run(url, total)
     worker = fleet.start("busy", QUALIFIER_SCORING_DELAY_MS="10")
     fleet.start("sweeper", QUEUE="nothing")
     fleet.wait(lambda: run_state(url, run_id)[1] >= 20, "progress")
-    with worker_table_locked(url) as lock:
+    with worker_row_locked(url, worker.popen.pid) as lock:
         at_lock = run_state(url, run_id)[1]
         fleet.wait(
             lambda: (
                 held_for(lock) >= 2 * WORKER_TIMEOUT + 1
-                and run_state(url, run_id)[1] >= at_lock + 50
+                and (run_state(url, run_id)[1] >= at_lock + 50 or bool(events(url, run_id)))
             ),
             "two worker timeouts of lock while the run progresses",
         )
