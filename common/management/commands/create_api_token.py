@@ -8,8 +8,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from recovery.models import TokenRefused
-from recovery.tokens import issue_token
+from common.models import TokenRefused
+from common.tokens import issue_token
 
 
 class Command(BaseCommand):
