@@ -1,7 +1,7 @@
 """The qualification JSON API under /api/qualify/: a user by session (CSRF on POST) or by
-personal API token (`Authorization: Bearer`, no CSRF), see `recovery.jsonapi.user_caller`.
+personal API token (`Authorization: Bearer`, no CSRF), see `common.jsonapi.user_caller`.
 
-Every answer is JSON, errors included (see `recovery.jsonapi.json_endpoint`): 400 with field
+Every answer is JSON, errors included (see `common.jsonapi.json_endpoint`): 400 with field
 errors, 401/403, 404 (also for another user's run), 405, 409 for a continue that is not allowed
 (the run is already pending or processing, finished, or has nothing left), 422 for an
 `Idempotency-Key` reused with another body,
@@ -23,8 +23,8 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from recovery.inputs import parse_whole_number, show
-from recovery.jsonapi import (
+from common.inputs import parse_whole_number, show
+from common.jsonapi import (
     INVALID,
     ApiError,
     Caller,

@@ -1,6 +1,6 @@
 """The qualification API, mounted by the project under /api/qualify/."""
 
-from recovery.jsonapi import api_path
+from common.jsonapi import api_path
 
 from . import api, apidocs
 

@@ -15,7 +15,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.csrf import csrf_exempt
 
-from recovery.jsonapi import json_error
+from common.jsonapi import json_error
 
 from .openapi import document
 

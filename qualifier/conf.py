@@ -14,8 +14,8 @@ from typing import Any
 
 from django.conf import settings
 
-from recovery.conf import ParsedSettings
-from recovery.inputs import parse_whole_number
+from common.conf import ParsedSettings
+from common.inputs import parse_whole_number
 
 #: The project's ideal-customer profile; each run may override any of it. Lists are
 #: comma-separated; an empty employee bound means no bound.

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 from typing import Any
 
-from recovery.inputs import parse_whole_number, show, unstorable
+from common.inputs import parse_whole_number, show, unstorable
 
 from .conf import DEFAULT_CRITERIA, conf
 

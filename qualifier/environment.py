@@ -5,7 +5,7 @@ settings.py reads Django's own settings through `Environment`, since Django need
 any system check can run; `manage.py`, `wsgi.py` and `asgi.py` print a `SettingError` as one
 line and exit. The application's own settings are validated by system checks instead
 (qualifier/checks.py, recovery/checks.py). Values go through the same parsers as every other
-input (recovery/inputs.py).
+input (common/inputs.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from recovery.inputs import parse_bool, parse_whole_number, show, unstorable
+from common.inputs import parse_bool, parse_whole_number, show, unstorable
 
 #: user:password@ in a URL: the password never appears in a message or an error page.
 URL_PASSWORD = re.compile(r"(?P<start>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)

@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views import defaults
 from django.views.debug import SafeExceptionReporterFilter
 
-from recovery.jsonapi import json_error
+from common.jsonapi import json_error
 
 from .environment import hide_url_password
 

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from recovery.models import TOKEN_NAME_MAX_LENGTH
+from common.models import TOKEN_NAME_MAX_LENGTH
 
 from .conf import conf
 from .criteria import LIST_FIELDS, Criteria, CriteriaError

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from django.utils.html import escape
 
-from recovery.throttle import SIGN_IN
+from common.throttle import SIGN_IN
 
 from .errors import is_api
 

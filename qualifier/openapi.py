@@ -12,10 +12,10 @@ from typing import Any
 
 from django.conf import settings
 
+from common.inputs import MAX_BIGINT, MAX_DIGITS
+from common.jsonapi import MAX_JSON_DEPTH
 from recovery.api import RECOVERY_LIST_LIMIT, RECOVERY_MAX_BODY_BYTES, RECOVERY_MAX_RUN_IDS
 from recovery.conf import MAX_TIMEOUT_MINUTES, POLICIES
-from recovery.inputs import MAX_BIGINT, MAX_DIGITS
-from recovery.jsonapi import MAX_JSON_DEPTH
 from recovery.models import RecoverySource, RunStatus
 from recovery.report import SkipReason
 

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field, fields
 from typing import Any
 
-from recovery.inputs import parse_whole_number, show, unstorable
+from common.inputs import parse_whole_number, show, unstorable
 
 from .conf import conf
 

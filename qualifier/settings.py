@@ -14,6 +14,7 @@ from pathlib import Path
 import environ
 from django.utils.csp import CSP
 
+from common.conf import DEFAULTS as common_defaults
 from qualifier.conf import DEFAULT_CRITERIA as criteria_defaults
 from qualifier.conf import DEFAULTS as qualifier_defaults
 from qualifier.environment import Environment, SettingError
@@ -77,6 +78,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Below both apps: API tokens, the JSON API's conventions, the throttle, input readers.
+    "common",
     # Before django_tasks_db: recovery's db_worker (a supervised worker that registers, beats
     # and hands its run back on shutdown) extends and replaces django-tasks-db's.
     "recovery",
@@ -207,12 +210,12 @@ FILE_UPLOAD_HANDLERS = [
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 # Behind a proxy: the header whose last address is the client's, e.g. X-Forwarded-For (the
 # throttle then counts per client rather than per proxy). Empty: the connection's address.
-AUTH_CLIENT_IP_HEADER = env.app_setting("AUTH_CLIENT_IP_HEADER", recovery_defaults)
+AUTH_CLIENT_IP_HEADER = env.app_setting("AUTH_CLIENT_IP_HEADER", common_defaults)
 
 
 # --- Web pages and APIs ---
 # The operator's bearer token for the recovery API (/api/qualify/recovery); empty: none.
-RECOVERY_API_TOKEN = env.app_setting("RECOVERY_API_TOKEN", recovery_defaults)
+RECOVERY_API_TOKEN = env.app_setting("RECOVERY_API_TOKEN", common_defaults)
 # /metrics (Prometheus): a bearer token of at least 32 characters, and/or comma-separated client
 # networks (CIDRs) that may read it without one. Neither set: /metrics answers 404 (off).
 METRICS_TOKEN = env.app_setting("METRICS_TOKEN", recovery_defaults)
@@ -220,9 +223,9 @@ METRICS_ALLOWED_NETWORKS = env.app_setting("METRICS_ALLOWED_NETWORKS", recovery_
 # Largest CSV upload or JSON request body accepted, in bytes (the API answers 413 above it).
 QUALIFIER_MAX_UPLOAD_BYTES = env.app_setting("QUALIFIER_MAX_UPLOAD_BYTES", qualifier_defaults)
 # Failed sign-ins or API tokens one client may make per window before a 429
-# (validated by recovery/checks.py).
-AUTH_FAILURE_LIMIT = env.app_setting("AUTH_FAILURE_LIMIT", recovery_defaults)
-AUTH_FAILURE_WINDOW_SECONDS = env.app_setting("AUTH_FAILURE_WINDOW_SECONDS", recovery_defaults)
+# (validated by common/checks.py).
+AUTH_FAILURE_LIMIT = env.app_setting("AUTH_FAILURE_LIMIT", common_defaults)
+AUTH_FAILURE_WINDOW_SECONDS = env.app_setting("AUTH_FAILURE_WINDOW_SECONDS", common_defaults)
 
 # --- Recovery (validated by recovery/checks.py; read through recovery.conf) ---
 # Minutes without progress after which a processing run counts as hung (the backstop for a

@@ -1,7 +1,7 @@
 """The user's API tokens page: create (the token is shown once), list, revoke.
 
-Tokens themselves (storage, hashing, bearer authentication) live in `recovery.tokens` and
-`recovery.models.ApiToken`, since the recovery API accepts them too.
+Tokens themselves (storage, hashing, bearer authentication) live in `common.tokens` and
+`common.models.ApiToken`, since the recovery API accepts them too.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
-from recovery.models import API_TOKENS_PER_USER, ApiToken, TokenRefused
-from recovery.tokens import issue_token
+from common.models import API_TOKENS_PER_USER, ApiToken, TokenRefused
+from common.tokens import issue_token
 
 from .forms import NewTokenForm
 

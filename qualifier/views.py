@@ -19,7 +19,7 @@ from django.views import csrf, defaults
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from recovery.jsonapi import json_error
+from common.jsonapi import json_error
 from recovery.models import QualificationRun
 
 from .criteria import Criteria

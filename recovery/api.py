@@ -6,7 +6,7 @@ like every other entry point, and both are for staff: a staff user's session (wi
 POST) or personal API token, or `Authorization: Bearer <RECOVERY_API_TOKEN>`, the operator's
 token for scripts and cron (no CSRF with a token: no cookie is involved).
 
-The JSON conventions it shares with the qualification API live in `recovery.jsonapi`.
+The JSON conventions it shares with the qualification API live in `common.jsonapi`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 
-from .conf import POLICIES, parse_timeout_minutes
-from .inputs import json_whole_number, parse_ids, show
-from .jsonapi import (
+from common.inputs import json_whole_number, parse_ids, show
+from common.jsonapi import (
     INVALID,
     SAFE_METHODS,
     ApiError,
@@ -29,6 +28,8 @@ from .jsonapi import (
     require_object,
     unknown_fields,
 )
+
+from .conf import POLICIES, parse_timeout_minutes
 from .models import RecoverySource
 from .sweep import RecoveryInputError, UnknownRuns, recover_stuck_runs
 
@@ -51,7 +52,7 @@ def staff_caller(request: HttpRequest) -> Caller:
     (POST, force included) needs "change": the same as the admin's list and its actions,
     whether the user signed in or sent a personal token. RECOVERY_API_TOKEN is an operator's
     credential: it may do everything, and its events have no actor. Failed tokens are limited
-    per client (429 with Retry-After, see `recovery.tokens`).
+    per client (429 with Retry-After, see `common.tokens`).
     """
     caller = bearer_caller(request)
     if caller is None:

@@ -6,7 +6,9 @@ from typing import Any
 
 from django.core.checks import CheckMessage, Error
 
-from .conf import PARSERS, parse_api_token, raw
+from common.checks import check_api_token
+
+from .conf import PARSERS, raw
 
 HINTS = {
     "STUCK_RUN_TIMEOUT_MINUTES": "Set it to a whole number of minutes greater than 0, e.g. 5.",
@@ -27,10 +29,6 @@ HINTS = {
     "10.0.0.0/8,127.0.0.1/32, or leave it empty.",
     "RECOVERY_POLICY": "Set it to fail (a dead run is failed, keeping its results) or resume "
     "(a dead run goes back to the queue and continues where it stopped).",
-    "AUTH_FAILURE_LIMIT": "Set it to the number of failed sign-ins or API tokens a client may "
-    "make per window, e.g. 10.",
-    "AUTH_FAILURE_WINDOW_SECONDS": "Set it to a whole number of seconds, e.g. 300.",
-    "AUTH_CLIENT_IP_HEADER": "Set it to a header name such as X-Forwarded-For, or leave it empty.",
 }
 IDS = {
     "STUCK_RUN_TIMEOUT_MINUTES": "recovery.E001",
@@ -42,9 +40,6 @@ IDS = {
     "RECOVERY_MAX_ATTEMPTS": "recovery.E009",
     "RECOVERY_RUN_TASK": "recovery.E010",
     "RECOVERY_HOSTNAME": "recovery.E015",
-    "AUTH_FAILURE_LIMIT": "recovery.E012",
-    "AUTH_FAILURE_WINDOW_SECONDS": "recovery.E013",
-    "AUTH_CLIENT_IP_HEADER": "recovery.E014",
     "RECOVERY_POLICY": "recovery.E016",
     "METRICS_ALLOWED_NETWORKS": "recovery.E018",
 }
@@ -53,8 +48,8 @@ IDS = {
 def check_recovery_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for name, parse in PARSERS.items():
-        if name in ("RECOVERY_API_TOKEN", "METRICS_TOKEN"):
-            continue  # check_api_token, whatever the other settings say
+        if name == "METRICS_TOKEN":
+            continue  # checked below, whatever the other settings say
         value = raw(name)
         try:
             parse(value)
@@ -65,9 +60,13 @@ def check_recovery_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
     if not errors:
         errors.extend(check_heartbeat_fits_timeout())
         errors.extend(check_worker_timeout_covers_beats())
-    errors.extend(check_api_token())
     errors.extend(
-        check_api_token("METRICS_TOKEN", "recovery.E017", "turn /metrics token authentication off")
+        check_api_token(
+            "METRICS_TOKEN",
+            raw("METRICS_TOKEN"),
+            "recovery.E017",
+            "turn /metrics token authentication off",
+        )
     )
     return errors
 
@@ -86,26 +85,6 @@ def check_worker_timeout_covers_beats() -> list[CheckMessage]:
             id="recovery.E007",
         )
     ]
-
-
-def check_api_token(
-    name: str = "RECOVERY_API_TOKEN",
-    check_id: str = "recovery.E011",
-    empty_means: str = "have no operator token (staff users' personal tokens still work)",
-) -> list[CheckMessage]:
-    """A bearer token is a credential that needs no CSRF token: it must not be guessable."""
-    try:
-        parse_api_token(raw(name))
-    except ValueError as problem:
-        return [
-            Error(
-                f"Setting {name} is invalid: {problem}.",
-                hint="Generate one with: python -c 'import secrets; "
-                f"print(secrets.token_urlsafe(32))', or leave it empty to {empty_means}.",
-                id=check_id,
-            )
-        ]
-    return []
 
 
 def check_heartbeat_fits_timeout() -> list[CheckMessage]:

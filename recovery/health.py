@@ -22,6 +22,8 @@ from django.views.decorators.http import require_safe
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from common.throttle import client_address
+
 from . import liveness
 from .conf import conf
 from .metrics import (
@@ -32,7 +34,6 @@ from .metrics import (
     worker_figures,
 )
 from .models import SweepOutcome
-from .throttle import client_address
 
 logger = logging.getLogger("recovery")
 

@@ -1,7 +1,8 @@
 """The recovery API, mounted by the project under /api/qualify/."""
 
+from common.jsonapi import api_path
+
 from . import api
-from .jsonapi import api_path
 
 app_name = "recovery"
 

@@ -60,7 +60,7 @@ from django.utils import timezone
 from qualifier.criteria import Criteria
 from qualifier.models import Outcome, Prospect, ProspectResult
 from recovery.models import QualificationRun, RunStatus
-from recovery.tokens import issue_token
+from common.tokens import issue_token
 
 def session(user):
     store = SessionStore()

@@ -44,7 +44,7 @@ def check(request: HttpRequest, response: HttpResponseBase) -> None:
     mock = MockRequest(
         "http://testserver",
         request.method or "GET",
-        # `runs/` answers like `runs` (recovery.jsonapi.api_path): the document has one form.
+        # `runs/` answers like `runs` (common.jsonapi.api_path): the document has one form.
         request.path.rstrip("/"),
         args=dict(request.GET.lists()),
         headers=dict(request.headers),

@@ -20,6 +20,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client, RequestFactory, override_settings
 from django.views.debug import ExceptionReporter
 
+from common.checks import check_common_settings
+from common.inputs import MAX_BIGINT, parse_ids, parse_whole_number, unstorable
 from qualifier.criteria import MAX_LIST_ITEMS, Criteria, CriteriaError, WordMatcher
 from qualifier.models import Prospect
 from qualifier.prospects import (
@@ -30,8 +32,6 @@ from qualifier.prospects import (
     parse_json,
 )
 from qualifier.spreadsheets import neutralise
-from recovery.checks import check_recovery_settings
-from recovery.inputs import MAX_BIGINT, parse_ids, parse_whole_number, unstorable
 from recovery.models import QualificationRun, RecoveryEvent, RunStatus
 from tests.helpers import CSRF_SECRET, DUMMY
 
@@ -463,7 +463,7 @@ def test_behind_a_proxy_clients_are_told_apart_by_the_forwarded_address(client):
 @pytest.mark.parametrize(("token", "ok"), [("", True), ("x" * 31, False), ("x" * 32, True)])
 def test_a_recovery_api_token_shorter_than_32_characters_is_a_check_error(token, ok):
     with override_settings(RECOVERY_API_TOKEN=token):
-        ids = [error.id for error in check_recovery_settings()]
+        ids = [error.id for error in check_common_settings()]
     assert ids == ([] if ok else ["recovery.E011"])
 
 

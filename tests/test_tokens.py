@@ -17,17 +17,10 @@ from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from common.models import API_TOKENS_PER_USER, ApiToken, TokenRefused
+from common.tokens import issue_token
 from qualifier.models import Outcome, Prospect, ProspectResult
-from recovery.models import (
-    API_TOKENS_PER_USER,
-    ApiToken,
-    QualificationRun,
-    RecoveryEvent,
-    RecoverySource,
-    RunStatus,
-    TokenRefused,
-)
-from recovery.tokens import issue_token
+from recovery.models import QualificationRun, RecoveryEvent, RecoverySource, RunStatus
 from tests.helpers import CSRF_SECRET, DUMMY
 
 pytestmark = pytest.mark.django_db
@@ -71,7 +64,7 @@ def test_a_token_is_stored_as_its_sha256_digest_and_never_in_plaintext(alice):
     assert row["prefix"] == plaintext[:12]
     assert not any(plaintext in str(value) for value in row.values())
     with connection.cursor() as cursor:
-        cursor.execute("SELECT * FROM recovery_apitoken")
+        cursor.execute("SELECT * FROM common_apitoken")
         assert not any(plaintext in str(value) for value in cursor.fetchone())
 
 
@@ -466,19 +459,19 @@ def admin_client(db) -> Client:
 
 def test_the_admin_lists_tokens_without_their_digest(admin_client, alice):
     token, _ = issue_token(alice, "laptop")
-    page = admin_client.get("/admin/recovery/apitoken/").content.decode()
+    page = admin_client.get("/admin/common/apitoken/").content.decode()
     assert "laptop" in page and token.prefix in page
     assert token.digest not in page
-    detail = admin_client.get(f"/admin/recovery/apitoken/{token.pk}/change/").content.decode()
+    detail = admin_client.get(f"/admin/common/apitoken/{token.pk}/change/").content.decode()
     assert token.digest not in detail and "laptop" in detail
-    assert admin_client.get("/admin/recovery/apitoken/add/").status_code == 403
+    assert admin_client.get("/admin/common/apitoken/add/").status_code == 403
 
 
 def test_the_admin_revokes_selected_tokens(admin_client, alice, alice_token):
     revoked, _ = issue_token(alice, "already")
     revoked.revoke()
     response = admin_client.post(
-        "/admin/recovery/apitoken/",
+        "/admin/common/apitoken/",
         {"action": "revoke_selected", "_selected_action": [t.pk for t in ApiToken.objects.all()]},
         follow=True,
     )
@@ -491,7 +484,7 @@ def test_a_staff_user_who_may_only_view_tokens_gets_no_revoke_action(alice, alic
     viewer = staff_with("viewer", "view_apitoken")
     client = Client()
     client.force_login(viewer)
-    response = client.get("/admin/recovery/apitoken/")
+    response = client.get("/admin/common/apitoken/")
     assert response.status_code == 200
     assert b"revoke_selected" not in response.content
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from common.inputs import parse_whole_number, show
 from recovery.conf import MAX_TIMEOUT_MINUTES, POLICIES, conf
-from recovery.inputs import parse_whole_number, show
 from recovery.models import RecoverySource
 from recovery.report import DEFAULT_LIST_LIMIT, LineKind
 from recovery.sweep import RecoveryInputError, recover_stuck_runs

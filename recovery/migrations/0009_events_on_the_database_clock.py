@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('recovery', '0007_deaths_and_time_worked'),
+        ('recovery', '0008_deaths_and_time_worked'),
     ]
 
     operations = [

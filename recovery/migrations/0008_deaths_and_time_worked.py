@@ -24,7 +24,7 @@ def seconds_worked_so_far(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('recovery', '0006_fenced_writes_and_sweep_tallies'),
+        ('recovery', '0007_api_tokens_move_to_common'),
     ]
 
     operations = [

@@ -3,7 +3,6 @@
 Query strings, JSON bodies, forms, command options and settings all go through these, so each
 rule (ASCII digits only, a bounded range, text the database can store) is written once. They
 raise `ValueError` with a clause that names the value; callers say where it came from.
-This module sits in the recovery app because it is the lower layer (qualifier imports it).
 """
 
 from __future__ import annotations

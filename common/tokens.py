@@ -1,7 +1,7 @@
 """Bearer authentication for both JSON APIs: personal API tokens and the operator's
 RECOVERY_API_TOKEN, read from `Authorization: Bearer <token>`, with failed tokens throttled.
 
-It returns facts (who the bearer is, or why it was refused); `recovery.jsonapi` turns them
+It returns facts (who the bearer is, or why it was refused); `common.jsonapi` turns them
 into answers. `issue_token` is the one way other code creates a personal token.
 """
 
@@ -22,7 +22,7 @@ from .throttle import API_TOKEN
 def issue_token(user: Any, name: str) -> tuple[ApiToken, str]:
     """A new personal token for `user` and its plaintext (shown once, never stored).
 
-    Raises `recovery.models.TokenRefused` for a bad or duplicate name or too many tokens.
+    Raises `common.models.TokenRefused` for a bad or duplicate name or too many tokens.
     """
     return ApiToken.objects.issue(user, name)
 

@@ -1,10 +1,9 @@
 """The JSON conventions both APIs share: errors as
 `{"error": "<message>", "code": "<stable code>", "fields": {...}}`, 405/401/403/404 answered in
-JSON by `json_endpoint`, callers by session or bearer token (`recovery.tokens`), and bounded
+JSON by `json_endpoint`, callers by session or bearer token (`common.tokens`), and bounded
 JSON bodies sent as application/json (415 otherwise).
 
-They live in the recovery app because it is the lower layer: `qualifier.api` builds on them,
-and `recovery` never imports `qualifier`.
+Both `qualifier.api` and `recovery.api` build on them.
 """
 
 from __future__ import annotations

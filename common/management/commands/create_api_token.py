@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from recovery.models import ApiToken, TokenRefused
-from recovery.tokens import issue_token
+from common.models import ApiToken, TokenRefused
+from common.tokens import issue_token
 
 
 class Command(BaseCommand):
