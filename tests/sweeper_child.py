@@ -24,6 +24,16 @@ STUCK_SILENT_MINUTES = 30
 START_TIMEOUT_SECONDS = 60.0
 
 
+def waiting_task_id() -> str:
+    """A task waiting in django-tasks-db's queue, for a run that is waiting, not dead."""
+    from django_tasks_db.models import DBTaskResult
+
+    task = DBTaskResult.objects.create(
+        status="READY", task_path="qualifier.tasks.execute_run", args_kwargs={}
+    )
+    return str(task.id)
+
+
 def seed(*, stuck: int, healthy: int, finished: int) -> dict[str, list[int]]:
     """Stuck runs of every shape (beat long ago, started and never beat, queued without a task),
     healthy active runs (a live worker; queued just now), and finished runs as old as the stuck
@@ -63,9 +73,13 @@ def seed(*, stuck: int, healthy: int, finished: int) -> dict[str, list[int]]:
         return QualificationRun(status=RunStatus.PENDING, total=10, created_at=old, queued_at=old)
 
     def healthy_run(index: int) -> QualificationRun:
-        if index % 2:
+        if index % 2:  # waiting behind a live task: waiting, however slowly the test starts
             return QualificationRun(
-                status=RunStatus.PENDING, total=10, created_at=now, queued_at=now
+                status=RunStatus.PENDING,
+                total=10,
+                created_at=now,
+                queued_at=now,
+                task_id=waiting_task_id(),
             )
         return QualificationRun(
             worker=live,

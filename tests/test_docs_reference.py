@@ -22,7 +22,7 @@ from recovery.metrics import RecoveryCollector
 PROJECT = Path(__file__).resolve().parent.parent
 REFERENCE = PROJECT / "docs" / "reference"
 #: The apps whose management commands are the project's own.
-PROJECT_APPS = {"qualifier", "recovery"}
+PROJECT_APPS = {"common", "qualifier", "recovery"}
 
 
 def documented(page: str, pattern: str) -> set[str]:
