@@ -467,13 +467,13 @@ def test_a_hand_back_of_a_run_recovered_meanwhile_is_refused_and_counted(this_wo
     run = make_pending_run(3)
     assert run.start(this_worker)
 
-    real_reason = sweep.reasons.handed_back
+    real_reason = sweep.reasons.resumed
 
     def recovered_meanwhile(*args: object) -> str:  # between reading the run and handing it back
         force_recover(run)
         return real_reason(*args)
 
-    monkeypatch.setattr(sweep.reasons, "handed_back", recovered_meanwhile)
+    monkeypatch.setattr(sweep.reasons, "resumed", recovered_meanwhile)
     handed = hand_back(this_worker, source=RecoverySource.SUPERVISOR, cause="crashed")
     run.refresh_from_db()
     assert (handed, run.status) == ([], RunStatus.FAILED)
