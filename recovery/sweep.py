@@ -8,9 +8,10 @@ gives its lease back through `hand_back()`, and a failed run goes back to the qu
 One batch loop for both databases and both policies: take the single-flight lock (before any
 read, so a process that loses the race does no work); per batch, read the dead runs locked
 (`FOR UPDATE SKIP LOCKED` where the database has it; SQLite holds its write lock), decide each
-one (fail, resume, or give up after RECOVERY_MAX_ATTEMPTS deaths), write the transitions, the
-events and the task rows, commit, and send `run_recovered`. A run that beat or completed
-meanwhile no longer matches the locked read, so recovery never fails a live or finished run.
+one (fail, resume, quarantine the prospect that crashed its worker twice, or give up after
+RECOVERY_MAX_ATTEMPTS deaths), write the transitions, the events and the task rows, commit,
+and send `run_recovered`. A run that beat or completed meanwhile no longer matches the locked
+read, so recovery never fails a live or finished run.
 """
 
 from __future__ import annotations
