@@ -3,7 +3,8 @@
 The worker takes the run with `run.start(worker)` (a compare-and-set, so a run that was already
 taken, failed or recovered is left alone), skips every prospect that already has a result (a
 run handed back continues where it stopped), scores the rest and writes the results in small
-batches. Each batch is one transaction that fences first: the conditional progress write
+batches; after a death it commits each result until it is past where the dead attempt could
+have been, and writes the prospect recovery quarantined (`skip_prospect`) as errored, unscored. Each batch is one transaction that fences first: the conditional progress write
 `run.beat(completed=...)` comes before the result rows, so a worker whose run was recovered
 meanwhile learns it before it writes anything; it stops, and the refused write is counted
 (`FencedWrite`, one row, for /metrics). A scorer's output is made storable before it is written.
@@ -26,6 +27,7 @@ from typing import Any
 from django.db import DatabaseError, transaction
 from django.db.models import Exists, OuterRef
 
+from recovery import reasons
 from recovery.exceptions import WorkerStopping
 from recovery.models import FencedWrite, FencedWriteKind, QualificationRun
 from recovery.worker import registry
@@ -214,13 +216,25 @@ class RunExecution:
         criteria: Criteria,
         scorer: Scorer,
     ) -> int:
+        run = self.run_obj
+        # After a death, each result is committed as it is made until the attempt is past any
+        # batch the dead one could have had in hand, so where a next death stops is exact: on
+        # the first prospect without a result. Without a death, batches as usual.
+        exact_until = completed + self.batch_size if run.deaths else completed
         batch: list[ProspectResult] = []
         opened = time.monotonic()
-        for prospect_id, data in pending:
+        for number, (prospect_id, data) in enumerate(pending, start=completed + 1):
             if registry.stop_requested.is_set():
                 break
-            batch.append(self._score(prospect_id, data, criteria, scorer))
-            if len(batch) >= self.batch_size or time.monotonic() - opened >= self.batch_seconds:
+            if number == run.skip_prospect:
+                batch.append(self._quarantined(prospect_id, number))
+            else:
+                batch.append(self._score(prospect_id, data, criteria, scorer))
+            if (
+                len(batch) >= self.batch_size
+                or number <= exact_until
+                or time.monotonic() - opened >= self.batch_seconds
+            ):
                 completed = self._write(batch, completed)
                 batch = []
                 opened = time.monotonic()
@@ -229,6 +243,28 @@ class RunExecution:
         if registry.stop_requested.is_set() and completed < self.run_obj.total:
             raise WorkerStopping("the worker is shutting down; the run goes back to the queue")
         return completed
+
+    def _quarantined(self, prospect_id: int, number: int) -> ProspectResult:
+        """The result of the prospect recovery quarantined (it crashed its worker twice): an
+        error, written without calling the scorer again."""
+        run = self.run_obj
+        self.summary.errored += 1
+        logger.warning(
+            "Run %s: prospect %s of %s %s",
+            run.pk,
+            number,
+            run.total,
+            reasons.QUARANTINED_ERROR,
+            extra={"event": "prospect_quarantined", "run_id": run.pk, "prospect": number},
+        )
+        return ProspectResult(
+            run_id=run.pk,
+            prospect_id=prospect_id,
+            outcome=Outcome.ERRORED,
+            score=None,
+            reasons=[],
+            error=reasons.QUARANTINED_ERROR,
+        )
 
     def _score(
         self, prospect_id: int, data: ProspectData, criteria: Criteria, scorer: Scorer

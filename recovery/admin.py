@@ -179,6 +179,7 @@ class RecoveryEventAdmin(ReadOnlyEventMixin, admin.ModelAdmin):
         "actor",
         "progress",
         "heartbeat_at",
+        "quarantined_prospect",
         "host",
         "pid",
         "reason",

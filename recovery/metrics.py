@@ -57,6 +57,7 @@ class Figures:
     dead_workers: int
     recoveries: dict[tuple[str, str, str], int] = field(default_factory=dict)
     continues: int = 0
+    quarantined_prospects: int = 0
     last_recovery_seconds: int | None = None
     dead_seconds_buckets: list[tuple[int, int]] = field(default_factory=list)
     dead_seconds_count: int = 0
@@ -205,7 +206,7 @@ def queue_depth() -> tuple[int, int | None]:
 
 def recovery_counts(since: dt.datetime | None = None) -> dict[tuple[str, str, str], int]:
     """Recoveries by (source, to_status, cause), since a moment or ever. An owner's Continue is
-    not a recovery (nothing was dead): `continue_count` counts those."""
+    not a recovery (nothing was dead): `event_counts` counts those."""
     events = RecoveryEvent.objects.order_by().exclude(source=RecoverySource.CONTINUE)
     if since is not None:
         events = events.filter(created_at__gte=since)
@@ -213,9 +214,14 @@ def recovery_counts(since: dt.datetime | None = None) -> dict[tuple[str, str, st
     return {(source, to_status, cause): n for source, to_status, cause, n in counted}
 
 
-def continue_count() -> int:
-    """Failed runs continued by their owner or an operator, ever."""
-    return RecoveryEvent.objects.filter(source=RecoverySource.CONTINUE).count()
+def event_counts() -> tuple[int, int]:
+    """(failed runs continued by their owner or an operator, prospects quarantined), ever: one
+    aggregate over the events."""
+    counts = RecoveryEvent.objects.aggregate(
+        continues=Count("pk", filter=Q(source=RecoverySource.CONTINUE)),
+        quarantined=Count("pk", filter=Q(quarantined_prospect__isnull=False)),
+    )
+    return counts["continues"], counts["quarantined"]
 
 
 def last_recovery_seconds() -> int | None:
@@ -229,6 +235,7 @@ def collect() -> Figures:
     recoveries and refusals, not of runs; the sweep tallies are a few dozen rows)."""
     queued, oldest = queue_depth()
     live, dead = worker_counts()
+    continues, quarantined = event_counts()
     figures = Figures(
         runs_by_status=runs_by_status(),
         dead_runs=rows_dead_runs(),
@@ -237,7 +244,8 @@ def collect() -> Figures:
         live_workers=live,
         dead_workers=dead,
         recoveries=recovery_counts(),
-        continues=continue_count(),
+        continues=continues,
+        quarantined_prospects=quarantined,
         last_recovery_seconds=last_recovery_seconds(),
     )
     figures.dead_seconds_buckets, figures.dead_seconds_count, figures.dead_seconds_sum = (
@@ -300,6 +308,12 @@ class RecoveryCollector:
             "Failed runs continued (back in the queue) by their owner or an operator: not "
             "recoveries, so not in qualifier_recoveries_total.",
             value=figures.continues,
+        )
+        yield CounterMetricFamily(
+            "qualifier_quarantined_prospects",
+            "Prospects that crashed their worker twice under the resume policy: written to the "
+            "results as errored and skipped, while their run went on.",
+            value=figures.quarantined_prospects,
         )
         handed_back = sum(
             count

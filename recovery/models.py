@@ -138,6 +138,9 @@ class QualificationRun(models.Model):
     # Bumped only when recovery finds the run's worker dead (never at a clean hand-back); the
     # crash-loop guard counts these, and Continue starts the count again.
     deaths = models.PositiveIntegerField(_("deaths"), default=0)
+    # The prospect (its number in input order, from 1) that crashed the worker twice: the
+    # next worker writes it to the results as errored instead of scoring it. Set by recovery.
+    skip_prospect = models.PositiveIntegerField(_("prospect to skip"), null=True, blank=True)
     # The seconds every earlier attempt worked (database clock); the current one is added on
     # the fly while it runs.
     worked_seconds = models.FloatField(_("seconds worked"), default=0.0)
@@ -336,6 +339,11 @@ class RecoveryEvent(models.Model):
     completed = models.PositiveIntegerField(_("prospects done"))
     total = models.PositiveIntegerField(_("prospects"))
     heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
+    # The prospect (number in input order, from 1) this recovery quarantined: it crashed the
+    # worker twice, so it is written as errored and the run goes on without it.
+    quarantined_prospect = models.PositiveIntegerField(
+        _("quarantined prospect"), null=True, blank=True
+    )
     host = models.CharField(_("recovering host"), max_length=255)
     pid = models.PositiveIntegerField(_("recovering pid"))
     actor = models.ForeignKey(

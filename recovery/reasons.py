@@ -104,6 +104,18 @@ def gave_up(deaths: int, stopped_at: Sequence[int], total: int) -> str:
     )
 
 
+#: The error a quarantined prospect's result carries (the owner sees it with the results).
+QUARANTINED_ERROR = "crashed its worker twice; skipped"
+
+
+def quarantined(prospect: int, total: int) -> str:
+    """The quarantine: the prospect that crashed the worker twice is skipped, not the run."""
+    return (
+        f"Prospect {prospect} of {total} {QUARANTINED_ERROR} (written to the results as "
+        "errored); the other prospects go on"
+    )
+
+
 def resumed(completed: int, total: int) -> str:
     return (
         f"Resumed: back in the queue with {completed} of {total} prospects done; the next "

@@ -101,6 +101,8 @@ class RecoveredRun(RunSnapshot):
     reason: str = ""
     cause: str = ""
     new_status: str = RunStatus.FAILED
+    #: The prospect (number in input order, from 1) skipped because it crashed the worker twice.
+    quarantined: int | None = None
 
     def as_dict(self, now: dt.datetime) -> dict[str, Any]:
         return {

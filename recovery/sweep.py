@@ -8,9 +8,10 @@ gives its lease back through `hand_back()`, and a failed run goes back to the qu
 One batch loop for both databases and both policies: take the single-flight lock (before any
 read, so a process that loses the race does no work); per batch, read the dead runs locked
 (`FOR UPDATE SKIP LOCKED` where the database has it; SQLite holds its write lock), decide each
-one (fail, resume, or give up after RECOVERY_MAX_ATTEMPTS deaths), write the transitions, the
-events and the task rows, commit, and send `run_recovered`. A run that beat or completed
-meanwhile no longer matches the locked read, so recovery never fails a live or finished run.
+one (fail, resume, quarantine the prospect that crashed its worker twice, or give up after
+RECOVERY_MAX_ATTEMPTS deaths), write the transitions, the events and the task rows, commit,
+and send `run_recovered`. A run that beat or completed meanwhile no longer matches the locked
+read, so recovery never fails a live or finished run.
 """
 
 from __future__ import annotations
@@ -345,47 +346,76 @@ def is_death(cause: str) -> bool:
     return cause in DEAD_RUN_CAUSES
 
 
+#: A quarantine needs two deaths that each stopped exactly at one prospect, and an attempt
+#: stops exactly only after a death (it then commits each result): three deaths at most.
+QUARANTINE_DEATHS = 3
+
+
 def _decide(batch: list[RecoveredRun], deaths: dict[int, int], policy: str) -> None:
-    """Fail or resume each run, and give up on a run whose worker has now died
-    RECOVERY_MAX_ATTEMPTS times (where each attempt stopped is read in one query)."""
+    """Fail or resume each run; under `resume`, quarantine the prospect that crashed its
+    worker twice (the run goes on without it), or else give up on a run whose worker has now
+    died RECOVERY_MAX_ATTEMPTS times. Where earlier attempts stopped is read in one query.
+
+    A run's `reason` is what the caller knows of the cause; the decision is put in front."""
     now_dead = {run.id: deaths[run.id] + is_death(run.cause) for run in batch}
-    giving_up = {
+    judged = {
         run.id
         for run in batch
         if policy == POLICY_RESUME
         and is_death(run.cause)
-        and now_dead[run.id] >= conf.RECOVERY_MAX_ATTEMPTS
+        and now_dead[run.id] >= min(QUARANTINE_DEATHS, conf.RECOVERY_MAX_ATTEMPTS)
     }
-    stops = _attempt_stops(sorted(giving_up))
+    stops = _attempt_stops(sorted(judged))
     for run in batch:
         why = run.reason
-        if run.id in giving_up:
-            count = now_dead[run.id]
-            stopped = [*stops.get(run.id, []), run.completed][-count:]
-            run.reason = f"{reasons.gave_up(count, stopped, run.total)}. {why}"
+        count = now_dead[run.id]
+        stopped = [*stops.get(run.id, []), run.completed][-count:] if run.id in judged else []
+        run.quarantined = poison_prospect(stopped, run.total)
+        if run.quarantined is not None:
+            decision = f"{reasons.quarantined(run.quarantined, run.total)}. " + reasons.resumed(
+                run.completed + 1, run.total
+            )
+            run.new_status = RunStatus.PENDING
+        elif run.id in judged and count >= conf.RECOVERY_MAX_ATTEMPTS:
+            decision = reasons.gave_up(count, stopped, run.total)
             run.new_status = RunStatus.FAILED
         elif policy == POLICY_RESUME:
-            run.reason = f"{reasons.resumed(run.completed, run.total)}. {why}"
+            decision = reasons.resumed(run.completed, run.total)
             run.new_status = RunStatus.PENDING
         else:
             run.new_status = RunStatus.FAILED
+            continue
+        run.reason = f"{decision}. {why}" if why else decision
+
+
+def poison_prospect(stopped: Sequence[int], total: int) -> int | None:
+    """The prospect that crashed its worker twice, from where the attempts since the last
+    Continue or quarantine stopped (results done at each death, oldest first), or None.
+
+    An attempt after a death commits each result, so where it stopped is exact: it died on the
+    first prospect without a result. Two such deaths in a row at the same place (the earlier
+    one after a death too) point at one prospect; deaths elsewhere point at none, and the
+    crash-loop guard decides."""
+    if len(stopped) < QUARANTINE_DEATHS or stopped[-1] != stopped[-2] or stopped[-1] >= total:
+        return None
+    return stopped[-1] + 1
 
 
 def _attempt_stops(run_ids: list[int]) -> dict[int, list[int]]:
     """Where each earlier death of these runs left them (results done), oldest first, since
-    they were last continued."""
+    they were last continued or had a prospect quarantined."""
     if not run_ids:
         return {}
     events = (
         RecoveryEvent.objects.filter(run_id__in=run_ids)
         .filter(Q(cause__in=DEAD_RUN_CAUSES) | Q(source=RecoverySource.CONTINUE))
         .order_by("created_at", "pk")
-        .values_list("run_id", "source", "completed")
+        .values_list("run_id", "source", "completed", "quarantined_prospect")
     )
     stops: dict[int, list[int]] = defaultdict(list)
-    for run_id, source, completed in events:
-        if source == RecoverySource.CONTINUE:
-            stops[run_id] = []  # Continue starts the count again
+    for run_id, source, completed, quarantined in events:
+        if source == RecoverySource.CONTINUE or quarantined is not None:
+            stops[run_id] = []  # Continue and a quarantine start the count again
         else:
             stops[run_id].append(completed)
     return stops
@@ -410,15 +440,23 @@ def _write(batch: list[RecoveredRun], source: str, actor: Any) -> None:
     """The transitions of a locked batch, then its events: a few statements, whatever its size."""
     locked = QualificationRun.objects.filter(status__in=ACTIVE_STATUSES)
     died = [run.id for run in batch if is_death(run.cause)]
+    quarantined = {run.id: run.quarantined for run in batch if run.quarantined is not None}
     # A dead attempt worked until its last sign of life, not until it was found dead.
     common = {
         **end_of_attempt(last_sign_of_life()),
         "deaths": Case(
+            When(pk__in=list(quarantined), then=Value(0)),  # explained: the count starts again
             When(pk__in=died, then=F("deaths") + 1),
             default=F("deaths"),
             output_field=PositiveIntegerField(),
         ),
     }
+    if quarantined:
+        common["skip_prospect"] = Case(
+            *(When(pk=pk, then=Value(prospect)) for pk, prospect in quarantined.items()),
+            default=F("skip_prospect"),
+            output_field=PositiveIntegerField(),
+        )
     failed: dict[str, list[int]] = defaultdict(list)
     for run in batch:
         if run.new_status == RunStatus.FAILED:
@@ -500,6 +538,7 @@ def record_events(runs: Sequence[RecoveredRun], *, source: str, actor: Any = Non
             completed=run.completed,
             total=run.total,
             heartbeat_at=run.heartbeat_at,
+            quarantined_prospect=run.quarantined,
             host=host,
             pid=pid,
             actor_id=actor_id,
@@ -629,8 +668,9 @@ def continue_failed_runs(
 def hand_back(worker: Worker, *, source: str, cause: str, label: str = "") -> list[int]:
     """The one way a worker gives its leases back: at shutdown (`shutdown`: not a death), when
     its executor crashed (`crashed`: a death, counted by the crash-loop guard) or when its
-    supervisor was lost. Each run goes back to the queue (results kept, a new task), or is
-    failed once its worker has died RECOVERY_MAX_ATTEMPTS times on it; one event each.
+    supervisor was lost. Each run goes back to the queue (results kept, a new task), with the
+    prospect that crashed its worker twice quarantined, or is failed once its worker has died
+    RECOVERY_MAX_ATTEMPTS times on it (`_decide`, as in a sweep); one event each.
 
     Each run is a conditional UPDATE under the worker and attempt that own it: a run that
     completed or was recovered meanwhile is left alone, and the refused write is counted.
@@ -643,33 +683,35 @@ def hand_back(worker: Worker, *, source: str, cause: str, label: str = "") -> li
         owned = QualificationRun.objects.filter(
             pk=run.pk, status=RunStatus.PROCESSING, worker=worker, attempts=run.attempts
         )
+        recovered = RecoveredRun(
+            run.pk,
+            RunStatus.PROCESSING,
+            run.completed,
+            run.total,
+            run.created_at,
+            run.heartbeat_at,
+            run.last_seen,
+            cause=cause,
+        )
         died = is_death(cause)
-        deaths = run.deaths + (1 if died else 0)
-        give_up = died and deaths >= conf.RECOVERY_MAX_ATTEMPTS
-        changes = {**end_of_attempt(Now()), "deaths": deaths}
+        changes: dict[str, Any] = {**end_of_attempt(Now()), "deaths": run.deaths + died}
         with transaction.atomic():
-            if give_up:
-                stops = [*_attempt_stops([run.pk]).get(run.pk, []), run.completed][-deaths:]
-                reason = f"{reasons.gave_up(deaths, stops, run.total)} ({reasons.where(source)})."
+            if died:  # the sweep's decision, in the sweep's one place
+                _decide([recovered], {run.pk: run.deaths}, POLICY_RESUME)
+                recovered.reason = f"{recovered.reason} ({reasons.where(source)})."
+            else:
+                recovered.new_status = RunStatus.PENDING
+                recovered.reason = reasons.handed_back(run.completed, run.total, source)
+            if recovered.quarantined is not None:
+                changes |= {"deaths": 0, "skip_prospect": recovered.quarantined}
+            reason = recovered.reason
+            if recovered.new_status == RunStatus.FAILED:
                 changed = owned.update(
                     status=RunStatus.FAILED, completed_at=Now(), failure_reason=reason, **changes
                 )
             else:
-                reason = reasons.handed_back(run.completed, run.total, source)
                 changed = send_back(owned, [run.pk], changes)
             if changed:
-                recovered = RecoveredRun(
-                    run.pk,
-                    RunStatus.PROCESSING,
-                    run.completed,
-                    run.total,
-                    run.created_at,
-                    run.heartbeat_at,
-                    run.last_seen,
-                    reason=reason,
-                    cause=cause,
-                    new_status=RunStatus.FAILED if give_up else RunStatus.PENDING,
-                )
                 record_events([recovered], source=source)
                 announce([recovered], policy=POLICY_RESUME, source=source)
         if not changed:  # recovered meanwhile: the run is no longer this worker's

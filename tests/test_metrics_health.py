@@ -484,3 +484,27 @@ def test_health_checks_answer_over_plain_http_when_https_is_enforced(client, db,
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
     assert client.get("/metrics").status_code == 301
+
+
+@pytest.mark.usefixtures("metrics_on")
+@override_settings(RECOVERY_MAX_ATTEMPTS="3")
+def test_a_quarantined_prospect_is_counted_and_other_recoveries_are_not(client, make_run):
+    assert scrape(client)["qualifier_quarantined_prospects_total"][()] == 0
+    poison = make_run(deaths=2, completed=4, worker_beat_seconds_ago=None)
+    other = make_run(deaths=0, completed=2, worker_beat_seconds_ago=None)
+    for completed in (0, 4):
+        RecoveryEvent.objects.create(
+            run=poison,
+            from_status=RunStatus.PROCESSING,
+            to_status=RunStatus.PENDING,
+            source=RecoverySource.SUPERVISOR,
+            cause=RecoveryCause.CRASHED,
+            reason="died",
+            completed=completed,
+            total=poison.total,
+            host="h",
+            pid=1,
+        )
+    report = recover_stuck_runs(source=RecoverySource.SWEEPER, policy="resume", log=False)
+    assert {run.id: run.quarantined for run in report.recovered} == {poison.pk: 5, other.pk: None}
+    assert scrape(client)["qualifier_quarantined_prospects_total"][()] == 1

@@ -144,6 +144,78 @@ def test_the_crash_loop_guard_fails_a_run_whose_worker_died_on_each_attempt_even
     assert RecoveryEvent.objects.get(run=looping).to_status == RunStatus.FAILED
 
 
+def earlier_deaths(run: QualificationRun, *stops: int) -> None:
+    """Recovery events for deaths of `run` that stopped at `stops` (results done), oldest first."""
+    for completed in stops:
+        RecoveryEvent.objects.create(
+            run=run,
+            from_status=RunStatus.PROCESSING,
+            to_status=RunStatus.PENDING,
+            source=RecoverySource.SWEEPER,
+            cause=RecoveryCause.PROCESS_GONE,
+            reason="died",
+            completed=completed,
+            total=run.total,
+            host="h",
+            pid=1,
+        )
+
+
+@override_settings(RECOVERY_MAX_ATTEMPTS="3")
+def test_a_prospect_two_exact_deaths_stopped_at_is_quarantined_and_the_run_resumed(make_run):
+    """Deaths that stopped at 0, then twice at 6 (the attempts after a death commit each
+    result): prospect 7 crashed its worker twice; it is skipped and the run goes on."""
+    run = dead_run(make_run, attempts=3, deaths=2, completed=6)
+    earlier_deaths(run, 0, 6)
+    recover_stuck_runs(source="sweeper", policy="resume", log=False)
+
+    run.refresh_from_db()
+    assert (run.status, run.deaths, run.skip_prospect) == (RunStatus.PENDING, 0, 7)
+    event = RecoveryEvent.objects.filter(run=run).latest("pk")
+    assert (event.quarantined_prospect, event.to_status) == (7, RunStatus.PENDING)
+    assert event.reason.startswith(
+        "Prospect 7 of 10 crashed its worker twice; skipped (written to the results as "
+        "errored); the other prospects go on. Resumed:"
+    )
+
+
+@pytest.mark.parametrize(
+    ("max_attempts", "stops"),
+    [("3", (0, 5)), ("3", (6, 0)), ("2", (6,))],
+    ids=["three-places", "back-and-forth", "first-death-inexact"],
+)
+def test_deaths_that_do_not_point_at_one_prospect_are_the_crash_loop_guards(
+    make_run, settings, max_attempts, stops
+):
+    """Deaths at different places fail the run at RECOVERY_MAX_ATTEMPTS; so do two at one
+    place when the earlier one ended an attempt that wrote batches (not exact: the worker may
+    have died on any prospect of its unwritten batch)."""
+    settings.RECOVERY_MAX_ATTEMPTS = max_attempts
+    run = dead_run(make_run, attempts=3, deaths=len(stops), completed=6)
+    earlier_deaths(run, *stops)
+    recover_stuck_runs(source="sweeper", policy="resume", log=False)
+
+    run.refresh_from_db()
+    assert (run.status, run.skip_prospect) == (RunStatus.FAILED, None)
+    assert run.failure_reason.startswith(
+        f"Gave up after the worker died {len(stops) + 1} times on this run"
+    )
+    assert not RecoveryEvent.objects.filter(quarantined_prospect__isnull=False).exists()
+
+
+@override_settings(RECOVERY_MAX_ATTEMPTS="3")
+def test_a_quarantine_starts_the_count_of_deaths_again(make_run):
+    """A death after a quarantine is the first of a new count: resumed, not given up."""
+    run = dead_run(make_run, attempts=4, deaths=0, completed=8)
+    earlier_deaths(run, 0, 6)
+    RecoveryEvent.objects.filter(run=run).update(quarantined_prospect=None)
+    RecoveryEvent.objects.filter(run=run, completed=6).update(quarantined_prospect=7)
+    recover_stuck_runs(source="sweeper", policy="resume", log=False)
+
+    run.refresh_from_db()
+    assert (run.status, run.deaths) == (RunStatus.PENDING, 1)
+
+
 def test_a_resume_sweep_makes_the_same_queries_for_1_and_for_6_runs_besides_one_enqueue_each(
     make_run,
 ):

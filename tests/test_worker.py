@@ -467,13 +467,13 @@ def test_a_hand_back_of_a_run_recovered_meanwhile_is_refused_and_counted(this_wo
     run = make_pending_run(3)
     assert run.start(this_worker)
 
-    real_reason = sweep.reasons.handed_back
+    real_reason = sweep.reasons.resumed
 
     def recovered_meanwhile(*args: object) -> str:  # between reading the run and handing it back
         force_recover(run)
         return real_reason(*args)
 
-    monkeypatch.setattr(sweep.reasons, "handed_back", recovered_meanwhile)
+    monkeypatch.setattr(sweep.reasons, "resumed", recovered_meanwhile)
     handed = hand_back(this_worker, source=RecoverySource.SUPERVISOR, cause="crashed")
     run.refresh_from_db()
     assert (handed, run.status) == ([], RunStatus.FAILED)
@@ -579,4 +579,37 @@ def test_a_task_handed_back_at_shutdown_is_logged_as_one_line_not_an_error():
     assert record.getMessage() == (
         "Task id=t1 state=FAILED (handed back: the worker is shutting down; the run goes back "
         "to the queue)"
+    )
+
+
+# --- the poison prospect ------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_after_a_death_each_result_is_committed_until_past_the_dead_batch(this_worker):
+    """A run its worker died on commits one result per batch for `batch_size` prospects, then
+    batches again; a run without a death writes its batches as usual."""
+    died = make_pending_run(8)
+    QualificationRun.objects.filter(pk=died.pk).update(deaths=1)
+    healthy = make_pending_run(8)
+    after_death = execute(died.pk, scorer=CountingScorer(), batch_size=3, batch_seconds=60)
+    normal = execute(healthy.pk, scorer=CountingScorer(), batch_size=3, batch_seconds=60)
+    assert (after_death.batches, normal.batches) == (3 + 2, 3)
+
+
+@pytest.mark.django_db
+def test_the_quarantined_prospect_is_written_as_errored_without_calling_the_scorer(this_worker):
+    run = make_pending_run(5)
+    QualificationRun.objects.filter(pk=run.pk).update(skip_prospect=3)
+    seen: list[str] = []
+    scorer = CountingScorer(hook=lambda _, prospect: seen.append(prospect.name))
+    summary = execute(run.pk, scorer=scorer)
+
+    assert (summary.outcome, summary.completed, summary.errored) == ("completed", 5, 1)
+    assert seen == ["P0", "P1", "P3", "P4"]
+    skipped = ProspectResult.objects.get(run=run, outcome=Outcome.ERRORED)
+    assert (skipped.prospect.name, skipped.error, skipped.score) == (
+        "P2",
+        "crashed its worker twice; skipped",
+        None,
     )
