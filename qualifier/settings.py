@@ -13,19 +13,11 @@ from pathlib import Path
 
 from django.utils.csp import CSP
 
-from common.conf import DEFAULTS as COMMON
-from qualifier.conf import (
-    DEFAULT_CRITERIA,
-    MAX_ACTIVE_RUNS_LIMIT,
-    MAX_EXTRA_COLUMNS_LIMIT,
-    MAX_PROSPECTS_LIMIT,
-    MAX_SCORING_DELAY_MS,
-    MAX_UPLOAD_BYTES_LIMIT,
-)
-from qualifier.conf import DEFAULTS as QUALIFIER
+# Imported under lower-case names: every upper-case name here becomes a Django setting.
+from common import conf as common_conf
+from qualifier import conf as qualifier_conf
 from qualifier.environment import Env, SettingError
-from recovery.conf import DEFAULTS as RECOVERY
-from recovery.conf import MAX_TIMEOUT_MINUTES, POLICIES
+from recovery import conf as recovery_conf
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -215,11 +207,13 @@ FILE_UPLOAD_HANDLERS = [
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 # --- The throttle and bearer authentication (common.conf; checked by common/checks.py) ---
 # Failed sign-ins or API tokens one client may make per window before a 429 with Retry-After.
-AUTH_FAILURE_LIMIT = env.int("AUTH_FAILURE_LIMIT", default=COMMON["AUTH_FAILURE_LIMIT"], minimum=1)
+AUTH_FAILURE_LIMIT = env.int(
+    "AUTH_FAILURE_LIMIT", default=common_conf.DEFAULTS["AUTH_FAILURE_LIMIT"], minimum=1
+)
 # The window in seconds, from the client's first failure.
 AUTH_FAILURE_WINDOW_SECONDS = env.int(
     "AUTH_FAILURE_WINDOW_SECONDS",
-    default=COMMON["AUTH_FAILURE_WINDOW_SECONDS"],
+    default=common_conf.DEFAULTS["AUTH_FAILURE_WINDOW_SECONDS"],
     minimum=1,
 )
 # Behind a proxy: the header whose last address is the client's, e.g. X-Forwarded-For (the
@@ -234,38 +228,42 @@ RECOVERY_API_TOKEN = env.secret("RECOVERY_API_TOKEN")
 # worker that is alive but stuck on one run).
 STUCK_RUN_TIMEOUT_MINUTES = env.int(
     "STUCK_RUN_TIMEOUT_MINUTES",
-    default=RECOVERY["STUCK_RUN_TIMEOUT_MINUTES"],
+    default=recovery_conf.DEFAULTS["STUCK_RUN_TIMEOUT_MINUTES"],
     minimum=1,
-    maximum=MAX_TIMEOUT_MINUTES,
+    maximum=recovery_conf.MAX_TIMEOUT_MINUTES,
 )
 # Recover dead runs whenever a server or worker process starts.
-RECOVERY_ON_STARTUP = env.bool("RECOVERY_ON_STARTUP", default=RECOVERY["RECOVERY_ON_STARTUP"])
+RECOVERY_ON_STARTUP = env.bool(
+    "RECOVERY_ON_STARTUP", default=recovery_conf.DEFAULTS["RECOVERY_ON_STARTUP"]
+)
 # How often each worker process beats (registers that it is alive) on the database.
 RECOVERY_HEARTBEAT_SECONDS = env.int(
-    "RECOVERY_HEARTBEAT_SECONDS", default=RECOVERY["RECOVERY_HEARTBEAT_SECONDS"], minimum=1
+    "RECOVERY_HEARTBEAT_SECONDS",
+    default=recovery_conf.DEFAULTS["RECOVERY_HEARTBEAT_SECONDS"],
+    minimum=1,
 )
 # A worker that has not beaten for this long is dead; at least three heartbeats.
 RECOVERY_WORKER_TIMEOUT_SECONDS = env.int(
     "RECOVERY_WORKER_TIMEOUT_SECONDS",
-    default=RECOVERY["RECOVERY_WORKER_TIMEOUT_SECONDS"],
+    default=recovery_conf.DEFAULTS["RECOVERY_WORKER_TIMEOUT_SECONDS"],
     minimum=1,
 )
 # Every server and worker process sweeps this often (one at a time across all of them);
 # 0 turns the periodic sweeps off. Independent of RECOVERY_ON_STARTUP.
 RECOVERY_SWEEP_INTERVAL_SECONDS = env.int(
     "RECOVERY_SWEEP_INTERVAL_SECONDS",
-    default=RECOVERY["RECOVERY_SWEEP_INTERVAL_SECONDS"],
+    default=recovery_conf.DEFAULTS["RECOVERY_SWEEP_INTERVAL_SECONDS"],
     minimum=0,
 )
 # How long a stopping worker may take to finish its batch and hand its run back.
 RECOVERY_SHUTDOWN_GRACE_SECONDS = env.int(
     "RECOVERY_SHUTDOWN_GRACE_SECONDS",
-    default=RECOVERY["RECOVERY_SHUTDOWN_GRACE_SECONDS"],
+    default=recovery_conf.DEFAULTS["RECOVERY_SHUTDOWN_GRACE_SECONDS"],
     minimum=1,
 )
 # A run whose worker died this many times is failed instead of handed back once more.
 RECOVERY_MAX_ATTEMPTS = env.int(
-    "RECOVERY_MAX_ATTEMPTS", default=RECOVERY["RECOVERY_MAX_ATTEMPTS"], minimum=1
+    "RECOVERY_MAX_ATTEMPTS", default=recovery_conf.DEFAULTS["RECOVERY_MAX_ATTEMPTS"], minimum=1
 )
 # The host name this machine's workers register under (empty: the machine's own). Processes
 # that share it check each other's pids locally, so give each machine (container) its own.
@@ -273,7 +271,9 @@ RECOVERY_HOSTNAME = env.host_name("RECOVERY_HOSTNAME")
 # What a sweep does with a dead run: fail it, or resume it (back to the queue, where the next
 # worker continues it); a run whose worker died RECOVERY_MAX_ATTEMPTS times is failed anyway.
 RECOVERY_POLICY = env.choice(
-    "RECOVERY_POLICY", default=RECOVERY["RECOVERY_POLICY"], choices=POLICIES
+    "RECOVERY_POLICY",
+    default=recovery_conf.DEFAULTS["RECOVERY_POLICY"],
+    choices=recovery_conf.POLICIES,
 )
 # The task that executes a run: recovery enqueues it without importing qualifier.
 RECOVERY_RUN_TASK = "qualifier.tasks.execute_run"
@@ -286,44 +286,46 @@ METRICS_ALLOWED_NETWORKS = env.networks("METRICS_ALLOWED_NETWORKS")
 # Largest CSV upload or JSON request body accepted, in bytes (the API answers 413 above it).
 QUALIFIER_MAX_UPLOAD_BYTES = env.int(
     "QUALIFIER_MAX_UPLOAD_BYTES",
-    default=QUALIFIER["QUALIFIER_MAX_UPLOAD_BYTES"],
+    default=qualifier_conf.DEFAULTS["QUALIFIER_MAX_UPLOAD_BYTES"],
     minimum=1,
-    maximum=MAX_UPLOAD_BYTES_LIMIT,
+    maximum=qualifier_conf.MAX_UPLOAD_BYTES_LIMIT,
 )
 # Most prospects one run may hold (a CSV upload or a JSON request).
 QUALIFIER_MAX_PROSPECTS = env.int(
     "QUALIFIER_MAX_PROSPECTS",
-    default=QUALIFIER["QUALIFIER_MAX_PROSPECTS"],
+    default=qualifier_conf.DEFAULTS["QUALIFIER_MAX_PROSPECTS"],
     minimum=1,
-    maximum=MAX_PROSPECTS_LIMIT,
+    maximum=qualifier_conf.MAX_PROSPECTS_LIMIT,
 )
 # Most columns besides the known ones that a CSV or a JSON item may have (kept as extra data).
 QUALIFIER_MAX_EXTRA_COLUMNS = env.int(
     "QUALIFIER_MAX_EXTRA_COLUMNS",
-    default=QUALIFIER["QUALIFIER_MAX_EXTRA_COLUMNS"],
+    default=qualifier_conf.DEFAULTS["QUALIFIER_MAX_EXTRA_COLUMNS"],
     minimum=0,
-    maximum=MAX_EXTRA_COLUMNS_LIMIT,
+    maximum=qualifier_conf.MAX_EXTRA_COLUMNS_LIMIT,
 )
 # Most pending or processing runs one user may have at once.
 QUALIFIER_MAX_ACTIVE_RUNS_PER_USER = env.int(
     "QUALIFIER_MAX_ACTIVE_RUNS_PER_USER",
-    default=QUALIFIER["QUALIFIER_MAX_ACTIVE_RUNS_PER_USER"],
+    default=qualifier_conf.DEFAULTS["QUALIFIER_MAX_ACTIVE_RUNS_PER_USER"],
     minimum=1,
-    maximum=MAX_ACTIVE_RUNS_LIMIT,
+    maximum=qualifier_conf.MAX_ACTIVE_RUNS_LIMIT,
 )
 # Dotted path of the scorer: a callable (prospect, criteria) -> qualifier.scoring.Score.
-QUALIFIER_SCORER = env.dotted_path("QUALIFIER_SCORER", default=QUALIFIER["QUALIFIER_SCORER"])
+QUALIFIER_SCORER = env.dotted_path(
+    "QUALIFIER_SCORER", default=qualifier_conf.DEFAULTS["QUALIFIER_SCORER"]
+)
 # Milliseconds the default scorer waits per prospect, to make runs slow enough to watch in demos.
 QUALIFIER_SCORING_DELAY_MS = env.int(
     "QUALIFIER_SCORING_DELAY_MS",
-    default=QUALIFIER["QUALIFIER_SCORING_DELAY_MS"],
+    default=qualifier_conf.DEFAULTS["QUALIFIER_SCORING_DELAY_MS"],
     minimum=0,
-    maximum=MAX_SCORING_DELAY_MS,
+    maximum=qualifier_conf.MAX_SCORING_DELAY_MS,
 )
 # The default ideal-customer profile; each run may override any of it. QUALIFIER_INDUSTRIES,
 # QUALIFIER_MIN_EMPLOYEES, ... QUALIFIER_MIN_SCORE, read by the criteria's own reader (lists
 # are comma-separated; an empty employee bound means no bound; defaults in qualifier/conf.py).
-QUALIFIER_DEFAULT_CRITERIA = env.criteria("QUALIFIER_", DEFAULT_CRITERIA)
+QUALIFIER_DEFAULT_CRITERIA = env.criteria("QUALIFIER_", qualifier_conf.DEFAULT_CRITERIA)
 
 # --- Background tasks: the database is the queue (django-tasks-db) ---
 TASKS = {

@@ -243,3 +243,76 @@ def test_app_code_reads_app_settings_only_through_its_conf_object():
         if pattern.search(line)
     ]
     assert offenders == []
+
+
+# --- settings.py's reader: django-environ with the project's readers as its casts ---------------
+
+
+def test_the_environment_is_read_by_the_reader_of_each_kind(monkeypatch):
+    from ipaddress import ip_network
+
+    from qualifier.environment import Env
+
+    for name, value in {
+        "Q_NUMBER": " 12 ",
+        "Q_BOOL": "Off",
+        "Q_CHOICE": " Resume ",
+        "Q_NETWORKS": "10.0.0.0/8, ::1",
+        "Q_BLANK": "  ",
+    }.items():
+        monkeypatch.setenv(name, value)
+    env = Env()
+    assert env.int("Q_NUMBER", default=1, minimum=1) == 12
+    assert env.bool("Q_BOOL", default=True) is False
+    assert env.choice("Q_CHOICE", default="fail", choices=("fail", "resume")) == "resume"
+    assert env.networks("Q_NETWORKS") == (ip_network("10.0.0.0/8"), ip_network("::1"))
+    assert env.int("Q_BLANK", default=7) == 7  # blank means the default
+    assert env.int("Q_UNSET", default=7) == 7
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("٣", "Setting Q_NUMBER is invalid: '٣' is not a positive integer (1 to 86,400)."),
+        ("86401", "Setting Q_NUMBER is invalid: '86401' is not a positive integer (1 to 86,400)."),
+        (  # bytes that are not UTF-8, as the environment may hold them
+            "1\udc80",
+            "Setting Q_NUMBER is invalid: the text contains a lone surrogate (\\udc80), which is "
+            "not valid Unicode.",
+        ),
+    ],
+)
+def test_a_bad_environment_value_is_a_setting_error_naming_the_variable(
+    monkeypatch, value, message
+):
+    from qualifier.environment import Env, SettingError
+
+    monkeypatch.setenv("Q_NUMBER", value)
+    with pytest.raises(SettingError) as excinfo:
+        Env().int("Q_NUMBER", default=1, minimum=1)
+    assert str(excinfo.value) == message
+
+
+def test_a_secret_that_is_too_short_is_refused_without_repeating_it(monkeypatch):
+    from qualifier.environment import Env, SettingError
+
+    monkeypatch.setenv("Q_TOKEN", "hunter2")
+    with pytest.raises(SettingError) as excinfo:
+        Env().secret("Q_TOKEN")
+    assert "hunter2" not in str(excinfo.value)
+    assert "7 characters long; at least 32" in str(excinfo.value)
+
+
+def test_the_default_criteria_from_the_environment_are_typed_and_a_blank_bound_means_none(
+    monkeypatch,
+):
+    from qualifier.conf import DEFAULT_CRITERIA
+    from qualifier.environment import Env
+
+    monkeypatch.setenv("QUALIFIER_MIN_EMPLOYEES", "")
+    monkeypatch.setenv("QUALIFIER_COUNTRIES", "Germany, France")
+    criteria = Env().criteria("QUALIFIER_", DEFAULT_CRITERIA)
+    assert criteria["min_employees"] is None
+    assert criteria["max_employees"] == DEFAULT_CRITERIA["max_employees"]
+    assert criteria["countries"] == ["Germany", "France"]
+    assert criteria["min_score"] == 60
