@@ -1,5 +1,5 @@
 """Limits failed authentication per client: sign-ins (qualifier.middleware) and API bearer
-tokens (common.tokens).
+tokens (recovery.tokens).
 
 Each client may fail AUTH_FAILURE_LIMIT times per AUTH_FAILURE_WINDOW_SECONDS; after that it
 gets 429 with Retry-After until the window ends, whatever it sends. Counts live in Django's
@@ -19,7 +19,7 @@ from django.http import HttpRequest
 
 from .conf import conf
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("recovery.throttle")
 
 
 def client_address(request: HttpRequest) -> str:

@@ -351,7 +351,7 @@ LOGGING = {
         "handed_back": {"()": "recovery.log.HandedBackTasks"},
         "not_ours": {
             "()": "qualifier.environment.OtherLoggers",
-            "exclude": ["common", "recovery", "qualifier"],
+            "exclude": ["recovery", "qualifier"],
         },
     },
     "handlers": {
@@ -369,8 +369,6 @@ LOGGING = {
     "loggers": {
         "recovery": {"handlers": ["console"], "level": env.log_level("RECOVERY_LOG_LEVEL")},
         "qualifier": {"handlers": ["console"], "level": env.log_level("QUALIFIER_LOG_LEVEL")},
-        # The throttle's refusals and failures (common.throttle).
-        "common": {"handlers": ["console"], "level": env.log_level("QUALIFIER_LOG_LEVEL")},
         # Django's default handlers print only with DEBUG on (or mail admins we do not have):
         # send its records to the root handler instead, in production too.
         "django": {"handlers": [], "level": "INFO", "propagate": True},

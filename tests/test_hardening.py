@@ -421,7 +421,7 @@ def test_failed_sign_ins_are_throttled_with_retry_after_and_logged(client, alice
     alice.set_password("right-password")
     alice.is_staff = True  # so the admin's sign-in takes her too
     alice.save()
-    caplog.set_level(logging.INFO, logger="common.throttle")
+    caplog.set_level(logging.INFO, logger="recovery.throttle")
     for _ in range(3):
         response = client.post(url, {"username": "alice", "password": "wrong"})
         assert response.status_code == 200
@@ -440,7 +440,7 @@ def test_failed_sign_ins_are_throttled_with_retry_after_and_logged(client, alice
 
 @override_settings(AUTH_FAILURE_LIMIT=3, RECOVERY_API_TOKEN=TOKEN)
 def test_failed_bearer_tokens_are_throttled_even_the_right_one_then(client, caplog):
-    caplog.set_level(logging.INFO, logger="common.throttle")
+    caplog.set_level(logging.INFO, logger="recovery.throttle")
     for _ in range(3):
         assert client.get(RECOVERY, headers={"Authorization": "Bearer wrong"}).status_code == 401
     response = client.get(RECOVERY, headers={"Authorization": f"Bearer {TOKEN}"})
