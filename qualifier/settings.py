@@ -275,8 +275,10 @@ RECOVERY_POLICY = env.choice(
     default=recovery_conf.DEFAULTS["RECOVERY_POLICY"],
     choices=recovery_conf.POLICIES,
 )
-# The task that executes a run: recovery enqueues it without importing qualifier.
-RECOVERY_RUN_TASK = "qualifier.tasks.execute_run"
+# The django.tasks task that executes a run; recovery enqueues it when it hands a run back.
+RECOVERY_RUN_TASK = env.dotted_path(
+    "RECOVERY_RUN_TASK", default=recovery_conf.DEFAULTS["RECOVERY_RUN_TASK"]
+)
 # /metrics (Prometheus): a bearer token of at least 32 characters, and/or comma-separated client
 # networks (CIDRs) that may read it without one. Neither set: /metrics answers 404 (off).
 METRICS_TOKEN = env.secret("METRICS_TOKEN")
