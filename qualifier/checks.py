@@ -1,80 +1,69 @@
-"""System checks for the qualification settings: a bad value stops every server and command
-with its name and a hint, instead of failing a run later. No database access here."""
+"""System checks for the qualification settings set in Python (settings.py reads the
+environment's): a bad value stops every server and command with its name and a hint, instead
+of failing a run later. No database access here."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.core.checks import CheckMessage, Error
 from django.utils.module_loading import import_string
 
+from common.checks import Rules, check_values
+from common.values import parse_bounded, parse_dotted_path
+
 from .conf import (
-    parse_criteria_mapping,
-    parse_delay_ms,
-    parse_dotted_path,
-    parse_max_active_runs,
-    parse_max_extra_columns,
-    parse_max_prospects,
-    parse_max_upload_bytes,
-    raw,
+    MAX_ACTIVE_RUNS_LIMIT,
+    MAX_EXTRA_COLUMNS_LIMIT,
+    MAX_PROSPECTS_LIMIT,
+    MAX_SCORING_DELAY_MS,
+    MAX_UPLOAD_BYTES_LIMIT,
+    conf,
 )
 from .criteria import Criteria, CriteriaError
 
+RULES: Rules = {
+    "QUALIFIER_MAX_PROSPECTS": (
+        partial(parse_bounded, minimum=1, maximum=MAX_PROSPECTS_LIMIT),
+        "qualifier.E001",
+        "Set it to a whole number of prospects greater than 0, e.g. 10000.",
+    ),
+    "QUALIFIER_SCORING_DELAY_MS": (
+        partial(parse_bounded, minimum=0, maximum=MAX_SCORING_DELAY_MS),
+        "qualifier.E004",
+        "Set it to a whole number of milliseconds, 0 (the default) for no delay.",
+    ),
+    "QUALIFIER_MAX_EXTRA_COLUMNS": (
+        partial(parse_bounded, minimum=0, maximum=MAX_EXTRA_COLUMNS_LIMIT),
+        "qualifier.E006",
+        "Set it to the number of unknown columns a run may keep, 0 to 1000, e.g. 50.",
+    ),
+    "QUALIFIER_MAX_ACTIVE_RUNS_PER_USER": (
+        partial(parse_bounded, minimum=1, maximum=MAX_ACTIVE_RUNS_LIMIT),
+        "qualifier.E007",
+        "Set it to the number of pending or processing runs one user may have, e.g. 5.",
+    ),
+    "QUALIFIER_MAX_UPLOAD_BYTES": (
+        partial(parse_bounded, minimum=1, maximum=MAX_UPLOAD_BYTES_LIMIT),
+        "qualifier.E008",
+        "Set it to the largest upload in bytes, 1 to 1073741824, e.g. 10485760 (10 MiB).",
+    ),
+}
+
 
 def check_qualifier_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    return [
-        *_check_value(
-            "QUALIFIER_MAX_PROSPECTS",
-            parse_max_prospects,
-            "Set it to a whole number of prospects greater than 0, e.g. 10000.",
-            "qualifier.E001",
-        ),
-        *_check_scorer(),
-        *_check_value(
-            "QUALIFIER_SCORING_DELAY_MS",
-            parse_delay_ms,
-            "Set it to a whole number of milliseconds, 0 (the default) for no delay.",
-            "qualifier.E004",
-        ),
-        *_check_criteria(),
-        *_check_value(
-            "QUALIFIER_MAX_EXTRA_COLUMNS",
-            parse_max_extra_columns,
-            "Set it to the number of unknown columns a run may keep, 0 to 1000, e.g. 50.",
-            "qualifier.E006",
-        ),
-        *_check_value(
-            "QUALIFIER_MAX_ACTIVE_RUNS_PER_USER",
-            parse_max_active_runs,
-            "Set it to the number of pending or processing runs one user may have, e.g. 5.",
-            "qualifier.E007",
-        ),
-        *_check_value(
-            "QUALIFIER_MAX_UPLOAD_BYTES",
-            parse_max_upload_bytes,
-            "Set it to the largest upload in bytes, 1 to 1073741824, e.g. 10485760 (10 MiB).",
-            "qualifier.E008",
-        ),
-    ]
-
-
-def _check_value(name: str, parse: Any, hint: str, check_id: str) -> list[CheckMessage]:
-    try:
-        parse(raw(name))
-    except ValueError as exc:
-        return [Error(f"Setting {name} is invalid: {exc}.", hint=hint, id=check_id)]
-    return []
+    return [*check_values(conf, RULES), *_check_scorer(), *_check_criteria()]
 
 
 def _check_scorer() -> list[CheckMessage]:
-    value = raw("QUALIFIER_SCORER")
+    value = conf.QUALIFIER_SCORER
     hint = (
         "Name a callable (prospect, criteria) -> qualifier.scoring.Score by its dotted path, "
         "e.g. qualifier.scoring.rule_based_scorer (the default)."
     )
     try:
-        path = parse_dotted_path(value)
-        scorer = import_string(path)
+        scorer = import_string(parse_dotted_path(value))
     except (ValueError, ImportError) as exc:
         return [
             Error(
@@ -95,45 +84,18 @@ def _check_scorer() -> list[CheckMessage]:
     return []
 
 
-#: The environment variable behind each default criterion (qualifier/settings.py).
-CRITERIA_ENV = {
-    "industries": "QUALIFIER_INDUSTRIES",
-    "min_employees": "QUALIFIER_MIN_EMPLOYEES",
-    "max_employees": "QUALIFIER_MAX_EMPLOYEES",
-    "countries": "QUALIFIER_COUNTRIES",
-    "title_keywords": "QUALIFIER_TITLE_KEYWORDS",
-    "excluded_domains": "QUALIFIER_EXCLUDED_DOMAINS",
-    "min_score": "QUALIFIER_MIN_SCORE",
-}
-
-
-def _describe(field: str) -> str:
-    env_name = CRITERIA_ENV.get(field)
-    return f"{field} (environment variable {env_name})" if env_name else field
-
-
 def _check_criteria() -> list[CheckMessage]:
-    hint = (
-        "Fix the environment variable named above (lists are comma-separated, an empty "
-        "employee bound means no bound), or QUALIFIER_DEFAULT_CRITERIA in the settings."
-    )
+    """The default criteria, judged by the criteria's own reader (the pages' and the API's)."""
     try:
-        Criteria().with_overrides(parse_criteria_mapping(raw("QUALIFIER_DEFAULT_CRITERIA")))
+        Criteria().with_overrides(conf.QUALIFIER_DEFAULT_CRITERIA)
     except CriteriaError as exc:
         return [
             Error(
-                f"Setting QUALIFIER_DEFAULT_CRITERIA is invalid: {_describe(field)}: {message}.",
-                hint=hint,
+                f"Setting QUALIFIER_DEFAULT_CRITERIA is invalid: {field}: {message}.",
+                hint="Give a mapping of criteria fields to values (lists as lists or "
+                "comma-separated text; an employee bound of None means no bound).",
                 id="qualifier.E005",
             )
             for field, message in exc.errors.items()
-        ]
-    except ValueError as exc:
-        return [
-            Error(
-                f"Setting QUALIFIER_DEFAULT_CRITERIA is invalid: {exc}.",
-                hint=hint,
-                id="qualifier.E005",
-            )
         ]
     return []

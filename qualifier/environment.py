@@ -1,11 +1,10 @@
-"""Reading settings from the environment: every bad value stops the process with one line
-that names the setting and the value (`SettingError`), never a traceback.
+"""Reading settings from the environment (and `.env`): django-environ, with the project's
+readers (common.inputs, common.values) as its casts, so that a bad value stops the process with
+one line that names the variable and the value (`SettingError`), never a traceback.
 
-settings.py reads Django's own settings through `Environment`, since Django needs them before
-any system check can run; `manage.py`, `wsgi.py` and `asgi.py` print a `SettingError` as one
-line and exit. The application's own settings are validated by system checks instead
-(qualifier/checks.py, recovery/checks.py). Values go through the same parsers as every other
-input (common/inputs.py).
+`manage.py`, `wsgi.py` and `asgi.py` print a `SettingError` as one line and exit. A value set in
+Python instead (a settings module, `override_settings`) is judged by the same readers in the
+apps' system checks.
 """
 
 from __future__ import annotations
@@ -15,18 +14,31 @@ import re
 import sys
 import warnings
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any, NoReturn
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from common.inputs import parse_bool, parse_whole_number, show, unstorable
+from common.inputs import parse_bool, show, unstorable
+from common.values import (
+    MAX_INTERVAL_SECONDS,
+    parse_bounded,
+    parse_choice,
+    parse_dotted_path,
+    parse_header_name,
+    parse_host_name,
+    parse_networks,
+    parse_secret,
+)
+
+from .criteria import Criteria, CriteriaError
 
 #: user:password@ in a URL: the password never appears in a message or an error page.
 URL_PASSWORD = re.compile(r"(?P<start>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
 _URL_SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*://", re.IGNORECASE)
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-]*$")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SUPPORTED_ENGINES = ("django.db.backends.postgresql", "django.db.backends.sqlite3")
@@ -63,107 +75,136 @@ def exit_with(error: SettingError) -> NoReturn:
     raise SystemExit(4)
 
 
-class Environment:
-    """Typed reads of environment variables (and `.env`) for settings.py."""
+def _url_config(value: str, parse: Callable[[str], dict[str, Any]], example: str) -> Any:
+    shown = show(hide_url_password(value))
+    if not _URL_SCHEME.match(value.strip()):
+        raise ValueError(f"{shown} is not a URL such as {example}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # django-environ warns of unknown schemes
+            return parse(value.strip())
+    except Exception as exc:  # django-environ raises what urllib raises
+        problem = hide_url_password(str(exc)) or type(exc).__name__
+        raise ValueError(f"{shown} is not a URL such as {example} ({problem})") from None
 
-    def __init__(self, env: environ.Env) -> None:
-        self.env = env
 
-    def fail(self, name: str, value: Any, problem: str) -> NoReturn:
-        raise SettingError(
-            f"Setting {name}={show(hide_url_password(value))} is invalid: {problem}."
-        )
+def parse_database_url(value: str) -> dict[str, Any]:
+    example = "postgres://user:password@host:5432/name"
+    config = _url_config(value, environ.Env.db_url_config, example)
+    if config.get("ENGINE") not in SUPPORTED_ENGINES:
+        raise ValueError(f"{show(hide_url_password(value))} is not a postgres:// or sqlite:// URL")
+    return config
 
-    def str(self, name: str, default: str = "") -> str:
-        value = self.env.str(name, default=default)
-        problem = unstorable(value)
+
+def parse_time_zone(value: str) -> str:
+    text = value.strip()
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{show(value)} is not a time zone such as UTC or Europe/Berlin") from None
+    return text
+
+
+def parse_proxy_ssl_header(value: str) -> tuple[str, str] | None:
+    """'X-Forwarded-Proto' -> ('HTTP_X_FORWARDED_PROTO', 'https'); empty -> None."""
+    name = parse_header_name(value)
+    return ("HTTP_" + name.upper().replace("-", "_"), "https") if name else None
+
+
+class Env(environ.Env):
+    """django-environ's `Env`, each kind of value read by the project's one reader for it.
+
+    A value the reader refuses, or text the database could not store, raises `SettingError`
+    naming the variable. Defaults are returned as given, unread.
+    """
+
+    def get_value(
+        self, var: str, cast: Any = None, default: Any = environ.Env.NOTSET, parse_default=False
+    ) -> Any:
+        text = self.ENVIRON.get(var)
+        problem = unstorable(text) if isinstance(text, str) else None
         if problem:
-            self.fail(name, value, f"the text {problem}")
-        return value
+            raise SettingError(f"Setting {var} is invalid: the text {problem}.")
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except ValueError as exc:
+            raise SettingError(f"Setting {var} is invalid: {exc}.") from None
 
-    def app_setting(self, name: str, defaults: Mapping[str, Any]) -> Any:
-        """An application setting: the environment's text when it is set (its app's system
-        checks judge it), else the default from the app's conf.py, the one place it lives."""
-        return self.str(name) if name in self.env.ENVIRON else defaults[name]
+    def read(self, var: str, reader: Callable[[str], Any], default: Any) -> Any:
+        """The variable read by `reader`, or `default` when it is unset or blank."""
+        text = self.ENVIRON.get(var, "")
+        return default if not text.strip() else self.get_value(var, cast=reader, default=default)
 
-    def app_settings(self, prefix: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
-        """A mapping of application settings, each key read from `prefix` + KEY."""
-        return {
-            key: self.app_setting(prefix + key.upper(), {prefix + key.upper(): default})
-            for key, default in defaults.items()
+    def bool(self, var: str, default: bool) -> bool:  # type: ignore[override]
+        """true/false, yes/no, on/off, 1/0: anything else is an error, not False."""
+        return self.read(var, parse_bool, default)
+
+    def int(  # type: ignore[override]
+        self,
+        var: str,
+        default: int | None,
+        *,
+        minimum: int = 0,
+        maximum: int = MAX_INTERVAL_SECONDS,
+    ) -> int | None:
+        """A whole number from `minimum` to `maximum`; blank means `default`."""
+        return self.read(var, partial(parse_bounded, minimum=minimum, maximum=maximum), default)
+
+    def list(self, var: str, default: Iterable[str] = ()) -> list[str]:  # type: ignore[override]
+        """Comma-separated items, each stripped, blanks dropped."""
+        text = self.str(var, default=",".join(default))
+        return [item.strip() for item in text.split(",") if item.strip()]
+
+    def choice(self, var: str, default: str, choices: Iterable[str]) -> str:
+        return self.read(var, partial(parse_choice, choices=tuple(choices)), default)
+
+    def dotted_path(self, var: str, default: str) -> str:
+        return self.read(var, parse_dotted_path, default)
+
+    def networks(self, var: str) -> tuple[IPv4Network | IPv6Network, ...]:
+        return self.read(var, parse_networks, ())
+
+    def header_name(self, var: str) -> str:
+        return self.read(var, parse_header_name, "")
+
+    def host_name(self, var: str) -> str:
+        return self.read(var, parse_host_name, "")
+
+    def secret(self, var: str) -> str:
+        """A bearer token of at least 32 characters, or "" for none. Unlike the other readers,
+        its message never repeats the value."""
+        return self.read(var, parse_secret, "")
+
+    def log_level(self, var: str, default: str = "INFO") -> str:
+        return self.choice(var, default, LOG_LEVELS)
+
+    def log_format(self, var: str, default: str = "text") -> str:
+        return self.choice(var, default, LOG_FORMATS)
+
+    def time_zone(self, var: str, default: str = "UTC") -> str:
+        return self.read(var, parse_time_zone, default)
+
+    def database(self, var: str, default: str) -> dict[str, Any]:
+        return self.read(var, parse_database_url, None) or parse_database_url(default)
+
+    def cache(self, var: str, default: str) -> dict[str, Any]:
+        example = "locmemcache://, dbcache://qualifier_cache or redis://host:6379/0"
+        reader = partial(_url_config, parse=environ.Env.cache_url_config, example=example)
+        return self.read(var, reader, None) or reader(default)
+
+    def proxy_ssl_header(self, var: str) -> tuple[str, str] | None:
+        return self.read(var, parse_proxy_ssl_header, None)
+
+    def criteria(self, prefix: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+        """The default criteria, each field from the variable `prefix` + FIELD when it is set
+        (blank is a value here: an empty employee bound means no bound), read by the criteria's
+        own reader, the one the pages and the API use."""
+        texts = {
+            field: self.str(prefix + field.upper()) if prefix + field.upper() in self else default
+            for field, default in defaults.items()
         }
-
-    def bool(self, name: str, default: bool) -> bool:
-        value = self.str(name, default="")
-        if not value.strip():
-            return default
         try:
-            return parse_bool(value)
-        except ValueError:
-            self.fail(name, value, "not a boolean: use true or false (or 1/0, yes/no, on/off)")
-
-    def int(self, name: str, default: int, *, minimum: int = 0, maximum: int) -> int:
-        value = self.str(name, default=str(default))
-        try:
-            return parse_whole_number(value, minimum=minimum, maximum=maximum)
-        except ValueError:
-            self.fail(name, value, f"not a whole number from {minimum:,} to {maximum:,}")
-
-    def list(self, name: str, default: list[str]) -> list[str]:
-        value = self.str(name, default=",".join(default))
-        return [item.strip() for item in value.split(",") if item.strip()]
-
-    def log_level(self, name: str, default: str = "INFO") -> str:
-        value = self.str(name, default=default)
-        if value.strip().upper() not in LOG_LEVELS:
-            self.fail(name, value, f"not a log level: use one of {', '.join(LOG_LEVELS)}")
-        return value.strip().upper()
-
-    def log_format(self, name: str, default: str = "text") -> str:
-        value = self.str(name, default=default)
-        if value.strip().lower() not in LOG_FORMATS:
-            self.fail(name, value, f"not a log format: use one of {', '.join(LOG_FORMATS)}")
-        return value.strip().lower()
-
-    def time_zone(self, name: str, default: str = "UTC") -> str:
-        value = self.str(name, default=default).strip()
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            self.fail(name, value, "not a time zone name such as UTC or Europe/Berlin")
-        return value
-
-    def database(self, name: str, default: str) -> dict[str, Any]:
-        value = self.str(name, default=default).strip()
-        if not _URL_SCHEME.match(value):
-            self.fail(name, value, "not a URL such as postgres://user:password@host:5432/name")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # django-environ warns of unknown schemes
-                config = environ.Env.db_url_config(value)
-        except Exception as exc:  # django-environ raises what urllib raises
-            self.fail(name, value, hide_url_password(str(exc)) or type(exc).__name__)
-        if config.get("ENGINE") not in SUPPORTED_ENGINES:
-            self.fail(name, value, "use a postgres:// or sqlite:// URL")
-        return config
-
-    def cache(self, name: str, default: str) -> dict[str, Any]:
-        value = self.str(name, default=default).strip()
-        try:
-            return environ.Env.cache_url_config(value)
-        except Exception:  # django-environ raises what urllib raises
-            self.fail(
-                name,
-                value,
-                "not a cache URL such as locmemcache://, dbcache://qualifier_cache or "
-                "redis://host:6379/0",
-            )
-
-    def proxy_ssl_header(self, name: str) -> tuple[str, str] | None:
-        """'X-Forwarded-Proto' -> ('HTTP_X_FORWARDED_PROTO', 'https'); empty -> None."""
-        value = self.str(name, default="").strip()
-        if not value:
-            return None
-        if not _HEADER_NAME.match(value):
-            self.fail(name, value, "name the header the proxy sets, e.g. X-Forwarded-Proto")
-        return ("HTTP_" + value.upper().replace("-", "_"), "https")
+            return Criteria().with_overrides(texts).as_dict()
+        except CriteriaError as exc:
+            field, message = next(iter(exc.errors.items()))
+            raise SettingError(f"Setting {prefix + field.upper()} is invalid: {message}.") from None

@@ -1,32 +1,30 @@
 """Settings for qualifier, read from the environment (and a `.env` file) with django-environ.
 
-Every variable is documented in `.env.example`. Django's own settings are read through
-`qualifier.environment`, so a bad value stops every command and server with one line naming
-the setting and the value. The application's settings are passed through as given (or, when
-the environment does not set them, their defaults from each app's conf.py) and validated by the
-system checks (recovery/checks.py, qualifier/checks.py), which name the setting and give a hint.
+Every variable is documented in `.env.example`. Each is typed here, once, by the project's
+reader for its kind (qualifier.environment), so a bad value stops every command and server with
+one line naming the variable and the value. The apps' settings take their defaults from each
+app's conf.py, which the apps read them through; their system checks judge what is set in
+Python instead (a settings module, override_settings) and the relations between settings.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import environ
 from django.utils.csp import CSP
 
-from common.conf import DEFAULTS as common_defaults
-from qualifier.conf import DEFAULT_CRITERIA as criteria_defaults
-from qualifier.conf import DEFAULTS as qualifier_defaults
-from qualifier.environment import Environment, SettingError
-from recovery.conf import DEFAULTS as recovery_defaults
+# Imported under lower-case names: every upper-case name here becomes a Django setting.
+from common import conf as common_conf
+from qualifier import conf as qualifier_conf
+from qualifier.environment import Env, SettingError
+from recovery import conf as recovery_conf
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-_env = environ.Env()
+env = Env()
 # The test suite sets QUALIFIER_IGNORE_DOTENV so a developer's .env cannot change what it checks.
-if not _env.bool("QUALIFIER_IGNORE_DOTENV", default=False):
-    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
-env = Environment(_env)
+if not env.bool("QUALIFIER_IGNORE_DOTENV", default=False):
+    Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # DEBUG decides how secrets are handled, so a typo must not silently mean anything.
 DEBUG = env.bool("DEBUG", default=False)
@@ -163,7 +161,6 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DATABASES["default"].setdefault(
     "CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0, maximum=24 * 3600)
 )
-DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="") or None}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -208,80 +205,134 @@ FILE_UPLOAD_HANDLERS = [
 # per process; with several processes set CACHE_URL to a shared cache, e.g.
 # dbcache://qualifier_cache (after `manage.py createcachetable`) or redis://host:6379/0.
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# --- The throttle and bearer authentication (common.conf; checked by common/checks.py) ---
+# Failed sign-ins or API tokens one client may make per window before a 429 with Retry-After.
+AUTH_FAILURE_LIMIT = env.int(
+    "AUTH_FAILURE_LIMIT", default=common_conf.DEFAULTS["AUTH_FAILURE_LIMIT"], minimum=1
+)
+# The window in seconds, from the client's first failure.
+AUTH_FAILURE_WINDOW_SECONDS = env.int(
+    "AUTH_FAILURE_WINDOW_SECONDS",
+    default=common_conf.DEFAULTS["AUTH_FAILURE_WINDOW_SECONDS"],
+    minimum=1,
+)
 # Behind a proxy: the header whose last address is the client's, e.g. X-Forwarded-For (the
 # throttle then counts per client rather than per proxy). Empty: the connection's address.
-AUTH_CLIENT_IP_HEADER = env.app_setting("AUTH_CLIENT_IP_HEADER", common_defaults)
+AUTH_CLIENT_IP_HEADER = env.header_name("AUTH_CLIENT_IP_HEADER")
+# The operator's bearer token for the recovery API (/api/qualify/recovery), at least 32
+# characters; empty: none.
+RECOVERY_API_TOKEN = env.secret("RECOVERY_API_TOKEN")
 
-
-# --- Web pages and APIs ---
-# The operator's bearer token for the recovery API (/api/qualify/recovery); empty: none.
-RECOVERY_API_TOKEN = env.app_setting("RECOVERY_API_TOKEN", common_defaults)
-# /metrics (Prometheus): a bearer token of at least 32 characters, and/or comma-separated client
-# networks (CIDRs) that may read it without one. Neither set: /metrics answers 404 (off).
-METRICS_TOKEN = env.app_setting("METRICS_TOKEN", recovery_defaults)
-METRICS_ALLOWED_NETWORKS = env.app_setting("METRICS_ALLOWED_NETWORKS", recovery_defaults)
-# Largest CSV upload or JSON request body accepted, in bytes (the API answers 413 above it).
-QUALIFIER_MAX_UPLOAD_BYTES = env.app_setting("QUALIFIER_MAX_UPLOAD_BYTES", qualifier_defaults)
-# Failed sign-ins or API tokens one client may make per window before a 429
-# (validated by common/checks.py).
-AUTH_FAILURE_LIMIT = env.app_setting("AUTH_FAILURE_LIMIT", common_defaults)
-AUTH_FAILURE_WINDOW_SECONDS = env.app_setting("AUTH_FAILURE_WINDOW_SECONDS", common_defaults)
-
-# --- Recovery (validated by recovery/checks.py; read through recovery.conf) ---
+# --- Recovery (recovery.conf; relations checked by recovery/checks.py) ---
 # Minutes without progress after which a processing run counts as hung (the backstop for a
 # worker that is alive but stuck on one run).
-STUCK_RUN_TIMEOUT_MINUTES = env.app_setting("STUCK_RUN_TIMEOUT_MINUTES", recovery_defaults)
+STUCK_RUN_TIMEOUT_MINUTES = env.int(
+    "STUCK_RUN_TIMEOUT_MINUTES",
+    default=recovery_conf.DEFAULTS["STUCK_RUN_TIMEOUT_MINUTES"],
+    minimum=1,
+    maximum=recovery_conf.MAX_TIMEOUT_MINUTES,
+)
 # Recover dead runs whenever a server or worker process starts.
-RECOVERY_ON_STARTUP = env.app_setting("RECOVERY_ON_STARTUP", recovery_defaults)
+RECOVERY_ON_STARTUP = env.bool(
+    "RECOVERY_ON_STARTUP", default=recovery_conf.DEFAULTS["RECOVERY_ON_STARTUP"]
+)
 # How often each worker process beats (registers that it is alive) on the database.
-RECOVERY_HEARTBEAT_SECONDS = env.app_setting("RECOVERY_HEARTBEAT_SECONDS", recovery_defaults)
+RECOVERY_HEARTBEAT_SECONDS = env.int(
+    "RECOVERY_HEARTBEAT_SECONDS",
+    default=recovery_conf.DEFAULTS["RECOVERY_HEARTBEAT_SECONDS"],
+    minimum=1,
+)
 # A worker that has not beaten for this long is dead; at least three heartbeats.
-RECOVERY_WORKER_TIMEOUT_SECONDS = env.app_setting(
-    "RECOVERY_WORKER_TIMEOUT_SECONDS", recovery_defaults
+RECOVERY_WORKER_TIMEOUT_SECONDS = env.int(
+    "RECOVERY_WORKER_TIMEOUT_SECONDS",
+    default=recovery_conf.DEFAULTS["RECOVERY_WORKER_TIMEOUT_SECONDS"],
+    minimum=1,
 )
 # Every server and worker process sweeps this often (one at a time across all of them);
 # 0 turns the periodic sweeps off. Independent of RECOVERY_ON_STARTUP.
-RECOVERY_SWEEP_INTERVAL_SECONDS = env.app_setting(
-    "RECOVERY_SWEEP_INTERVAL_SECONDS", recovery_defaults
+RECOVERY_SWEEP_INTERVAL_SECONDS = env.int(
+    "RECOVERY_SWEEP_INTERVAL_SECONDS",
+    default=recovery_conf.DEFAULTS["RECOVERY_SWEEP_INTERVAL_SECONDS"],
+    minimum=0,
 )
 # How long a stopping worker may take to finish its batch and hand its run back.
-RECOVERY_SHUTDOWN_GRACE_SECONDS = env.app_setting(
-    "RECOVERY_SHUTDOWN_GRACE_SECONDS", recovery_defaults
+RECOVERY_SHUTDOWN_GRACE_SECONDS = env.int(
+    "RECOVERY_SHUTDOWN_GRACE_SECONDS",
+    default=recovery_conf.DEFAULTS["RECOVERY_SHUTDOWN_GRACE_SECONDS"],
+    minimum=1,
 )
 # A run whose worker died this many times is failed instead of handed back once more.
-RECOVERY_MAX_ATTEMPTS = env.app_setting("RECOVERY_MAX_ATTEMPTS", recovery_defaults)
+RECOVERY_MAX_ATTEMPTS = env.int(
+    "RECOVERY_MAX_ATTEMPTS", default=recovery_conf.DEFAULTS["RECOVERY_MAX_ATTEMPTS"], minimum=1
+)
 # The host name this machine's workers register under (empty: the machine's own). Processes
 # that share it check each other's pids locally, so give each machine (container) its own.
-RECOVERY_HOSTNAME = env.app_setting("RECOVERY_HOSTNAME", recovery_defaults)
+RECOVERY_HOSTNAME = env.host_name("RECOVERY_HOSTNAME")
 # What a sweep does with a dead run: fail it, or resume it (back to the queue, where the next
 # worker continues it); a run whose worker died RECOVERY_MAX_ATTEMPTS times is failed anyway.
-RECOVERY_POLICY = env.app_setting("RECOVERY_POLICY", recovery_defaults)
+RECOVERY_POLICY = env.choice(
+    "RECOVERY_POLICY",
+    default=recovery_conf.DEFAULTS["RECOVERY_POLICY"],
+    choices=recovery_conf.POLICIES,
+)
 # The django.tasks task that executes a run; recovery enqueues it when it hands a run back.
-RECOVERY_RUN_TASK = env.app_setting("RECOVERY_RUN_TASK", recovery_defaults)
+RECOVERY_RUN_TASK = env.dotted_path(
+    "RECOVERY_RUN_TASK", default=recovery_conf.DEFAULTS["RECOVERY_RUN_TASK"]
+)
+# /metrics (Prometheus): a bearer token of at least 32 characters, and/or comma-separated client
+# networks (CIDRs) that may read it without one. Neither set: /metrics answers 404 (off).
+METRICS_TOKEN = env.secret("METRICS_TOKEN")
+METRICS_ALLOWED_NETWORKS = env.networks("METRICS_ALLOWED_NETWORKS")
 
-# --- Qualification (validated by qualifier/checks.py; read through qualifier.conf) ---
+# --- Qualification (qualifier.conf; checked by qualifier/checks.py) ---
+# Largest CSV upload or JSON request body accepted, in bytes (the API answers 413 above it).
+QUALIFIER_MAX_UPLOAD_BYTES = env.int(
+    "QUALIFIER_MAX_UPLOAD_BYTES",
+    default=qualifier_conf.DEFAULTS["QUALIFIER_MAX_UPLOAD_BYTES"],
+    minimum=1,
+    maximum=qualifier_conf.MAX_UPLOAD_BYTES_LIMIT,
+)
 # Most prospects one run may hold (a CSV upload or a JSON request).
-QUALIFIER_MAX_PROSPECTS = env.app_setting("QUALIFIER_MAX_PROSPECTS", qualifier_defaults)
+QUALIFIER_MAX_PROSPECTS = env.int(
+    "QUALIFIER_MAX_PROSPECTS",
+    default=qualifier_conf.DEFAULTS["QUALIFIER_MAX_PROSPECTS"],
+    minimum=1,
+    maximum=qualifier_conf.MAX_PROSPECTS_LIMIT,
+)
 # Most columns besides the known ones that a CSV or a JSON item may have (kept as extra data).
-QUALIFIER_MAX_EXTRA_COLUMNS = env.app_setting("QUALIFIER_MAX_EXTRA_COLUMNS", qualifier_defaults)
+QUALIFIER_MAX_EXTRA_COLUMNS = env.int(
+    "QUALIFIER_MAX_EXTRA_COLUMNS",
+    default=qualifier_conf.DEFAULTS["QUALIFIER_MAX_EXTRA_COLUMNS"],
+    minimum=0,
+    maximum=qualifier_conf.MAX_EXTRA_COLUMNS_LIMIT,
+)
 # Most pending or processing runs one user may have at once.
-QUALIFIER_MAX_ACTIVE_RUNS_PER_USER = env.app_setting(
-    "QUALIFIER_MAX_ACTIVE_RUNS_PER_USER", qualifier_defaults
+QUALIFIER_MAX_ACTIVE_RUNS_PER_USER = env.int(
+    "QUALIFIER_MAX_ACTIVE_RUNS_PER_USER",
+    default=qualifier_conf.DEFAULTS["QUALIFIER_MAX_ACTIVE_RUNS_PER_USER"],
+    minimum=1,
+    maximum=qualifier_conf.MAX_ACTIVE_RUNS_LIMIT,
 )
 # Dotted path of the scorer: a callable (prospect, criteria) -> qualifier.scoring.Score.
-QUALIFIER_SCORER = env.app_setting("QUALIFIER_SCORER", qualifier_defaults)
+QUALIFIER_SCORER = env.dotted_path(
+    "QUALIFIER_SCORER", default=qualifier_conf.DEFAULTS["QUALIFIER_SCORER"]
+)
 # Milliseconds the default scorer waits per prospect, to make runs slow enough to watch in demos.
-QUALIFIER_SCORING_DELAY_MS = env.app_setting("QUALIFIER_SCORING_DELAY_MS", qualifier_defaults)
-# The default ideal-customer profile; each run may override any of it. Lists are comma-separated;
-# an empty employee bound means no bound.
-# QUALIFIER_INDUSTRIES, QUALIFIER_MIN_EMPLOYEES, ... QUALIFIER_MIN_SCORE (defaults in
-# qualifier/conf.py).
-QUALIFIER_DEFAULT_CRITERIA = env.app_settings("QUALIFIER_", criteria_defaults)
+QUALIFIER_SCORING_DELAY_MS = env.int(
+    "QUALIFIER_SCORING_DELAY_MS",
+    default=qualifier_conf.DEFAULTS["QUALIFIER_SCORING_DELAY_MS"],
+    minimum=0,
+    maximum=qualifier_conf.MAX_SCORING_DELAY_MS,
+)
+# The default ideal-customer profile; each run may override any of it. QUALIFIER_INDUSTRIES,
+# QUALIFIER_MIN_EMPLOYEES, ... QUALIFIER_MIN_SCORE, read by the criteria's own reader (lists
+# are comma-separated; an empty employee bound means no bound; defaults in qualifier/conf.py).
+QUALIFIER_DEFAULT_CRITERIA = env.criteria("QUALIFIER_", qualifier_conf.DEFAULT_CRITERIA)
 
 # --- Background tasks: the database is the queue (django-tasks-db) ---
 TASKS = {
     "default": {
-        "BACKEND": env.str("TASKS_BACKEND", default="django_tasks_db.DatabaseBackend"),
+        "BACKEND": env.dotted_path("TASKS_BACKEND", default="django_tasks_db.DatabaseBackend"),
     }
 }
 

@@ -1,80 +1,109 @@
-"""System checks for the recovery settings: a bad value stops every server and command."""
+"""System checks for the recovery settings: a value set in Python is judged by the reader of
+its kind (the environment's were read by settings.py), and the timeouts must fit together.
+A bad value stops every server and command."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.core.checks import CheckMessage, Error
 
-from common.checks import check_api_token
+from common.checks import GENERATE_HINT, Rules, check_values
+from common.inputs import parse_bool
+from common.values import (
+    parse_bounded,
+    parse_choice,
+    parse_dotted_path,
+    parse_host_name,
+    parse_networks,
+    parse_secret,
+)
 
-from .conf import PARSERS, raw
+from .conf import MAX_TIMEOUT_MINUTES, POLICIES, conf
 
-HINTS = {
-    "STUCK_RUN_TIMEOUT_MINUTES": "Set it to a whole number of minutes greater than 0, e.g. 5.",
-    "RECOVERY_ON_STARTUP": "Set it to true or false.",
-    "RECOVERY_HEARTBEAT_SECONDS": "Set it to a whole number of seconds greater than 0, e.g. 10.",
-    "RECOVERY_WORKER_TIMEOUT_SECONDS": "Set it to a whole number of seconds, at least three "
-    "heartbeats, e.g. 30.",
-    "RECOVERY_SWEEP_INTERVAL_SECONDS": "Set it to a whole number of seconds, e.g. 10, or 0 to "
-    "turn periodic sweeps off.",
-    "RECOVERY_SHUTDOWN_GRACE_SECONDS": "Set it to a whole number of seconds greater than 0, "
-    "e.g. 10.",
-    "RECOVERY_MAX_ATTEMPTS": "Set it to a whole number greater than 0, e.g. 3.",
-    "RECOVERY_RUN_TASK": "Set it to the dotted path of the task that executes a run, e.g. "
-    "qualifier.tasks.execute_run.",
-    "RECOVERY_HOSTNAME": "Leave it empty to use the machine's host name, or set a name of at "
-    "most 255 printable ASCII characters.",
-    "METRICS_ALLOWED_NETWORKS": "Set it to comma-separated networks such as "
-    "10.0.0.0/8,127.0.0.1/32, or leave it empty.",
-    "RECOVERY_POLICY": "Set it to fail (a dead run is failed, keeping its results) or resume "
-    "(a dead run goes back to the queue and continues where it stopped).",
+RULES: Rules = {
+    "STUCK_RUN_TIMEOUT_MINUTES": (
+        partial(parse_bounded, minimum=1, maximum=MAX_TIMEOUT_MINUTES),
+        "recovery.E001",
+        "Set it to a whole number of minutes greater than 0, e.g. 5.",
+    ),
+    "RECOVERY_ON_STARTUP": (parse_bool, "recovery.E002", "Set it to True or False."),
+    "RECOVERY_HEARTBEAT_SECONDS": (
+        partial(parse_bounded, minimum=1),
+        "recovery.E003",
+        "Set it to a whole number of seconds greater than 0, e.g. 10.",
+    ),
+    "RECOVERY_SWEEP_INTERVAL_SECONDS": (
+        partial(parse_bounded, minimum=0),
+        "recovery.E005",
+        "Set it to a whole number of seconds, e.g. 10, or 0 to turn periodic sweeps off.",
+    ),
+    "RECOVERY_WORKER_TIMEOUT_SECONDS": (
+        partial(parse_bounded, minimum=1),
+        "recovery.E006",
+        "Set it to a whole number of seconds, at least three heartbeats, e.g. 30.",
+    ),
+    "RECOVERY_SHUTDOWN_GRACE_SECONDS": (
+        partial(parse_bounded, minimum=1),
+        "recovery.E008",
+        "Set it to a whole number of seconds greater than 0, e.g. 10.",
+    ),
+    "RECOVERY_MAX_ATTEMPTS": (
+        partial(parse_bounded, minimum=1),
+        "recovery.E009",
+        "Set it to a whole number greater than 0, e.g. 3.",
+    ),
+    "RECOVERY_RUN_TASK": (
+        parse_dotted_path,
+        "recovery.E010",
+        "Set it to the dotted path of the task that executes a run, e.g. "
+        "qualifier.tasks.execute_run.",
+    ),
+    "RECOVERY_HOSTNAME": (
+        parse_host_name,
+        "recovery.E015",
+        "Leave it empty to use the machine's host name, or set a name of at most 255 printable "
+        "ASCII characters.",
+    ),
+    "RECOVERY_POLICY": (
+        partial(parse_choice, choices=POLICIES),
+        "recovery.E016",
+        "Set it to fail (a dead run is failed, keeping its results) or resume (a dead run goes "
+        "back to the queue and continues where it stopped).",
+    ),
+    "METRICS_TOKEN": (
+        parse_secret,
+        "recovery.E017",
+        GENERATE_HINT.format("turn /metrics token authentication off"),
+    ),
+    "METRICS_ALLOWED_NETWORKS": (
+        parse_networks,
+        "recovery.E018",
+        "Set it to comma-separated networks such as 10.0.0.0/8,127.0.0.1/32 in the environment "
+        "(in Python: a tuple of ipaddress networks), or leave it empty.",
+    ),
 }
-IDS = {
-    "STUCK_RUN_TIMEOUT_MINUTES": "recovery.E001",
-    "RECOVERY_ON_STARTUP": "recovery.E002",
-    "RECOVERY_HEARTBEAT_SECONDS": "recovery.E003",
-    "RECOVERY_SWEEP_INTERVAL_SECONDS": "recovery.E005",
-    "RECOVERY_WORKER_TIMEOUT_SECONDS": "recovery.E006",
-    "RECOVERY_SHUTDOWN_GRACE_SECONDS": "recovery.E008",
-    "RECOVERY_MAX_ATTEMPTS": "recovery.E009",
-    "RECOVERY_RUN_TASK": "recovery.E010",
-    "RECOVERY_HOSTNAME": "recovery.E015",
-    "RECOVERY_POLICY": "recovery.E016",
-    "METRICS_ALLOWED_NETWORKS": "recovery.E018",
-}
+#: The timeouts' relations are judged only when each of them is valid on its own.
+TIMEOUTS = (
+    "STUCK_RUN_TIMEOUT_MINUTES",
+    "RECOVERY_HEARTBEAT_SECONDS",
+    "RECOVERY_WORKER_TIMEOUT_SECONDS",
+)
 
 
 def check_recovery_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    errors: list[CheckMessage] = []
-    for name, parse in PARSERS.items():
-        if name == "METRICS_TOKEN":
-            continue  # checked below, whatever the other settings say
-        value = raw(name)
-        try:
-            parse(value)
-        except ValueError as exc:
-            errors.append(
-                Error(f"Setting {name} is invalid: {exc}.", hint=HINTS[name], id=IDS[name])
-            )
-    if not errors:
+    errors = check_values(conf, RULES)
+    if not any(error.id == RULES[name][1] for error in errors for name in TIMEOUTS):
         errors.extend(check_heartbeat_fits_timeout())
         errors.extend(check_worker_timeout_covers_beats())
-    errors.extend(
-        check_api_token(
-            "METRICS_TOKEN",
-            raw("METRICS_TOKEN"),
-            "recovery.E017",
-            "turn /metrics token authentication off",
-        )
-    )
     return errors
 
 
 def check_worker_timeout_covers_beats() -> list[CheckMessage]:
     """A worker may miss a beat or two (a slow database); three missed beats mean it is dead."""
-    heartbeat = PARSERS["RECOVERY_HEARTBEAT_SECONDS"](raw("RECOVERY_HEARTBEAT_SECONDS"))
-    timeout = PARSERS["RECOVERY_WORKER_TIMEOUT_SECONDS"](raw("RECOVERY_WORKER_TIMEOUT_SECONDS"))
+    heartbeat = conf.RECOVERY_HEARTBEAT_SECONDS
+    timeout = conf.RECOVERY_WORKER_TIMEOUT_SECONDS
     if timeout >= 3 * heartbeat:
         return []
     return [
@@ -89,8 +118,8 @@ def check_worker_timeout_covers_beats() -> list[CheckMessage]:
 
 def check_heartbeat_fits_timeout() -> list[CheckMessage]:
     """A worker that beats less often than the timeout would be failed while alive."""
-    heartbeat = PARSERS["RECOVERY_HEARTBEAT_SECONDS"](raw("RECOVERY_HEARTBEAT_SECONDS"))
-    timeout = PARSERS["STUCK_RUN_TIMEOUT_MINUTES"](raw("STUCK_RUN_TIMEOUT_MINUTES"))
+    heartbeat = conf.RECOVERY_HEARTBEAT_SECONDS
+    timeout = conf.STUCK_RUN_TIMEOUT_MINUTES
     if heartbeat * 2 <= timeout * 60:
         return []
     return [

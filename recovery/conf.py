@@ -1,26 +1,19 @@
-"""The recovery app's settings: their defaults, their parsers, and the one object that reads
-them (`conf`).
+"""The recovery app's settings, read as plain attributes (`conf.RECOVERY_POLICY`) so that
+`override_settings` works; their defaults, and the bounds and choices the rest of the app
+shares with them.
 
-Values may come straight from the environment as strings; `parse_*` turns them into Python
-values and raises `ValueError` with a readable message, which the system checks report. Each
-value is parsed once and kept; `override_settings` still works in tests because Django's
-`setting_changed` signal clears what was kept.
+settings.py types them from the environment; recovery/checks.py judges values set in Python
+and the relations between them.
 """
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from django.conf import settings
 
-from common.conf import (
-    MAX_INTERVAL_SECONDS,
-    ParsedSettings,
-    parse_api_token,
-    parse_positive_int,
-)
-from common.inputs import parse_bool, parse_whole_number, show
+from common.values import parse_bounded
 
 DEFAULTS: dict[str, Any] = {
     "STUCK_RUN_TIMEOUT_MINUTES": 5,
@@ -34,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "RECOVERY_HOSTNAME": "",
     "RECOVERY_POLICY": "fail",
     "METRICS_TOKEN": "",
-    "METRICS_ALLOWED_NETWORKS": "",
+    "METRICS_ALLOWED_NETWORKS": (),
 }
 
 #: Ten years: a longer timeout would reach before year 1 and overflow a date.
@@ -43,147 +36,79 @@ MAX_TIMEOUT_MINUTES = 10 * 365 * 24 * 60
 
 def parse_timeout_minutes(value: Any) -> int:
     """Minutes of silence after which a run is stuck: 1 to ten years' worth."""
-    return parse_positive_int(value, maximum=MAX_TIMEOUT_MINUTES)
+    return parse_bounded(value, minimum=1, maximum=MAX_TIMEOUT_MINUTES)
 
 
-def parse_non_negative_int(value: Any) -> int:
-    try:
-        return parse_whole_number(value, minimum=0, maximum=MAX_INTERVAL_SECONDS)
-    except ValueError:
-        raise ValueError(
-            f"{show(value)} is not a whole number (0 to {MAX_INTERVAL_SECONDS:,})"
-        ) from None
-
-
-def parse_dotted_path(value: Any) -> str:
-    text = value.strip() if isinstance(value, str) else ""
-    parts = text.split(".")
-    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
-        raise ValueError(f"{value!r} is not a dotted path such as 'myapp.tasks.execute_run'")
-    return text
-
-
-def parse_host_name(value: Any) -> str:
-    text = value.strip() if isinstance(value, str) else None
-    if text is None or len(text) > 255 or not (text.isascii() and text.isprintable()):
-        raise ValueError(f"{value!r} is not a host name (printable ASCII, at most 255 characters)")
-    return text
-
-
-def parse_networks(value: Any) -> tuple[IPv4Network | IPv6Network, ...]:
-    """Comma-separated CIDRs (or single addresses) allowed to read /metrics; "" for none."""
-    if isinstance(value, (list, tuple)):
-        items = [str(item).strip() for item in value]
-    elif isinstance(value, str):
-        items = [item.strip() for item in value.split(",")]
-    else:
-        raise ValueError(f"{show(value)} is not a comma-separated list of networks")
-    networks = []
-    for item in filter(None, items):
-        try:
-            networks.append(ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"{show(item)} is not a network such as 10.0.0.0/8") from None
-    return tuple(networks)
-
-
-#: What a sweep does with a dead run: fail it, or put it back in the
-#: queue so the next worker continues it.
+#: What a sweep does with a dead run: fail it, or put it back in the queue so the next worker
+#: continues it.
 POLICY_FAIL = "fail"
 POLICY_RESUME = "resume"
 POLICIES = (POLICY_FAIL, POLICY_RESUME)
 
 
-def parse_policy(value: Any) -> str:
-    text = value.strip().lower() if isinstance(value, str) else value
-    if text not in POLICIES:
-        raise ValueError(f"{show(value)} is not one of {', '.join(POLICIES)}")
-    return text
-
-
-PARSERS = {
-    "STUCK_RUN_TIMEOUT_MINUTES": parse_timeout_minutes,
-    "RECOVERY_ON_STARTUP": parse_bool,
-    "RECOVERY_HEARTBEAT_SECONDS": parse_positive_int,
-    "RECOVERY_WORKER_TIMEOUT_SECONDS": parse_positive_int,
-    "RECOVERY_SWEEP_INTERVAL_SECONDS": parse_non_negative_int,
-    "RECOVERY_SHUTDOWN_GRACE_SECONDS": parse_positive_int,
-    "RECOVERY_MAX_ATTEMPTS": parse_positive_int,
-    "RECOVERY_RUN_TASK": parse_dotted_path,
-    "RECOVERY_HOSTNAME": parse_host_name,
-    "RECOVERY_POLICY": parse_policy,
-    "METRICS_TOKEN": parse_api_token,
-    "METRICS_ALLOWED_NETWORKS": parse_networks,
-}
-
-
-def raw(name: str) -> Any:
+def _get(name: str) -> Any:
     return getattr(settings, name, DEFAULTS[name])
 
 
-class RecoverySettings(ParsedSettings):
-    """Typed access to the settings, each parsed once; the system checks guarantee they parse."""
-
-    def __init__(self) -> None:
-        super().__init__(PARSERS, DEFAULTS)
-
+class RecoverySettings:
     @property
     def STUCK_RUN_TIMEOUT_MINUTES(self) -> int:
-        return self._get("STUCK_RUN_TIMEOUT_MINUTES")
+        """Minutes without progress after which a processing run is hung."""
+        return _get("STUCK_RUN_TIMEOUT_MINUTES")
 
     @property
     def RECOVERY_ON_STARTUP(self) -> bool:
-        return self._get("RECOVERY_ON_STARTUP")
+        return _get("RECOVERY_ON_STARTUP")
 
     @property
     def RECOVERY_HEARTBEAT_SECONDS(self) -> int:
-        return self._get("RECOVERY_HEARTBEAT_SECONDS")
+        return _get("RECOVERY_HEARTBEAT_SECONDS")
 
     @property
     def RECOVERY_WORKER_TIMEOUT_SECONDS(self) -> int:
         """A worker that has not beaten for this long is dead, and so are its runs."""
-        return self._get("RECOVERY_WORKER_TIMEOUT_SECONDS")
+        return _get("RECOVERY_WORKER_TIMEOUT_SECONDS")
 
     @property
     def RECOVERY_SWEEP_INTERVAL_SECONDS(self) -> int:
         """Seconds between periodic sweeps in each server and worker; 0 turns them off."""
-        return self._get("RECOVERY_SWEEP_INTERVAL_SECONDS")
+        return _get("RECOVERY_SWEEP_INTERVAL_SECONDS")
 
     @property
     def RECOVERY_SHUTDOWN_GRACE_SECONDS(self) -> int:
         """How long a stopping worker may take to finish its batch before it is cut off."""
-        return self._get("RECOVERY_SHUTDOWN_GRACE_SECONDS")
+        return _get("RECOVERY_SHUTDOWN_GRACE_SECONDS")
 
     @property
     def RECOVERY_MAX_ATTEMPTS(self) -> int:
         """A run whose worker died this many times is failed instead of handed back again."""
-        return self._get("RECOVERY_MAX_ATTEMPTS")
+        return _get("RECOVERY_MAX_ATTEMPTS")
 
     @property
     def RECOVERY_HOSTNAME(self) -> str:
         """The host name workers register under; empty means the machine's own. A worker's
         process is checked locally only by processes that register under the same name."""
-        return self._get("RECOVERY_HOSTNAME")
+        return _get("RECOVERY_HOSTNAME")
 
     @property
     def RECOVERY_RUN_TASK(self) -> str:
         """The django.tasks task that executes a run, called with the run's id."""
-        return self._get("RECOVERY_RUN_TASK")
+        return _get("RECOVERY_RUN_TASK")
 
     @property
     def RECOVERY_POLICY(self) -> str:
         """`fail` a dead run (keeping its results), or `resume` it: back to the queue."""
-        return self._get("RECOVERY_POLICY")
+        return _get("RECOVERY_POLICY")
 
     @property
     def METRICS_TOKEN(self) -> str:
         """The bearer token that may read /metrics; "" for none."""
-        return self._get("METRICS_TOKEN")
+        return _get("METRICS_TOKEN")
 
     @property
     def METRICS_ALLOWED_NETWORKS(self) -> tuple[IPv4Network | IPv6Network, ...]:
         """Client networks that may read /metrics without a token; empty for none."""
-        return self._get("METRICS_ALLOWED_NETWORKS")
+        return _get("METRICS_ALLOWED_NETWORKS")
 
 
 conf = RecoverySettings()

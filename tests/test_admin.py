@@ -155,7 +155,7 @@ def test_stuck_column_follows_the_configured_timeout(operator_client, make_run, 
     run = make_run(created_minutes_ago=20, heartbeat_minutes_ago=10)
     assert text(rows(operator_client.get(RUNS_URL))[run.pk]["stuck"]) == "Yes"
 
-    settings.STUCK_RUN_TIMEOUT_MINUTES = "15"
+    settings.STUCK_RUN_TIMEOUT_MINUTES = 15
 
     assert text(rows(operator_client.get(RUNS_URL))[run.pk]["stuck"]) == "No"
 
@@ -219,7 +219,7 @@ def test_stuck_filter_no_lists_live_and_finished_runs(operator_client, mixed_run
 
 
 def test_stuck_filter_uses_the_configured_timeout(operator_client, mixed_runs, settings):
-    settings.STUCK_RUN_TIMEOUT_MINUTES = "7"
+    settings.STUCK_RUN_TIMEOUT_MINUTES = 7
 
     response = operator_client.get(RUNS_URL, {"stuck": "yes"})
 
@@ -429,7 +429,7 @@ def test_mark_stuck_reports_success_when_nothing_was_skipped(operator_client, ma
 
 
 def test_mark_stuck_uses_the_configured_timeout(operator_client, make_run, settings):
-    settings.STUCK_RUN_TIMEOUT_MINUTES = "10"
+    settings.STUCK_RUN_TIMEOUT_MINUTES = 10
     silent_9 = make_run(created_minutes_ago=30, heartbeat_minutes_ago=9)
 
     response = post_action(operator_client, "mark_stuck_failed", [silent_9])

@@ -415,7 +415,7 @@ def test_the_csv_download_neutralises_formulas(client, alice, make_run):
 # --- throttling -------------------------------------------------------------------------------------
 
 
-@override_settings(AUTH_FAILURE_LIMIT="3", AUTH_FAILURE_WINDOW_SECONDS="60")
+@override_settings(AUTH_FAILURE_LIMIT=3, AUTH_FAILURE_WINDOW_SECONDS=60)
 @pytest.mark.parametrize("url", ["/accounts/login/", "/admin/login/"])
 def test_failed_sign_ins_are_throttled_with_retry_after_and_logged(client, alice, url, caplog):
     alice.set_password("right-password")
@@ -438,7 +438,7 @@ def test_failed_sign_ins_are_throttled_with_retry_after_and_logged(client, alice
     assert other.status_code == 302
 
 
-@override_settings(AUTH_FAILURE_LIMIT="3", RECOVERY_API_TOKEN=TOKEN)
+@override_settings(AUTH_FAILURE_LIMIT=3, RECOVERY_API_TOKEN=TOKEN)
 def test_failed_bearer_tokens_are_throttled_even_the_right_one_then(client, caplog):
     caplog.set_level(logging.INFO, logger="recovery.throttle")
     for _ in range(3):
@@ -450,7 +450,7 @@ def test_failed_bearer_tokens_are_throttled_even_the_right_one_then(client, capl
     assert "Refused API token from 127.0.0.1" in caplog.text
 
 
-@override_settings(AUTH_FAILURE_LIMIT="2", AUTH_CLIENT_IP_HEADER="X-Forwarded-For")
+@override_settings(AUTH_FAILURE_LIMIT=2, AUTH_CLIENT_IP_HEADER="X-Forwarded-For")
 def test_behind_a_proxy_clients_are_told_apart_by_the_forwarded_address(client):
     def attempt(address: str) -> int:
         headers = {"Authorization": "Bearer wrong", "X-Forwarded-For": f"6.6.6.6, {address}"}
@@ -570,15 +570,29 @@ def test_check_deploy_has_no_warnings_with_the_documented_production_settings():
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("CONN_MAX_AGE", "abc", "Setting CONN_MAX_AGE='abc' is invalid: not a whole number"),
+        ("CONN_MAX_AGE", "abc", "Setting CONN_MAX_AGE is invalid: 'abc' is not a whole number"),
         (
             "DATABASE_URL",
             "postgres://app:hunter2@db:port/q",
-            "Setting DATABASE_URL='postgres://app:********@db:port/q' is invalid",
+            "Setting DATABASE_URL is invalid: 'postgres://app:********@db:port/q' is not a URL",
         ),
-        ("TIME_ZONE", "Mars/Olympus", "Setting TIME_ZONE='Mars/Olympus' is invalid"),
-        ("SECURE_HSTS_SECONDS", "\u0661", "Setting SECURE_HSTS_SECONDS='\u0661' is invalid"),
-        ("DEBUG", "maybe", "Setting DEBUG='maybe' is invalid: not a boolean"),
+        ("TIME_ZONE", "Mars/Olympus", "Setting TIME_ZONE is invalid: 'Mars/Olympus' is not"),
+        ("SECURE_HSTS_SECONDS", "\u0661", "Setting SECURE_HSTS_SECONDS is invalid: '\u0661' is"),
+        ("DEBUG", "maybe", "Setting DEBUG is invalid: 'maybe' is not a boolean"),
+        # The apps' settings too: each typed once, in settings.py.
+        ("RECOVERY_POLICY", "sometimes", "Setting RECOVERY_POLICY is invalid: 'sometimes' is not"),
+        (
+            "RECOVERY_HEARTBEAT_SECONDS",
+            "0",
+            "Setting RECOVERY_HEARTBEAT_SECONDS is invalid: '0' is not a positive integer",
+        ),
+        (
+            "METRICS_ALLOWED_NETWORKS",
+            "10.0.0.0/33",
+            "Setting METRICS_ALLOWED_NETWORKS is invalid: '10.0.0.0/33' is not a network",
+        ),
+        ("QUALIFIER_MIN_SCORE", "200", "Setting QUALIFIER_MIN_SCORE is invalid: '200' is not"),
+        ("QUALIFIER_SCORER", "scorer", "Setting QUALIFIER_SCORER is invalid: 'scorer' is not"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it_and_its_value(name, value, message):

@@ -91,5 +91,5 @@ def test_a_bad_log_format_stops_the_process_with_one_line(process_database):
     result = processes.manage(["check"], process_database, LOG_FORMAT="xml")
     assert result.returncode == 4
     assert result.stderr.strip() == (
-        "Error: Setting LOG_FORMAT='xml' is invalid: not a log format: use one of text, json."
+        "Error: Setting LOG_FORMAT is invalid: 'xml' is not one of text, json."
     )

@@ -14,6 +14,7 @@ from django.test import override_settings
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.values import parse_networks
 from qualifier.execution import execute
 from recovery import health, sweep
 from recovery.models import (
@@ -258,12 +259,14 @@ def test_metrics_need_the_right_bearer_token(client, db, authorization, status):
     ],
 )
 def test_metrics_are_open_only_to_the_allowed_networks(client, db, networks, address, status):
-    with override_settings(METRICS_ALLOWED_NETWORKS=networks):
+    with override_settings(METRICS_ALLOWED_NETWORKS=parse_networks(networks)):
         assert client.get("/metrics", REMOTE_ADDR=address).status_code == status
 
 
 def test_a_token_or_an_allowed_network_each_admit_a_scrape(client, db):
-    with override_settings(METRICS_TOKEN=TOKEN, METRICS_ALLOWED_NETWORKS="10.0.0.0/8"):
+    with override_settings(
+        METRICS_TOKEN=TOKEN, METRICS_ALLOWED_NETWORKS=parse_networks("10.0.0.0/8")
+    ):
         assert client.get("/metrics", REMOTE_ADDR="10.0.0.9").status_code == 200
         outside = client.get("/metrics", REMOTE_ADDR="8.8.8.8")
         assert outside.status_code == 401
@@ -298,7 +301,8 @@ def test_bad_metrics_settings_stop_the_server_with_a_check(setting, value, check
 def test_good_metrics_settings_pass_the_checks():
     from recovery.checks import check_recovery_settings
 
-    with override_settings(METRICS_TOKEN=TOKEN, METRICS_ALLOWED_NETWORKS="10.0.0.0/8, ::1"):
+    networks = parse_networks("10.0.0.0/8, ::1")
+    with override_settings(METRICS_TOKEN=TOKEN, METRICS_ALLOWED_NETWORKS=networks):
         assert check_recovery_settings() == []
 
 

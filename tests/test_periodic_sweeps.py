@@ -72,7 +72,7 @@ def test_interval_zero_turns_periodic_sweeps_off(make_run):
     make_run(created_minutes_ago=30)
     stop = Rounds(5)
 
-    with override_settings(RECOVERY_SWEEP_INTERVAL_SECONDS="0"):
+    with override_settings(RECOVERY_SWEEP_INTERVAL_SECONDS=0):
         sweep_in_a_thread(stop)
 
     assert stop.waits == []

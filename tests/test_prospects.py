@@ -265,9 +265,9 @@ def test_more_rows_than_allowed_are_rejected_as_too_many():
 
 def test_the_row_limit_defaults_to_the_qualifier_max_prospects_setting():
     data = csv_bytes("name,company", *(f"P{i},C" for i in range(4)))
-    with override_settings(QUALIFIER_MAX_PROSPECTS="3"):
+    with override_settings(QUALIFIER_MAX_PROSPECTS=3):
         assert isinstance(rejected(data), TooManyProspects)
-    with override_settings(QUALIFIER_MAX_PROSPECTS="4"):
+    with override_settings(QUALIFIER_MAX_PROSPECTS=4):
         assert len(parse_csv(data)) == 4
 
 

@@ -123,7 +123,7 @@ def test_the_old_task_of_a_resumed_run_is_marked_failed(make_run):
     assert QualificationRun.objects.get(pk=run.pk).task_id != str(old.id)
 
 
-@override_settings(RECOVERY_MAX_ATTEMPTS="3")
+@override_settings(RECOVERY_MAX_ATTEMPTS=3)
 def test_the_crash_loop_guard_fails_a_run_whose_worker_died_on_each_attempt_even_under_resume(
     make_run,
 ):

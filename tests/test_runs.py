@@ -111,7 +111,7 @@ def test_a_run_without_prospects_is_rejected_and_nothing_is_created(user):
     assert not QualificationRun.objects.exists()
 
 
-@override_settings(QUALIFIER_MAX_PROSPECTS="2")
+@override_settings(QUALIFIER_MAX_PROSPECTS=2)
 def test_a_run_with_too_many_prospects_is_rejected_and_nothing_is_created(user):
     with pytest.raises(TooManyProspects):
         create_run(user=user, prospects=prospects(3))

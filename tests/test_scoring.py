@@ -151,7 +151,7 @@ def test_the_scoring_delay_setting_slows_the_default_scorer(monkeypatch):
     slept: list[float] = []
     monkeypatch.setattr(scoring.time, "sleep", slept.append)
     score()
-    with override_settings(QUALIFIER_SCORING_DELAY_MS="250"):
+    with override_settings(QUALIFIER_SCORING_DELAY_MS=250):
         score()
     assert slept == [0.25]
 

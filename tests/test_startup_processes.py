@@ -490,19 +490,19 @@ def _refusals(url: str, tmp_path: Path, env: dict[str, str]) -> dict[str, tuple[
     [
         (
             {"STUCK_RUN_TIMEOUT_MINUTES": "abc"},
-            "(recovery.E001) Setting STUCK_RUN_TIMEOUT_MINUTES is invalid: 'abc'",
+            "Error: Setting STUCK_RUN_TIMEOUT_MINUTES is invalid: 'abc' is not a positive integer",
         ),
         (
             {"STUCK_RUN_TIMEOUT_MINUTES": "0"},
-            "(recovery.E001) Setting STUCK_RUN_TIMEOUT_MINUTES is invalid: '0'",
+            "Error: Setting STUCK_RUN_TIMEOUT_MINUTES is invalid: '0' is not a positive integer",
         ),
         (
             {"STUCK_RUN_TIMEOUT_MINUTES": "-3"},
-            "(recovery.E001) Setting STUCK_RUN_TIMEOUT_MINUTES is invalid: '-3'",
+            "Error: Setting STUCK_RUN_TIMEOUT_MINUTES is invalid: '-3' is not a positive integer",
         ),
         (
             {"RECOVERY_ON_STARTUP": "maybe"},
-            "(recovery.E002) Setting RECOVERY_ON_STARTUP is invalid: 'maybe'",
+            "Error: Setting RECOVERY_ON_STARTUP is invalid: 'maybe' is not a boolean",
         ),
         (
             {"STUCK_RUN_TIMEOUT_MINUTES": "1", "RECOVERY_HEARTBEAT_SECONDS": "40"},
@@ -511,7 +511,7 @@ def _refusals(url: str, tmp_path: Path, env: dict[str, str]) -> dict[str, tuple[
     ],
     ids=["timeout-abc", "timeout-0", "timeout-minus-3", "on-startup-maybe", "heartbeat-too-slow"],
 )
-def test_bad_recovery_settings_stop_servers_and_commands_with_the_check_and_touch_nothing(
+def test_bad_recovery_settings_stop_servers_and_commands_and_touch_nothing(
     process_database, tmp_path, env, message
 ):
     run_ids = seed_stuck_runs(process_database, 2)
@@ -526,14 +526,16 @@ def test_bad_recovery_settings_stop_servers_and_commands_with_the_check_and_touc
 def test_bad_recovery_setting_keeps_runserver_with_autoreload_from_serving(
     process_database, tmp_path
 ):
-    """Under the autoreloader runserver waits for a fix instead of exiting; it serves nothing
-    and touches nothing meanwhile."""
+    """Under the autoreloader runserver waits for a fix of what a system check refuses (here
+    two settings that do not fit together) instead of exiting; it serves nothing and touches
+    nothing meanwhile. (A value the environment cannot be read as stops it at once, above.)"""
     run_ids = seed_stuck_runs(process_database, 1)
     port = free_port()
+    slow_heartbeat = {"STUCK_RUN_TIMEOUT_MINUTES": "1", "RECOVERY_HEARTBEAT_SECONDS": "40"}
     with running(
-        runserver(port), process_database, tmp_path / "rs.log", STUCK_RUN_TIMEOUT_MINUTES="abc"
+        runserver(port), process_database, tmp_path / "rs.log", **slow_heartbeat
     ) as server:
-        assert server.wait_for_output("(recovery.E001) Setting STUCK_RUN_TIMEOUT_MINUTES")
+        assert server.wait_for_output("(recovery.E004) RECOVERY_HEARTBEAT_SECONDS (40)")
         assert server.wait_for_output("System check identified")
         with (
             pytest.raises(ConnectionRefusedError),

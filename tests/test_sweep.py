@@ -135,7 +135,7 @@ def test_a_processing_run_is_dead_when_its_worker_is_gone_or_silent(make_run):
 def test_the_worker_timeout_comes_from_the_setting(make_run):
     run = make_run(started_minutes_ago=1, worker_beat_seconds_ago=45)
 
-    with override_settings(RECOVERY_WORKER_TIMEOUT_SECONDS="60"):
+    with override_settings(RECOVERY_WORKER_TIMEOUT_SECONDS=60):
         assert run not in stuck_runs(5)
     assert run in stuck_runs(5)
 
@@ -188,7 +188,7 @@ def test_finished_runs_are_never_stuck(make_run, status):
 def test_the_timeout_comes_from_the_setting(make_run):
     make_run(created_minutes_ago=8, started_minutes_ago=8)
 
-    with override_settings(STUCK_RUN_TIMEOUT_MINUTES="10"):
+    with override_settings(STUCK_RUN_TIMEOUT_MINUTES=10):
         assert recover_stuck_runs(source="command", log=False).stuck_count == 0
     with override_settings(STUCK_RUN_TIMEOUT_MINUTES=7):
         assert recover_stuck_runs(source="command", log=False).stuck_count == 1

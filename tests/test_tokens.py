@@ -371,7 +371,7 @@ def test_every_401_carries_the_bearer_challenge(path):
         assert response["WWW-Authenticate"] == CHALLENGE
 
 
-@override_settings(AUTH_FAILURE_LIMIT="3")
+@override_settings(AUTH_FAILURE_LIMIT=3)
 def test_failed_personal_tokens_are_throttled_even_the_right_one_then(alice_token):
     client = Client()
     for _ in range(3):

@@ -373,7 +373,7 @@ def test_a_stop_request_writes_the_batch_in_hand_and_the_run_is_handed_back(this
 
 
 @pytest.mark.django_db
-@override_settings(RECOVERY_MAX_ATTEMPTS="2")
+@override_settings(RECOVERY_MAX_ATTEMPTS=2)
 def test_a_run_whose_worker_keeps_crashing_is_failed_after_the_max_attempts(this_worker):
     run = make_pending_run(4)
     for attempt in (1, 2):
