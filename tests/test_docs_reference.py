@@ -45,7 +45,7 @@ def environment_variables_read_by_settings() -> set[str]:
     """The names qualifier/settings.py reads from the environment: every `env.<reader>("NAME")`
     call, and each key of an `env.app_settings(PREFIX, defaults)` mapping as PREFIX + KEY."""
     tree = ast.parse((PROJECT / "qualifier" / "settings.py").read_text())
-    # QUALIFIER_DEFAULT_CRITERIA = env.app_settings("QUALIFIER_", defaults): one variable per
+    # QUALIFIER_DEFAULT_CRITERIA = env.criteria("QUALIFIER_", defaults): one variable per
     # key of the mapping that setting holds.
     groups = {
         id(node.value): node.targets[0].id
@@ -65,7 +65,7 @@ def environment_variables_read_by_settings() -> set[str]:
         ):
             continue
         name = call.args[0].value
-        if call.func.attr == "app_settings":
+        if call.func.attr in {"app_settings", "criteria"}:
             names |= {name + key.upper() for key in getattr(settings, groups[id(call)])}
         else:
             names.add(name)

@@ -491,7 +491,7 @@ def test_health_checks_answer_over_plain_http_when_https_is_enforced(client, db,
 
 
 @pytest.mark.usefixtures("metrics_on")
-@override_settings(RECOVERY_MAX_ATTEMPTS="3")
+@override_settings(RECOVERY_MAX_ATTEMPTS=3)
 def test_a_quarantined_prospect_is_counted_and_other_recoveries_are_not(client, make_run):
     assert scrape(client)["qualifier_quarantined_prospects_total"][()] == 0
     poison = make_run(deaths=2, completed=4, worker_beat_seconds_ago=None)

@@ -161,7 +161,7 @@ def earlier_deaths(run: QualificationRun, *stops: int) -> None:
         )
 
 
-@override_settings(RECOVERY_MAX_ATTEMPTS="3")
+@override_settings(RECOVERY_MAX_ATTEMPTS=3)
 def test_a_prospect_two_exact_deaths_stopped_at_is_quarantined_and_the_run_resumed(make_run):
     """Deaths that stopped at 0, then twice at 6 (the attempts after a death commit each
     result): prospect 7 crashed its worker twice; it is skipped and the run goes on."""
@@ -181,7 +181,7 @@ def test_a_prospect_two_exact_deaths_stopped_at_is_quarantined_and_the_run_resum
 
 @pytest.mark.parametrize(
     ("max_attempts", "stops"),
-    [("3", (0, 5)), ("3", (6, 0)), ("2", (6,))],
+    [(3, (0, 5)), (3, (6, 0)), (2, (6,))],
     ids=["three-places", "back-and-forth", "first-death-inexact"],
 )
 def test_deaths_that_do_not_point_at_one_prospect_are_the_crash_loop_guards(
@@ -203,7 +203,7 @@ def test_deaths_that_do_not_point_at_one_prospect_are_the_crash_loop_guards(
     assert not RecoveryEvent.objects.filter(quarantined_prospect__isnull=False).exists()
 
 
-@override_settings(RECOVERY_MAX_ATTEMPTS="3")
+@override_settings(RECOVERY_MAX_ATTEMPTS=3)
 def test_a_quarantine_starts_the_count_of_deaths_again(make_run):
     """A death after a quarantine is the first of a new count: resumed, not given up."""
     run = dead_run(make_run, attempts=4, deaths=0, completed=8)
