@@ -647,3 +647,39 @@ def test_retry_is_post_only_and_needs_the_csrf_token(alice, make_run):
     assert client.get(f"/runs/{run.pk}/retry/").status_code == 405
     assert client.post(f"/runs/{run.pk}/retry/").status_code == 403
     assert QualificationRun.objects.count() == 1
+
+
+# --- operators' details ------------------------------------------------------------------------
+
+
+def test_the_header_links_the_admin_for_staff_only(client, alice):
+    client.force_login(alice)
+    assert b'href="/admin/"' not in client.get("/").content
+    alice.is_staff = True
+    alice.save()
+    assert b'href="/admin/">Admin</a>' in client.get("/").content
+
+
+def test_a_count_of_zero_errored_is_not_shown_as_an_alarm(signed_in, alice):
+    run = QualificationRun.objects.create(
+        user=alice, status=RunStatus.COMPLETED, total=2, completed=2
+    )
+    add_results(run, [(Outcome.QUALIFIED, 90), (Outcome.NOT_QUALIFIED, 10)])
+    page = signed_in.get(f"/runs/{run.pk}/").content.decode()
+    assert re.search(r'class="count errored zero"[^>]*><span data-count="errored">0<', page)
+    assert re.search(r'class="count qualified"[^>]*><span data-count="qualified">1<', page)
+
+
+def test_moments_are_written_one_way_with_seconds_on_pages_and_in_the_admin(client, alice):
+    moment = timezone.make_aware(timezone.datetime(2026, 12, 7, 14, 5, 9), timezone.UTC)
+    run = QualificationRun.objects.create(
+        user=alice, status=RunStatus.COMPLETED, total=1, completed=1, created_at=moment
+    )
+    alice.is_staff = alice.is_superuser = True
+    alice.save()
+    client.force_login(alice)
+    written = "Dec 7, 2026, 14:05:09"
+    assert written in client.get(f"/runs/{run.pk}/").content.decode()
+    assert written in client.get("/").content.decode()
+    admin_page = client.get(f"/admin/recovery/qualificationrun/{run.pk}/change/")
+    assert written in admin_page.content.decode()

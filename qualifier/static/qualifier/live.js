@@ -58,7 +58,9 @@
       status.className = "status status-" + run.status.toLowerCase();
     }
     ["qualified", "not_qualified", "errored"].forEach(function (name) {
-      text(node.querySelector('[data-count="' + name + '"]'), run.counts[name]);
+      var count = node.querySelector('[data-count="' + name + '"]');
+      text(count, run.counts[name]);
+      if (count && count.parentNode.classList) count.parentNode.classList.toggle("zero", !run.counts[name]);
     });
   }
 
