@@ -628,7 +628,28 @@ def test_continue_sends_the_same_run_back_to_the_queue_and_hides_the_button(
     assert ">Continue</button>" not in page
     again = signed_in.post(f"/runs/{run.pk}/retry/", follow=True).content.decode()
     assert f"Run {run.pk} is already pending: it was continued" in again
+    # A second press (a double click without the page's script) is news, not a red failure.
+    assert 'class="message info"' in again and 'class="message error"' not in again
     assert ProspectResult.objects.filter(run=run).count() == 2
+
+
+def test_a_failed_run_says_what_to_do_next(signed_in, alice, make_run):
+    run = make_run(
+        RunStatus.FAILED, user=alice, total=2000, completed=122, failure_reason="worker crashed"
+    )
+    expected = "Press Continue to finish the remaining 1,878 prospects; the 122 results so far are kept."
+    page = signed_in.get(f"/runs/{run.pk}/").content.decode()
+    assert expected in page
+    assert "data-submit-once" in page  # the page's script sends the form once
+    assert expected in signed_in.get("/").content.decode()
+    done = make_run(RunStatus.FAILED, user=alice, total=3, completed=3, failure_reason="x")
+    assert "Every prospect has a result: download the CSV" in signed_in.get(
+        f"/runs/{done.pk}/"
+    ).content.decode()
+    one = make_run(RunStatus.FAILED, user=alice, total=3, completed=0, failure_reason="x")
+    assert "the remaining 3 prospects; nothing was scored yet." in signed_in.get(
+        f"/runs/{one.pk}/"
+    ).content.decode()
 
 
 def test_continue_of_a_run_that_is_not_failed_shows_why_and_changes_nothing(
