@@ -145,6 +145,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Run {run.pk} started with {run.total} prospects.")
+                for warning in form.prospects.warnings:
+                    messages.warning(request, warning)
                 return redirect("qualifier:run-detail", pk=run.pk)
     else:
         form = NewRunForm(defaults=defaults)

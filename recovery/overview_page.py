@@ -145,7 +145,7 @@ def context(overview: Overview, request: HttpRequest, admin_site: AdminSite) -> 
 
 
 def _day_label(moment: Any, today: Any) -> str:
-    """"Today" for the current local date, else the short weekday and day ("Mon 7")."""
+    """ "Today" for the current local date, else the short weekday and day ("Mon 7")."""
     return _("Today") if moment.date() == today else formats.date_format(moment, "D j")
 
 

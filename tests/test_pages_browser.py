@@ -98,9 +98,12 @@ def test_results_fill_while_processing_and_a_lost_connection_is_said_and_caught_
         page.route("**/api/**", lambda route: route.abort())
         banner = page.wait_for_selector("[data-connection-lost]", state="visible")
         assert banner.inner_text().startswith("Can't reach the server; retrying…")
-        assert page.locator("#run-summary [data-activity]").evaluate(
-            "node => getComputedStyle(node).visibility"
-        ) == "hidden"
+        assert (
+            page.locator("#run-summary [data-activity]").evaluate(
+                "node => getComputedStyle(node).visibility"
+            )
+            == "hidden"
+        )
         photograph(page, shots, "run-connection-lost")
 
         # Back: the banner goes, and the page catches up with the run, which has ended.
@@ -138,7 +141,20 @@ def test_a_failed_run_says_what_to_do_next_and_continue_is_sent_once(
             lambda request: posts.append(request.url) if request.method == "POST" else None,
         )
         page.set_viewport_size({"width": 1280, "height": 900})
-        page.dblclick("button:has-text('Continue')")
+        # A second press while the first is on its way sends nothing: the page's listener
+        # (which runs after the form's own) records whether each submit was let through, and
+        # holds the navigation back until the end.
+        form = "form[data-submit-once]"
+        page.evaluate(
+            "window.__submits = []; window.addEventListener('submit', event => {"
+            " window.__submits.push(event.defaultPrevented); event.preventDefault(); })"
+        )
+        page.click("button:has-text('Continue')")
+        page.wait_for_selector(f"{form} button:disabled")
+        assert page.inner_text(f"{form} button") == "Continuing…"
+        page.evaluate(f"document.querySelector('{form}').requestSubmit()")
+        assert page.evaluate("window.__submits") == [False, True]
+        page.evaluate(f"document.querySelector('{form}').submit()")  # no submit event: sent
         page.wait_for_selector(".message.success")
         # Read at once: the page reloads by itself when the continued run has finished.
         messages = page.evaluate(
