@@ -141,7 +141,7 @@ def stacked_bars(
         # would read as a bar).
         _element(grid, "line", x1=x, x2=x, y1=top, y2=base)
         _element(svg, "line", x1=x, x2=x, y1=base, y2=base + 6, stroke="currentColor")
-        if (end - index) * step >= 48:
+        if label and (end - index) * step >= 48:
             _element(
                 svg,
                 "text",

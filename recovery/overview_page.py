@@ -213,10 +213,15 @@ def day_chart(overview: Overview, series: list[charts.Series]) -> Any:
     today = timezone.localtime(overview.now).date()
     marks: list[tuple[int, str]] = []
     for index, hour in enumerate(hours):
-        if not index or hour.start.date() != hours[index - 1].start.date():
-            marks.append((index, f"{_day_label(hour.start, today)} {hour.start:%H:%M}"))
-        elif hour.start.hour % DAY_MARK_EVERY == 0 and index - marks[-1][0] >= DAY_MARK_EVERY:
-            marks.append((index, formats.time_format(hour.start, "H:i")))
+        clock = formats.time_format(hour.start, "H:i")
+        if index and hour.start.date() != hours[index - 1].start.date():
+            marks.append((index, f"{_day_label(hour.start, today)} {clock}"))
+        elif hour.start.hour % DAY_MARK_EVERY == 0 and (
+            not marks or index - marks[-1][0] >= DAY_MARK_EVERY
+        ):
+            marks.append((index, clock))
+    if not marks or marks[0][0]:
+        marks.insert(0, (0, ""))  # the first stretch has a tick, and no label of its own
     total = sum(hour.total for hour in hours)
     desc = ngettext(
         "%(n)d recovery in the last 24 hours, from %(since)s.",
