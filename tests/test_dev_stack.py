@@ -112,6 +112,7 @@ def test_a_killed_worker_comes_back_and_ctrl_c_still_stops_everything(process_da
             lambda: honcho.output.count("[Worker] Registered") >= 2, "it to register", honcho
         )
         assert "exited with status 137; starting it again" in honcho.output
+        assert alive(second) and not alive(first)
         assert honcho.popen.poll() is None, "honcho stopped the stack"
         assert wait_for_http(login, timeout=10) == 200
         every_process |= set(descendants(honcho.popen.pid))
