@@ -17,6 +17,8 @@
   var ACTIVE = { PENDING: true, PROCESSING: true };
 
   var connectionLost = document.querySelector("[data-connection-lost]");
+  // What a proxy answers while the application behind it is down or restarting.
+  var AWAY = [502, 503, 504];
 
   // A failed fetch, or a proxy's 502/503/504 while the application is away, means the server
   // cannot be reached; any other answer means it can.
@@ -28,7 +30,7 @@
   function getJSON(url) {
     return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
-        reachable(response.status < 500);
+        reachable(AWAY.indexOf(response.status) < 0);
         if (response.status === 401 || response.status === 403) {
           window.location.reload(); // signed out meanwhile: the page sends us to sign in
           throw new Error("not signed in");
