@@ -233,10 +233,7 @@ def _looks_known(name: str) -> str | None:
     normalized = normalize_column(name)
     spellings = {**{column: column for column in KNOWN_COLUMNS}, **COLUMN_ALIASES}
     close = difflib.get_close_matches(normalized, spellings, n=1, cutoff=0.8)
-    if close:
-        return spellings[close[0]]
-    words = set(normalized.split("_"))
-    return next((column for column in KNOWN_COLUMNS if column in words), None)
+    return spellings[close[0]] if close else None
 
 
 def parse_employees(value: str, *, decimal_mark: str = ".") -> int | None:

@@ -567,3 +567,13 @@ def test_common_header_spellings_are_read_and_a_near_miss_is_named_in_a_warning(
 def test_the_delimiter_of_a_csv_is_kept_for_its_download():
     assert parse_csv(csv_bytes("name;company", "Ada;Engines")).delimiter == ";"
     assert parse_csv(csv_bytes("name\tcompany", "Ada\tEngines")).delimiter == "\t"
+
+
+def test_columns_that_merely_share_a_word_with_a_known_one_are_not_warned_about():
+    prospects = parse_csv(
+        csv_bytes("name,company,Company Size,Email Opt-in,Emial", "Ada,Engines,50,yes,a@x.io")
+    )
+    assert prospects.warnings == [
+        "The column 'Emial' is kept as it is but not used: it looks like 'email', which is not "
+        "in the file. Rename it to 'email' if that is what it holds."
+    ]
