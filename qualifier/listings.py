@@ -60,10 +60,11 @@ def next_step(run: QualificationRun) -> str:
     left = run.total - run.completed
     if left <= 0:
         return "Every prospect has a result: download the CSV to see them all."
-    kept = (
-        f" the {run.completed:,} results so far are kept."
-        if run.completed
-        else " nothing was scored yet."
-    )
+    if run.completed == 1:
+        kept = " the result so far is kept."
+    elif run.completed:
+        kept = f" the {run.completed:,} results so far are kept."
+    else:
+        kept = " nothing was scored yet."
     prospects = "prospect" if left == 1 else "prospects"
     return f"Press Continue to finish the remaining {left:,} {prospects};{kept}"
