@@ -654,6 +654,11 @@ def test_a_failed_run_says_what_to_do_next(signed_in, alice, make_run):
         "the remaining 3 prospects; nothing was scored yet."
         in signed_in.get(f"/runs/{one.pk}/").content.decode()
     )
+    single = make_run(RunStatus.FAILED, user=alice, total=2, completed=1, failure_reason="x")
+    assert (
+        "the remaining 1 prospect; the result so far is kept."
+        in signed_in.get(f"/runs/{single.pk}/").content.decode()
+    )
 
 
 def test_continue_of_a_run_that_is_not_failed_shows_why_and_changes_nothing(
