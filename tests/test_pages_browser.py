@@ -154,6 +154,7 @@ def test_a_failed_run_says_what_to_do_next_and_continue_is_sent_once(
         assert page.inner_text(f"{form} button") == "Continuing…"
         page.evaluate(f"document.querySelector('{form}').requestSubmit()")
         assert page.evaluate("window.__submits") == [False, True]
+        photograph(page, shots, "run-continue-pressed")
         page.evaluate(f"document.querySelector('{form}').submit()")  # no submit event: sent
         page.wait_for_selector(".message.success")
         # Read at once: the page reloads by itself when the continued run has finished.
