@@ -1,35 +1,66 @@
-"""The results download: a run's prospects in the columns they were uploaded with, then their
-results, as CSV rows that can be uploaded again as a new run. The page (`/runs/<id>/results.csv`)
-and the API (`/api/qualify/runs/<id>/results.csv`) answer the same response."""
+"""The results download: every prospect of a run in the columns it was uploaded with, then its
+result (or "Not scored" where it has none yet), as CSV rows that can be uploaded again as a new
+run. The file starts with a UTF-8 byte-order mark and uses the upload's delimiter, so a
+spreadsheet opens it right in every locale. The page (`/runs/<id>/results.csv`) and the API
+(`/api/qualify/runs/<id>/results.csv`) answer the same response."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from django.db.models import F, QuerySet
 from django.http import StreamingHttpResponse
 
 from recovery.models import QualificationRun
 
-from .listings import ordered_results
-from .models import Prospect, ProspectResult, RunInput
+from .listings import RESULT_SORTS
+from .models import Outcome, Prospect, RunInput
 from .prospects import known_columns, normalize_column
 from .spreadsheets import FormulaSafeWriter
 
 #: What a run adds to each prospect's row.
 RESULT_COLUMNS = ("score", "outcome", "reasons", "error")
+#: The outcome cell of a prospect without a result (the run failed, or is still working).
+NOT_SCORED = "Not scored"
+#: Spreadsheets read a file that starts with it as UTF-8 rather than the locale's code page.
+BYTE_ORDER_MARK = "\ufeff"
+OUTCOME_LABELS = dict(Outcome.choices)
 #: The columns of a run created before runs recorded their input's columns.
 LEGACY_COLUMNS = ("name", "email", "company", "domain", "title", "industry", "employees", "country")
 
 Cell = Callable[[Prospect], str]
 
 
-def input_columns(run: QualificationRun) -> list[str]:
-    """The run's input columns as given, in their order."""
-    stored = RunInput.objects.filter(run=run).values_list("columns", flat=True).first()
+def input_shape(run: QualificationRun) -> tuple[list[str], str]:
+    """The run's input columns as given, in their order, and its CSV delimiter."""
+    stored = RunInput.objects.filter(run=run).values_list("columns", "delimiter").first()
     if stored is not None:
-        return list(stored)
+        return list(stored[0]), stored[1]
     first = Prospect.objects.filter(run=run).order_by("position").values_list("extra", flat=True)
-    return [*LEGACY_COLUMNS, *(first.first() or {})]
+    return [*LEGACY_COLUMNS, *(first.first() or {})], ","
+
+
+def prospects_with_results(run: QualificationRun, sort: str | None) -> QuerySet[Prospect]:
+    """Every prospect of the run with its result's fields (None without one: a prospect has at
+    most one result), by score when `sort` asks, else in input order."""
+    order = RESULT_SORTS.get(sort or "", ("prospect__position",))
+    return (
+        Prospect.objects.filter(run=run)
+        .annotate(
+            score=F("results__score"),
+            outcome=F("results__outcome"),
+            reasons=F("results__reasons"),
+            error=F("results__error"),
+        )
+        .order_by(*(_on_prospect(term) for term in order))
+    )
+
+
+def _on_prospect(term: object) -> object:
+    """A result ordering term (listings.RESULT_SORTS) as seen from the prospect."""
+    if isinstance(term, str):
+        return term.removeprefix("prospect__")
+    return term  # F("score") names the annotation of the same name
 
 
 def _cell(given: str, field: str | None) -> Cell:
@@ -61,20 +92,18 @@ def prospect_cells(columns: Sequence[str]) -> list[tuple[str, Cell]]:
     return cells
 
 
-def results_csv_rows(
-    run: QualificationRun, results: Iterable[ProspectResult]
-) -> Iterator[list[str]]:
-    """The header, then one row per result: the prospect's columns, then score, outcome,
-    reasons and error. Every cell of the download is produced here."""
-    cells = prospect_cells(input_columns(run))
+def results_csv_rows(columns: Sequence[str], prospects: Iterable[Prospect]) -> Iterator[list[str]]:
+    """The header, then one row per prospect (from prospects_with_results): its columns, then
+    score, outcome, reasons and error. Every cell of the download is produced here."""
+    cells = prospect_cells(columns)
     yield [header for header, _cell in cells] + list(RESULT_COLUMNS)
-    for result in results:
-        prospect = result.prospect
+    for prospect in prospects:
+        scored = prospect.outcome is not None
         yield [cell(prospect) for _header, cell in cells] + [
-            "" if result.score is None else str(result.score),
-            result.get_outcome_display(),
-            "; ".join(result.reasons),
-            result.error,
+            "" if prospect.score is None else str(prospect.score),
+            OUTCOME_LABELS[prospect.outcome] if scored else NOT_SCORED,
+            "; ".join(prospect.reasons or ()),
+            prospect.error or "",
         ]
 
 
@@ -85,11 +114,20 @@ class _Echo:
         return value
 
 
+def results_csv_lines(run: QualificationRun, sort: str | None) -> Iterator[str]:
+    """The download's text, line by line, the byte-order mark first."""
+    columns, delimiter = input_shape(run)
+    prospects = prospects_with_results(run, sort).iterator(chunk_size=2000)
+    writer = FormulaSafeWriter(_Echo(), delimiter=delimiter)
+    yield BYTE_ORDER_MARK
+    for row in results_csv_rows(columns, prospects):
+        yield writer.writerow(row)
+
+
 def results_csv_response(run: QualificationRun, sort: str | None) -> StreamingHttpResponse:
     """The run's results as a CSV attachment, streamed row by row (a run may hold thousands)."""
-    results = ordered_results(run, sort).iterator(chunk_size=2000)
-    writer = FormulaSafeWriter(_Echo())
-    lines = (writer.writerow(row) for row in results_csv_rows(run, results))
-    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(
+        results_csv_lines(run, sort), content_type="text/csv; charset=utf-8"
+    )
     response["Content-Disposition"] = f'attachment; filename="qualifier-run-{run.pk}-results.csv"'
     return response

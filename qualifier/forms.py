@@ -1,4 +1,5 @@
-"""The "New run" form: a CSV upload and the criteria, prefilled with the project's profile."""
+"""The "New run" form: a CSV or Excel upload and the criteria, prefilled with the project's
+profile."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from common.models import TOKEN_NAME_MAX_LENGTH
 
 from .conf import conf
 from .criteria import LIST_FIELDS, Criteria, CriteriaError
-from .prospects import ProspectData, ProspectErrors, ProspectInputError, parse_csv
+from .prospects import ParsedProspects, ProspectErrors, ProspectInputError, parse_upload
 from .uploads import describe_bytes
 
 #: The criteria fields in the order the form shows them.
@@ -64,10 +65,16 @@ class NewRunForm(forms.Form):
     """
 
     prospects_file = forms.FileField(
-        label="Prospects (CSV file)",
-        help_text="UTF-8 CSV with a header row. Required columns: name, company. Optional: "
-        "email, website or domain, title, industry, employees, country; other columns are kept.",
-        widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
+        label="Prospects (CSV or Excel file)",
+        help_text="A UTF-8 CSV file or an Excel workbook (.xlsx, its first sheet) with a header "
+        "row. Required columns: name, company. Optional: email, website or domain, title, "
+        "industry, employees, country; other columns are kept.",
+        widget=forms.ClearableFileInput(
+            attrs={
+                "accept": ".csv,.xlsx,text/csv,"
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+            }
+        ),
     )
     industries = _list_field("Industries", "Comma-separated. Empty: any industry.")
     min_employees = _number_field("Employees from", "Empty: no lower bound.", min=0)
@@ -92,7 +99,7 @@ class NewRunForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.defaults = defaults
         self.criteria = defaults
-        self.prospects: list[ProspectData] = []
+        self.prospects = ParsedProspects()
         #: Why the upload handler stopped the file (qualifier.uploads), which is then absent.
         self.upload_refused = upload_refused
         if upload_refused:
@@ -109,7 +116,7 @@ class NewRunForm(forms.Form):
                 f"{describe_bytes(limit)}. Split it into smaller files."
             )
         try:
-            self.prospects = parse_csv(upload.read())
+            self.prospects = parse_upload(upload.read(), name=upload.name or "")
         except ProspectErrors as exc:
             # Every bad line and value, one message each, so all can be fixed at once.
             raise ValidationError([sentence(text) for text in exc.messages()]) from None

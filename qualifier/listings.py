@@ -10,7 +10,7 @@ import datetime as dt
 from django.db.models import F, QuerySet
 
 from recovery import liveness
-from recovery.models import QualificationRun
+from recovery.models import QualificationRun, RunStatus
 
 from .models import ProspectResult
 
@@ -45,3 +45,21 @@ def ordered_results(run: QualificationRun, sort: str | None) -> QuerySet[Prospec
 
 def percent(run: QualificationRun) -> int:
     return 100 * run.completed // run.total if run.total else 0
+
+
+def next_step(run: QualificationRun) -> str:
+    """What the owner of a failed run can do now, said after its failure reason (which says
+    what happened): continue it for the prospects left, or take the results it has."""
+    if run.status != RunStatus.FAILED:
+        return ""
+    left = run.total - run.completed
+    if left <= 0:
+        return "Every prospect has a result: download the CSV to see them all."
+    if run.completed == 1:
+        kept = " the result so far is kept."
+    elif run.completed:
+        kept = f" the {run.completed:,} results so far are kept."
+    else:
+        kept = " nothing was scored yet."
+    prospects = "prospect" if left == 1 else "prospects"
+    return f"Press Continue to finish the remaining {left:,} {prospects};{kept}"

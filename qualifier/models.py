@@ -66,6 +66,9 @@ class RunInput(models.Model):
         related_name="input",
     )
     columns = models.JSONField(_("input columns"), default=list)
+    #: The CSV delimiter of the upload, which its download uses too: a spreadsheet set for a
+    #: locale whose decimal mark is a comma opens semicolon-separated files.
+    delimiter = models.CharField(_("CSV delimiter"), max_length=1, default=",")
 
     class Meta:
         verbose_name = _("run input")

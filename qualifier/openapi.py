@@ -160,7 +160,8 @@ def _schemas() -> dict[str, Any]:
         },
         "Prospect": {
             "type": "object",
-            "description": "One prospect, with the CSV's column names (in any case). "
+            "description": "One prospect, with the CSV's column names (in any case, or a "
+            "common spelling such as `E-Mail`, `Email Address`, `Company Name`, `Job Title`). "
             f"{' and '.join(REQUIRED_COLUMNS)} are required; any other key is kept as extra "
             "data (text, at most 1,000 characters each and 10,000 per prospect).",
             "required": list(REQUIRED_COLUMNS),
@@ -664,9 +665,12 @@ def document() -> dict[str, Any]:
                 "get": {
                     "operationId": "downloadRunResults",
                     "summary": "A run's results as CSV",
-                    "description": "The run page's Download CSV: every column of the upload, "
-                    "then `domain`, `score`, `outcome`, `reasons`, `error`; cells a "
-                    "spreadsheet would run as formulas start with `'`.",
+                    "description": "The run page's Download CSV: one row per prospect of the "
+                    "run, every column of the upload, then `domain`, `score`, `outcome`, "
+                    "`reasons`, `error` (a prospect without a result, as in a failed run, has "
+                    "the outcome `Not scored`). UTF-8 with a byte-order mark, in the upload's "
+                    "delimiter (comma for JSON and Excel uploads); cells a spreadsheet would "
+                    "run as formulas start with `'`.",
                     "tags": ["runs"],
                     "parameters": [RUN_ID, SORT],
                     "responses": {

@@ -1,17 +1,21 @@
-"""Reading prospects from a CSV upload or a JSON body.
+"""Reading prospects from an upload (CSV, or an Excel workbook) or a JSON body.
 
-Both formats share one set of column rules (`_Columns`), and both reject the input as a whole
+Every format shares one set of column rules (`_Columns`), and each rejects the input as a whole
 on its first error: a run is never created from half a file. Every error is a
-`ProspectInputError` whose text names the line (or JSON item) and the column, so a user can
-find and fix it in a spreadsheet.
+`ProspectInputError` whose text names the line (or row, or JSON item) and the column, so a user
+can find and fix it in a spreadsheet.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import difflib
 import io
 import json
 import re
+import warnings
+import zipfile
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field, fields
 from typing import Any
@@ -32,6 +36,18 @@ KNOWN_COLUMNS = (
     "employees",
     "country",
 )
+#: Other spellings of the known columns, normalized (see normalize_column).
+COLUMN_ALIASES = {
+    "e_mail": "email",
+    "email_address": "email",
+    "e_mail_address": "email",
+    "full_name": "name",
+    "company_name": "company",
+    "job_title": "title",
+    "website_url": "website",
+    "employee_count": "employees",
+    "number_of_employees": "employees",
+}
 REQUIRED_COLUMNS = ("name", "company")
 #: The database's column widths (qualifier.models.Prospect).
 MAX_LENGTHS = {
@@ -76,11 +92,21 @@ class ProspectData:
 
 class ParsedProspects(list[ProspectData]):
     """The prospects in input order, with the input's column names as given, in its order,
-    so a run's results can be downloaded in the shape they were uploaded."""
+    and its CSV delimiter, so a run's results can be downloaded in the shape they were
+    uploaded; and warnings about columns that were read but not used."""
 
-    def __init__(self, prospects: Iterable[ProspectData] = (), *, columns: Iterable[str] = ()):
+    def __init__(
+        self,
+        prospects: Iterable[ProspectData] = (),
+        *,
+        columns: Iterable[str] = (),
+        delimiter: str = ",",
+        warnings: Iterable[str] = (),
+    ):
         super().__init__(prospects)
         self.columns: tuple[str, ...] = tuple(columns)
+        self.delimiter = delimiter
+        self.warnings: list[str] = list(warnings)
 
 
 #: The most problems one input reports: each bad value of each bad row or item, in order.
@@ -194,6 +220,22 @@ def normalize_column(name: str) -> str:
     return _SEPARATORS.sub("_", name.strip().lower())
 
 
+def known_field(name: str) -> str | None:
+    """The known field a column fills ('E-Mail' -> 'email'), or None for extra data."""
+    normalized = normalize_column(name)
+    if normalized in KNOWN_COLUMNS:
+        return normalized
+    return COLUMN_ALIASES.get(normalized)
+
+
+def _looks_known(name: str) -> str | None:
+    """The known field that an extra column's name is a near miss of ('Emial' -> 'email')."""
+    normalized = normalize_column(name)
+    spellings = {**{column: column for column in KNOWN_COLUMNS}, **COLUMN_ALIASES}
+    close = difflib.get_close_matches(normalized, spellings, n=1, cutoff=0.8)
+    return spellings[close[0]] if close else None
+
+
 def parse_employees(value: str, *, decimal_mark: str = ".") -> int | None:
     """A whole number such as 250, 1,200 or 12 000; empty means unknown. Raises ValueError.
 
@@ -252,14 +294,16 @@ class _Columns:
                     f"the column name {show(given)} is {len(given):,} characters long; at most "
                     f"{MAX_COLUMN_NAME_LENGTH} are allowed."
                 )
-            if normalized in seen:
+            field_name = known_field(given)
+            key = field_name or normalized
+            if key in seen:
                 raise error(
-                    f"the column appears twice (as '{seen[normalized]}' and '{given}').",
+                    f"the column appears twice (as '{seen[key]}' and '{given}').",
                     column=given,
                 )
-            seen[normalized] = given
-            if normalized in KNOWN_COLUMNS:
-                known[normalized] = given
+            seen[key] = given
+            if field_name is not None:
+                known[field_name] = given
             elif len(extra) < max_extra:
                 extra[given] = given
             else:
@@ -276,6 +320,28 @@ class _Columns:
 
     def missing_required(self) -> list[str]:
         return [name for name in REQUIRED_COLUMNS if name not in self.known]
+
+    def warnings(self) -> list[str]:
+        """A sentence for each column that looks like a known one but is kept as extra data."""
+        found = []
+        for given in self.extra:
+            field_name = known_field(given) or _looks_known(given)
+            if field_name is None:
+                continue
+            if field_name == "website" and "domain" in self.known:
+                field_name = "domain"  # the domain column wins over the website
+            if field_name in self.known:
+                found.append(
+                    f"The column '{given}' is kept as it is but not used: the column "
+                    f"'{self.known[field_name]}' gives the prospect's {field_name}."
+                )
+            else:
+                found.append(
+                    f"The column '{given}' is kept as it is but not used: it looks like "
+                    f"'{field_name}', which is not in the file. Rename it to '{field_name}' "
+                    "if that is what it holds."
+                )
+        return found
 
     def build(
         self,
@@ -391,9 +457,32 @@ class _ErrorFactory:
 # --- CSV ----------------------------------------------------------------------------------
 
 
+#: How every kind of spreadsheet starts: an .xlsx is a ZIP archive, an .xls an OLE2 file.
+ZIP_MAGIC = b"PK\x03\x04"
+OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+XLSX_SUFFIX = ".xlsx"
+
+
+def parse_upload(data: bytes, *, name: str = "", max_rows: int | None = None) -> ParsedProspects:
+    """Reads an uploaded file by what it holds, whatever its name says: an Excel workbook
+    (.xlsx), or else CSV. An old .xls workbook, or another archive, is refused with what to do."""
+    if data.startswith(ZIP_MAGIC):
+        return parse_xlsx(data, max_rows=max_rows)
+    if data.startswith(OLE2_MAGIC):
+        raise ProspectInputError(
+            "the file is an Excel 97-2003 workbook (.xls), which cannot be read. Save it as "
+            "'Excel Workbook (.xlsx)' or 'CSV UTF-8' and upload it again."
+        )
+    if name.lower().endswith(XLSX_SUFFIX):
+        raise ProspectInputError(
+            "the file is named .xlsx but is not an Excel workbook. Save it from the "
+            "spreadsheet as 'Excel Workbook (.xlsx)' or 'CSV UTF-8' and upload it again."
+        )
+    return parse_csv(data, max_rows=max_rows)
+
+
 def parse_csv(data: bytes, *, max_rows: int | None = None) -> ParsedProspects:
     """Reads a UTF-8 CSV file (with or without a byte-order mark) with a header row."""
-    limit = _max_rows(max_rows)
     text = _decode(data)
     if not text.strip():
         raise ProspectInputError(
@@ -402,19 +491,36 @@ def parse_csv(data: bytes, *, max_rows: int | None = None) -> ParsedProspects:
             line=1,
         )
     delimiter = detect_delimiter(text)
-    rows = _csv_rows(text, delimiter)
+    return _parse_rows(
+        _csv_rows(text, delimiter),
+        line_label="Line",
+        delimiter=delimiter,
+        decimal_mark="," if delimiter == ";" else ".",
+        max_rows=max_rows,
+    )
+
+
+def _parse_rows(
+    rows: Iterator[tuple[int, list[str]]],
+    *,
+    line_label: str,
+    delimiter: str,
+    decimal_mark: str,
+    max_rows: int | None,
+) -> ParsedProspects:
+    """The prospects of a table's rows, (line or row number, cells), the first the header."""
+    limit = _max_rows(max_rows)
     first = next(rows, None)
     if first is None:
         raise ProspectInputError(
             "the file has no header row; it needs at least the columns 'name' and 'company'.",
             line=1,
+            line_label=line_label,
         )
     header_line, raw_header = first
     header = [name.strip() for name in raw_header]
     columns = _Columns.from_names(
-        header,
-        error=_ErrorFactory(header_line, "Line"),
-        decimal_mark="," if delimiter == ";" else ".",
+        header, error=_ErrorFactory(header_line, line_label), decimal_mark=decimal_mark
     )
     missing = columns.missing_required()
     if missing:
@@ -423,17 +529,23 @@ def parse_csv(data: bytes, *, max_rows: int | None = None) -> ParsedProspects:
             f"the required column is missing (found: {found}).",
             line=header_line,
             column=missing[0],
+            line_label=line_label,
         )
-    prospects = ParsedProspects(columns=[name for name in header if normalize_column(name)])
+    prospects = ParsedProspects(
+        columns=[name for name in header if normalize_column(name)],
+        delimiter=delimiter,
+        warnings=columns.warnings(),
+    )
     problems = _Problems()
     rows_read = 0
     for line, cells in rows:
-        error = _ErrorFactory(line, "Line")
+        error = _ErrorFactory(line, line_label)
         if rows_read >= limit:
             raise TooManyProspects(
                 f"the file has more than {limit:,} prospects; at most {limit:,} are allowed "
                 "per run. Split it into smaller files.",
                 line=line,
+                line_label=line_label,
             )
         rows_read += 1
         if problems.full:
@@ -451,9 +563,90 @@ def parse_csv(data: bytes, *, max_rows: int | None = None) -> ParsedProspects:
     problems.raise_any()
     if not prospects:
         raise ProspectInputError(
-            "the file has a header but no prospects below it.", line=header_line + 1
+            "the file has a header but no prospects below it.",
+            line=header_line + 1,
+            line_label=line_label,
         )
     return prospects
+
+
+# --- Excel ----------------------------------------------------------------------------------
+
+#: A workbook is a ZIP archive of XML: its parts together may unpack to at most this many
+#: times the upload limit, so a small file cannot unpack into gigabytes.
+MAX_XLSX_EXPANSION = 10
+
+
+def parse_xlsx(data: bytes, *, max_rows: int | None = None) -> ParsedProspects:
+    """Reads the first sheet of an Excel workbook (.xlsx), read-only, header in its first
+    non-blank row; errors name the sheet's row numbers. Limits as for CSV."""
+    from openpyxl import load_workbook  # only an upload of a workbook needs it
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(part.file_size for part in archive.infolist())
+            is_workbook = "xl/workbook.xml" in archive.namelist()
+    except zipfile.BadZipFile:
+        raise ProspectInputError(
+            "the file looks like an Excel workbook but is damaged. Save it again as "
+            "'Excel Workbook (.xlsx)' or 'CSV UTF-8' and upload it again."
+        ) from None
+    if not is_workbook:
+        raise ProspectInputError(
+            "the file is a ZIP archive but not an Excel workbook (.xlsx). Save the sheet as "
+            "'Excel Workbook (.xlsx)' or 'CSV UTF-8' and upload it again."
+        )
+    limit = MAX_XLSX_EXPANSION * conf.QUALIFIER_MAX_UPLOAD_BYTES
+    if unpacked > limit:
+        raise ProspectInputError(
+            f"the workbook unpacks to {unpacked:,} bytes; at most {limit:,} are read. Save "
+            "the sheet on its own, or as 'CSV UTF-8', and upload it again."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # openpyxl warns about styles it does not read
+            workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many kinds on a damaged workbook
+        raise ProspectInputError(
+            f"the workbook cannot be read ({type(exc).__name__}). Save it again as "
+            "'Excel Workbook (.xlsx)' or 'CSV UTF-8' and upload it again."
+        ) from None
+    try:
+        sheet = workbook.worksheets[0]
+        return _parse_rows(
+            _sheet_rows(sheet),
+            line_label="Row",
+            delimiter=",",
+            decimal_mark=".",
+            max_rows=max_rows,
+        )
+    finally:
+        workbook.close()
+
+
+def _sheet_rows(sheet: Any) -> Iterator[tuple[int, list[str]]]:
+    """(row number, cells as text) per non-blank row, trailing empty cells dropped."""
+    for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+        cells = [_cell_text(value) for value in values]
+        while cells and not cells[-1].strip():
+            cells.pop()
+        if cells:
+            yield number, cells
+
+
+def _cell_text(value: Any) -> str:
+    """A cell's value as the text a CSV export of it would hold."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    return str(value)
 
 
 def _decode(data: bytes) -> str:
@@ -590,18 +783,18 @@ def _json_text(value: Any, key: str, error: _ErrorFactory) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
-        if normalize_column(key) in KNOWN_COLUMNS:
+        if known_field(key) is not None:
             raise error(f"expected text or a number, got {_json_type(value)}.", column=key)
         return json.dumps(value)
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if normalize_column(key) == "employees":
+        if known_field(key) == "employees":
             if not value.is_integer():
                 raise error(f"{value!r} is not a whole number.", column=key)
             return str(int(value))
         return repr(value)
-    if normalize_column(key) in KNOWN_COLUMNS:
+    if known_field(key) is not None:
         raise error(f"expected text or a number, got {_json_type(value)}.", column=key)
     return json.dumps(value, ensure_ascii=False)
 

@@ -113,7 +113,9 @@ def create_run(
             batch_size=INSERT_BATCH_SIZE,
         )
         if isinstance(prospects, ParsedProspects) and prospects.columns:
-            RunInput.objects.create(run=run, columns=list(prospects.columns))
+            RunInput.objects.create(
+                run=run, columns=list(prospects.columns), delimiter=prospects.delimiter
+            )
         task_id = queue.queue_run(run.pk)
         if task_id:
             QualificationRun.objects.filter(pk=run.pk).update(task_id=task_id)

@@ -175,6 +175,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.time_zone("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# One way of writing a moment on the pages and in the admin (qualifier/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["qualifier.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

@@ -29,6 +29,7 @@ from .listings import (
     ACTIVE_LIMIT,
     RESULT_SORTS,
     RESULTS_PAGE_SIZE,
+    next_step,
     ordered_results,
     percent,
     run_duration,
@@ -95,6 +96,10 @@ class RunRow:
     def percent(self) -> int:
         return percent(self.run)
 
+    @property
+    def next_step(self) -> str:
+        return next_step(self.run)
+
 
 # --- pages --------------------------------------------------------------------------------------
 
@@ -140,6 +145,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Run {run.pk} started with {run.total} prospects.")
+                for warning in form.prospects.warnings:
+                    messages.warning(request, warning)
                 return redirect("qualifier:run-detail", pk=run.pk)
     else:
         form = NewRunForm(defaults=defaults)
@@ -186,7 +193,10 @@ def run_continue(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         continue_run(run, user=request.user)
     except (RetryNotAllowed, TooManyActiveRuns) as exc:
-        messages.error(request, str(exc))
+        # A second press while the first one's run is already back in the queue is news, not
+        # a failure: the run continues either way.
+        report = messages.info if run.is_active else messages.error
+        report(request, str(exc))
         return redirect("qualifier:run-detail", pk=run.pk)
     messages.success(
         request,

@@ -103,12 +103,15 @@ def stacked_bars(
     desc: str,
     y_title: str,
     x_title: str,
+    step: float = 4.0,
+    labels_on_ticks: bool = False,
 ) -> SafeString:
     """Vertical bars stacked by series, bottom to top in the order of `series`, with a count
     axis and gridlines on the left and, below, a tick and a label at each of `marks` (bar index,
-    label: a label is centred under its stretch of bars when there is room for it)."""
+    label: a label is centred under its stretch of bars when there is room for it, or with
+    `labels_on_ticks` under its tick, as a clock time is). Each bar is `step` units wide: a
+    week of hours fits in narrow bars, a day of hours in wide ones."""
     left, right, top, bottom, plot_height = 64, 8, 20, 64, 200
-    step = 4.0
     plot_width = step * len(bars)
     width, height = int(left + plot_width + right), top + plot_height + bottom
     svg = _svg(chart_id, width, height, title, desc)
@@ -138,12 +141,12 @@ def stacked_bars(
         # would read as a bar).
         _element(grid, "line", x1=x, x2=x, y1=top, y2=base)
         _element(svg, "line", x1=x, x2=x, y1=base, y2=base + 6, stroke="currentColor")
-        if (end - index) * step >= 48:
+        if label and (end - index) * step >= 48:
             _element(
                 svg,
                 "text",
                 label,
-                x=left + (index + end) * step / 2,
+                x=x if labels_on_ticks else left + (index + end) * step / 2,
                 y=base + 8,
                 text_anchor="middle",
                 dominant_baseline="hanging",

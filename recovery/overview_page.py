@@ -119,7 +119,9 @@ def context(overview: Overview, request: HttpRequest, admin_site: AdminSite) -> 
         "legend": _legend(overview, series),
         "days": [
             {
-                "label": _day(day.first_hour),
+                "label": _("Today")
+                if day.date == timezone.localtime(overview.now).date()
+                else _day(day.first_hour),
                 "from": formats.time_format(day.first_hour, "H:i")
                 if day.first_hour.hour or day.first_hour.minute
                 else "",
@@ -133,6 +135,7 @@ def context(overview: Overview, request: HttpRequest, admin_site: AdminSite) -> 
             for day in overview.days()
         ],
         "hourly_chart": hourly_chart(overview, series) if overview.recovered else None,
+        "day_chart": day_chart(overview, series) if overview.recovered else None,
         "dead_count": overview.dead_count,
         "dead_rows": [(bucket.label, bucket.count) for bucket in overview.dead_buckets],
         "dead_summary": dead_summary(overview),
@@ -141,8 +144,13 @@ def context(overview: Overview, request: HttpRequest, admin_site: AdminSite) -> 
     }
 
 
-def hourly_chart(overview: Overview, series: list[charts.Series]) -> Any:
-    bars = [
+def _day_label(moment: Any, today: Any) -> str:
+    """ "Today" for the current local date, else the short weekday and day ("Mon 7")."""
+    return _("Today") if moment.date() == today else formats.date_format(moment, "D j")
+
+
+def _bars(hours: list[Any], series: list[charts.Series]) -> list[charts.Bar]:
+    return [
         charts.Bar(
             tooltip=_hour(hour.start)
             + ": "
@@ -153,14 +161,19 @@ def hourly_chart(overview: Overview, series: list[charts.Series]) -> Any:
             ),
             counts=hour.counts,
         )
-        for hour in overview.hours
+        for hour in hours
     ]
-    marks = [(0, formats.date_format(overview.hours[0].start, "D j"))]
+
+
+def hourly_chart(overview: Overview, series: list[charts.Series]) -> Any:
+    bars = _bars(overview.hours, series)
+    today = timezone.localtime(overview.now).date()
+    marks = [(0, _day_label(overview.hours[0].start, today))]
     for index, (before, hour) in enumerate(
         zip(overview.hours, overview.hours[1:], strict=False), start=1
     ):
         if hour.start.date() != before.start.date():
-            marks.append((index, formats.date_format(hour.start, "D j")))
+            marks.append((index, _day_label(hour.start, today)))
     busiest = max(overview.hours, key=lambda hour: hour.total)
     causes = ", ".join(f"{count} {part.label.lower()}" for part, count in _legend(overview, series))
     desc = (
@@ -185,6 +198,47 @@ def hourly_chart(overview: Overview, series: list[charts.Series]) -> Any:
         desc=desc,
         y_title=_("Recoveries per hour"),
         x_title=_("Day (times in %(zone)s)") % {"zone": timezone.get_current_timezone_name()},
+    )
+
+
+#: The day chart's last hours, and how often an hour is labelled on it.
+DAY_HOURS = 24
+DAY_MARK_EVERY = 3
+
+
+def day_chart(overview: Overview, series: list[charts.Series]) -> Any:
+    """The last 24 hours of the hourly chart, one wide bar per hour: a label every three hours,
+    and "Today" at local midnight, so the hours of today read apart from yesterday's."""
+    hours = overview.hours[-DAY_HOURS:]
+    today = timezone.localtime(overview.now).date()
+    marks: list[tuple[int, str]] = []
+    for index, hour in enumerate(hours):
+        clock = formats.time_format(hour.start, "H:i")
+        if index and hour.start.date() != hours[index - 1].start.date():
+            marks.append((index, f"{_day_label(hour.start, today)} {clock}"))
+        elif hour.start.hour % DAY_MARK_EVERY == 0 and (
+            not marks or index - marks[-1][0] >= DAY_MARK_EVERY
+        ):
+            marks.append((index, clock))
+    if not marks or marks[0][0]:
+        marks.insert(0, (0, ""))  # the first stretch has a tick, and no label of its own
+    total = sum(hour.total for hour in hours)
+    desc = ngettext(
+        "%(n)d recovery in the last 24 hours, from %(since)s.",
+        "%(n)d recoveries in the last 24 hours, from %(since)s.",
+        total,
+    ) % {"n": total, "since": _hour(hours[0].start)}
+    return charts.stacked_bars(
+        "recoveries-last-day",
+        _bars(hours, series),
+        series,
+        marks=marks,
+        title=_("Recoveries per hour by cause, last 24 hours"),
+        desc=desc,
+        y_title=_("Recoveries per hour"),
+        x_title=_("Hour (times in %(zone)s)") % {"zone": timezone.get_current_timezone_name()},
+        step=24.0,
+        labels_on_ticks=True,
     )
 
 

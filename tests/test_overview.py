@@ -237,7 +237,7 @@ def test_the_charts_are_well_formed_svg_with_a_title_and_a_description(operator_
     recover_stuck_runs(source=RecoverySource.SWEEPER, log=False)
     response = operator_client.get(URL)
     found = charts(response)
-    assert set(found) == {"recoveries-per-hour", "dead-run-active"}
+    assert set(found) == {"recoveries-last-day", "recoveries-per-hour", "dead-run-active"}
     for chart_id, svg in found.items():
         assert svg.get("role") == "img"
         assert svg.get("aria-labelledby") == f"{chart_id}-title {chart_id}-desc"
@@ -345,3 +345,21 @@ def test_the_page_labels_days_and_hours_in_the_site_time_zone(operator_client, s
 )
 def test_axes_end_on_round_numbers(top, expected):
     assert nice_scale(top) == expected
+
+
+def test_the_last_24_hours_are_drawn_beside_the_week_with_today_labelled(operator_client):
+    now = timezone.now()
+    events_at(now - dt.timedelta(minutes=5), now - dt.timedelta(hours=30))
+    response = operator_client.get(URL)
+    found = charts(response)
+    assert set(found) == {"recoveries-last-day", "recoveries-per-hour", "dead-run-active"}
+    day = found["recoveries-last-day"]
+    # One wide bar per hour of the last 24 (the event of 30 hours ago is not among them).
+    assert len(list(day.iter(f"{SVG}rect"))) == 1
+    assert "1 recovery in the last 24 hours" in day.find(f"{SVG}desc").text
+    labels = [node.text for node in day.iter(f"{SVG}text") if node.get("class") == "tick"]
+    assert any(label.startswith("Today") for label in labels), labels
+    # The table names today "Today" rather than by its date.
+    assert "Today" in text(response).split("Recoveries per day", 1)[1]
+    page = response.content.decode()
+    assert page.index('id="recoveries-last-day"') < page.index('id="recoveries-per-hour"')

@@ -483,7 +483,7 @@ def test_the_continue_button_hides_when_it_does_not_apply(
 def download(client: Client, run: QualificationRun) -> list[list[str]]:
     response = client.get(f"/runs/{run.pk}/results.csv")
     assert response.status_code == 200
-    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
 
 
 def test_results_download_is_a_csv_of_every_result(signed_in, alice, make_run):
@@ -499,7 +499,7 @@ def test_results_download_is_a_csv_of_every_result(signed_in, alice, make_run):
         response["Content-Disposition"]
         == f'attachment; filename="qualifier-run-{run.pk}-results.csv"'
     )
-    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
     # A run from before runs recorded their input's columns: the known columns.
     assert rows[0] == [
         "name",
@@ -632,7 +632,37 @@ def test_continue_sends_the_same_run_back_to_the_queue_and_hides_the_button(
     assert ">Continue</button>" not in page
     again = signed_in.post(f"/runs/{run.pk}/continue/", follow=True).content.decode()
     assert f"Run {run.pk} is already pending: it was continued" in again
+    # A second press (a double click without the page's script) is news, not a red failure.
+    assert 'class="message info"' in again and 'class="message error"' not in again
     assert ProspectResult.objects.filter(run=run).count() == 2
+
+
+def test_a_failed_run_says_what_to_do_next(signed_in, alice, make_run):
+    run = make_run(
+        RunStatus.FAILED, user=alice, total=2000, completed=122, failure_reason="worker crashed"
+    )
+    expected = (
+        "Press Continue to finish the remaining 1,878 prospects; the 122 results so far are kept."
+    )
+    page = signed_in.get(f"/runs/{run.pk}/").content.decode()
+    assert expected in page
+    assert "data-submit-once" in page  # the page's script sends the form once
+    assert expected in signed_in.get("/").content.decode()
+    done = make_run(RunStatus.FAILED, user=alice, total=3, completed=3, failure_reason="x")
+    assert (
+        "Every prospect has a result: download the CSV"
+        in signed_in.get(f"/runs/{done.pk}/").content.decode()
+    )
+    one = make_run(RunStatus.FAILED, user=alice, total=3, completed=0, failure_reason="x")
+    assert (
+        "the remaining 3 prospects; nothing was scored yet."
+        in signed_in.get(f"/runs/{one.pk}/").content.decode()
+    )
+    single = make_run(RunStatus.FAILED, user=alice, total=2, completed=1, failure_reason="x")
+    assert (
+        "the remaining 1 prospect; the result so far is kept."
+        in signed_in.get(f"/runs/{single.pk}/").content.decode()
+    )
 
 
 def test_continue_of_a_run_that_is_not_failed_shows_why_and_changes_nothing(
@@ -651,3 +681,116 @@ def test_retry_is_post_only_and_needs_the_csrf_token(alice, make_run):
     assert client.get(f"/runs/{run.pk}/continue/").status_code == 405
     assert client.post(f"/runs/{run.pk}/continue/").status_code == 403
     assert QualificationRun.objects.count() == 1
+
+
+# --- operators' details ------------------------------------------------------------------------
+
+
+def test_the_header_links_the_admin_for_staff_only(client, alice):
+    client.force_login(alice)
+    assert b'href="/admin/"' not in client.get("/").content
+    alice.is_staff = True
+    alice.save()
+    assert b'href="/admin/">Admin</a>' in client.get("/").content
+
+
+def test_a_count_of_zero_errored_is_not_shown_as_an_alarm(signed_in, alice):
+    run = QualificationRun.objects.create(
+        user=alice, status=RunStatus.COMPLETED, total=2, completed=2
+    )
+    add_results(run, [(Outcome.QUALIFIED, 90), (Outcome.NOT_QUALIFIED, 10)])
+    page = signed_in.get(f"/runs/{run.pk}/").content.decode()
+    assert re.search(r'class="count errored zero"[^>]*><span data-count="errored">0<', page)
+    assert re.search(r'class="count qualified"[^>]*><span data-count="qualified">1<', page)
+
+
+def test_moments_are_written_one_way_with_seconds_on_pages_and_in_the_admin(client, alice):
+    moment = timezone.make_aware(timezone.datetime(2026, 12, 7, 14, 5, 9), timezone.UTC)
+    run = QualificationRun.objects.create(
+        user=alice, status=RunStatus.COMPLETED, total=1, completed=1, created_at=moment
+    )
+    alice.is_staff = alice.is_superuser = True
+    alice.save()
+    client.force_login(alice)
+    written = "Dec 7, 2026, 14:05:09"
+    assert written in client.get(f"/runs/{run.pk}/").content.decode()
+    assert written in client.get("/").content.decode()
+    admin_page = client.get(f"/admin/recovery/qualificationrun/{run.pk}/change/")
+    assert written in admin_page.content.decode()
+
+
+# --- spreadsheets both ways --------------------------------------------------------------------
+
+
+@override_settings(TASKS=DUMMY)
+def test_an_excel_upload_starts_a_run_and_its_unused_near_miss_columns_are_named(signed_in):
+    from tests.test_prospects import xlsx_bytes
+
+    workbook = xlsx_bytes(
+        ("Name", "E-Mail", "Company Name", "Titel"), ("Ada", "ada@x.io", "Engines", "CTO")
+    )
+    response = signed_in.post(
+        "/runs/new/",
+        {"prospects_file": SimpleUploadedFile("prospects.xlsx", workbook)},
+        follow=True,
+    )
+    run = QualificationRun.objects.get()
+    assert response.redirect_chain == [(f"/runs/{run.pk}/", 302)]
+    assert Prospect.objects.get(run=run).email == "ada@x.io"
+    page = response.content.decode()
+    assert f"Run {run.pk} started with 1 prospects." in page
+    assert re.search(
+        r'class="message warning">The column &#x27;Titel&#x27; is kept as it is but not used', page
+    )
+    form = signed_in.get("/runs/new/").content.decode()
+    assert 'accept=".csv,.xlsx,' in form
+
+
+def test_a_workbook_saved_as_xls_and_uploaded_gets_a_clear_message(signed_in):
+    response = signed_in.post(
+        "/runs/new/",
+        {"prospects_file": upload(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x80" * 600)},
+    )
+    html = response.content.decode()
+    assert "Excel 97-2003 workbook (.xls)" in html and "not UTF-8" not in html
+    assert QualificationRun.objects.count() == 0
+
+
+@override_settings(TASKS=DUMMY)
+def test_the_download_opens_in_any_locale_with_a_bom_and_the_uploads_delimiter(signed_in):
+    signed_in.post(
+        "/runs/new/",
+        {"prospects_file": upload(b"name;company;employees\nAda;Engines, Ltd;1.200\n")},
+    )
+    run = QualificationRun.objects.get()
+    body = b"".join(signed_in.get(f"/runs/{run.pk}/results.csv").streaming_content)
+    assert body.startswith(b"\xef\xbb\xbfname;company;employees;domain;score;outcome;reasons;error")
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig")), delimiter=";"))
+    assert rows[1][:3] == ["Ada", "Engines, Ltd", "1200"]
+
+
+def test_a_failed_runs_download_lists_every_prospect_with_the_unscored_marked(
+    signed_in, alice, make_run
+):
+    run = make_run(RunStatus.FAILED, total=4, completed=2, user=alice)
+    add_results(run, [(Outcome.QUALIFIED, 80), (Outcome.NOT_QUALIFIED, 5)])
+    ProspectResult.objects.filter(run=run, prospect__position=3).delete()
+    Prospect.objects.bulk_create(
+        Prospect(run=run, position=position, name=f"Late {position}", company="Co")
+        for position in (4, 5)
+    )
+    rows = download(signed_in, run)
+    assert [(row[0], row[-4], row[-3]) for row in rows[1:]] == [
+        ("Person 0", "80", "Qualified"),
+        ("Person 1", "", "Not scored"),
+        ("Late 4", "", "Not scored"),
+        ("Late 5", "", "Not scored"),
+    ]
+    by_score = signed_in.get(f"/runs/{run.pk}/results.csv?sort=-score")
+    lines = b"".join(by_score.streaming_content).decode("utf-8-sig").splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == [
+        "Person 0",
+        "Person 1",
+        "Late 4",
+        "Late 5",
+    ]

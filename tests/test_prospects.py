@@ -13,6 +13,7 @@ from qualifier.prospects import (
     TooManyProspects,
     parse_csv,
     parse_json,
+    parse_upload,
 )
 
 
@@ -437,3 +438,142 @@ def test_too_many_json_items_are_rejected_as_too_many():
     error = json_rejected(payload, max_rows=3)
     assert isinstance(error, TooManyProspects)
     assert error.line == 4
+
+
+# --- spreadsheets -----------------------------------------------------------------------------
+
+
+def xlsx_bytes(*rows: tuple[object, ...]) -> bytes:
+    """A workbook whose first sheet holds `rows`, as Excel would save it."""
+    import io
+
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    sheet = workbook.active
+    for row in rows:
+        sheet.append(row)
+    workbook.create_sheet("Other").append(("not", "read"))
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def test_an_excel_workbook_is_read_from_its_first_sheet_whatever_its_name():
+    data = xlsx_bytes(
+        ("Full Name", "E-Mail", "Company Name", "Job Title", "Employees", "Note"),
+        ("Ada Lovelace", "ada@x.io", "Engines", "CTO", 250, None),
+        (None, None, None, None, None, None),
+        ("Grace Hopper", None, "Cobol", "VP", 1200.0, 3.5),
+    )
+    for name in ("prospects.xlsx", "prospects.csv", ""):
+        prospects = parse_upload(data, name=name)
+        assert [
+            (p.name, p.email, p.company, p.title, p.employees, p.position) for p in prospects
+        ] == [
+            ("Ada Lovelace", "ada@x.io", "Engines", "CTO", 250, 2),
+            ("Grace Hopper", "", "Cobol", "VP", 1200, 4),
+        ]
+        assert prospects[1].extra == {"Note": "3.5"}
+        assert prospects.columns == (
+            "Full Name",
+            "E-Mail",
+            "Company Name",
+            "Job Title",
+            "Employees",
+            "Note",
+        )
+        assert prospects.delimiter == ","
+
+
+def test_a_workbooks_errors_name_its_rows_and_its_limits_are_the_csv_limits():
+    with pytest.raises(ProspectErrors) as caught:
+        parse_upload(xlsx_bytes(("name", "company"), ("Ada", None)), name="p.xlsx")
+    assert str(caught.value) == "Row 2, column 'company': a value is required here."
+    with pytest.raises(TooManyProspects) as too_many:
+        parse_upload(xlsx_bytes(("name", "company"), *[("A", "B")] * 3), max_rows=2)
+    assert str(too_many.value).startswith("Row 4: the file has more than 2 prospects")
+    with (
+        override_settings(QUALIFIER_MAX_EXTRA_COLUMNS=2),
+        pytest.raises(ProspectInputError) as wide,
+    ):
+        parse_upload(xlsx_bytes(("name", "company", "a", "b", "c"), ("A", "B", 1, 2, 3)))
+    assert "there are more than 2 columns besides the known ones" in str(wide.value)
+    with (
+        override_settings(QUALIFIER_MAX_UPLOAD_BYTES=100),
+        pytest.raises(ProspectInputError) as big,
+    ):
+        parse_upload(xlsx_bytes(("name", "company"), ("A", "B")))
+    assert "The workbook unpacks to" in str(big.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "message"),
+    [
+        (
+            b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(200),
+            "old.csv",
+            "Excel 97-2003 workbook (.xls)",
+        ),
+        (b"PK\x03\x04" + bytes(50), "broken.xlsx", "looks like an Excel workbook but is damaged"),
+        (
+            b"name,company\nAda,Engines\n",
+            "renamed.xlsx",
+            "named .xlsx but is not an Excel workbook",
+        ),
+    ],
+    ids=["xls-as-csv", "damaged", "csv-named-xlsx"],
+)
+def test_a_spreadsheet_that_cannot_be_read_says_how_to_save_it(data, name, message):
+    with pytest.raises(ProspectInputError) as caught:
+        parse_upload(data, name=name)
+    assert message in str(caught.value)
+    assert "UTF-8 (byte" not in str(caught.value)
+
+
+def test_a_zip_that_is_not_a_workbook_is_named_so():
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("content.xml", "<x/>")
+    with pytest.raises(ProspectInputError) as caught:
+        parse_upload(buffer.getvalue(), name="sheet.ods")
+    assert "a ZIP archive but not an Excel workbook" in str(caught.value)
+
+
+def test_common_header_spellings_are_read_and_a_near_miss_is_named_in_a_warning():
+    prospects = parse_csv(
+        csv_bytes(
+            "Name,Email Address,Company,Titel,Website,Domain,Favourite colour",
+            "Ada,ada@x.io,Engines,CTO,https://x.io,x.io,blue",
+        )
+    )
+    assert prospects[0].email == "ada@x.io"
+    assert prospects[0].title == ""
+    assert prospects[0].domain == "x.io"
+    assert prospects.warnings == [
+        "The column 'Titel' is kept as it is but not used: it looks like 'title', which is "
+        "not in the file. Rename it to 'title' if that is what it holds.",
+        "The column 'Website' is kept as it is but not used: the column 'Domain' gives the "
+        "prospect's domain.",
+    ]
+    with pytest.raises(ProspectInputError) as twice:
+        parse_csv(csv_bytes("name,company,Email,E-Mail", "A,B,a@x.io,b@x.io"))
+    assert "the column appears twice (as 'Email' and 'E-Mail')" in str(twice.value)
+
+
+def test_the_delimiter_of_a_csv_is_kept_for_its_download():
+    assert parse_csv(csv_bytes("name;company", "Ada;Engines")).delimiter == ";"
+    assert parse_csv(csv_bytes("name\tcompany", "Ada\tEngines")).delimiter == "\t"
+
+
+def test_columns_that_merely_share_a_word_with_a_known_one_are_not_warned_about():
+    prospects = parse_csv(
+        csv_bytes("name,company,Company Size,Email Opt-in,Emial", "Ada,Engines,50,yes,a@x.io")
+    )
+    assert prospects.warnings == [
+        "The column 'Emial' is kept as it is but not used: it looks like 'email', which is not "
+        "in the file. Rename it to 'email' if that is what it holds."
+    ]

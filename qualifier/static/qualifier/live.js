@@ -2,7 +2,11 @@
 // Every page: a notice says how each of the user's runs ended, also one that ended while the
 // user moved between pages (the runs last seen active are kept in sessionStorage).
 // The runs page: active runs appear, move and leave.
-// A run's page: its progress and counts update, and the page reloads once the run has finished.
+// A run's page: its progress and counts update, its results table fills as batches land, and
+// the page reloads once the run has finished.
+// While the server cannot be reached, every page says so (and hides what has gone stale); the
+// next poll that gets through catches up.
+// A form marked data-submit-once (Continue) is sent once: its button is disabled when pressed.
 (function () {
   "use strict";
 
@@ -12,16 +16,40 @@
   var SEEN_KEY = "qualifier.activeRuns";
   var ACTIVE = { PENDING: true, PROCESSING: true };
 
+  var connectionLost = document.querySelector("[data-connection-lost]");
+  // What a proxy answers while the application behind it is down or restarting.
+  var AWAY = [502, 503, 504];
+
+  // A failed fetch, or a proxy's 502/503/504 while the application is away, means the server
+  // cannot be reached; any other answer means it can.
+  function reachable(yes) {
+    if (connectionLost) connectionLost.hidden = yes;
+    document.documentElement.classList.toggle("offline", !yes);
+  }
+
   function getJSON(url) {
     return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
+        reachable(AWAY.indexOf(response.status) < 0);
         if (response.status === 401 || response.status === 403) {
           window.location.reload(); // signed out meanwhile: the page sends us to sign in
           throw new Error("not signed in");
         }
         if (!response.ok) throw new Error(url + " answered " + response.status);
         return response.json();
+      }, function (error) {
+        reachable(false);
+        throw error;
       });
+  }
+
+  function getHTML(url) {
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error(url + " answered " + response.status);
+        return response.text();
+      })
+      .then(function (html) { return new DOMParser().parseFromString(html, "text/html"); });
   }
 
   // Polls while the tab is visible; a failed poll is retried at the next tick. `ms` is a
@@ -58,7 +86,9 @@
       status.className = "status status-" + run.status.toLowerCase();
     }
     ["qualified", "not_qualified", "errored"].forEach(function (name) {
-      text(node.querySelector('[data-count="' + name + '"]'), run.counts[name]);
+      var count = node.querySelector('[data-count="' + name + '"]');
+      text(count, run.counts[name]);
+      if (count && count.parentNode.classList) count.parentNode.classList.toggle("zero", !run.counts[name]);
     });
   }
 
@@ -109,6 +139,11 @@
       ? " completed: " + counts.qualified + " qualified, " + counts.not_qualified +
         " not qualified, " + counts.errored + " errored."
       : " " + run.status_display.toLowerCase() + (run.failure_reason ? ": " + run.failure_reason : ".");
+    var left = run.total - run.completed;
+    if (run.status === "FAILED" && left > 0) {
+      summary += " Press Continue on its page to finish the remaining " + left.toLocaleString("en-US") +
+        (left === 1 ? " prospect." : " prospects.");
+    }
     note.appendChild(document.createTextNode(summary + " "));
     var history = el("a", "", "Show in history");
     history.href = container.getAttribute("data-runs-url");
@@ -171,6 +206,18 @@
     };
   }
 
+  // The results section is fetched again (this very page, its sort and page kept) whenever the
+  // run has more results than the section shows.
+  function refreshResults(scored) {
+    var results = document.getElementById("results");
+    if (!results || results.getAttribute("data-results-count") === String(scored)) return null;
+    return getHTML(window.location.href).then(function (page) {
+      var fresh = page.getElementById("results");
+      var current = document.getElementById("results");
+      if (fresh && current) current.replaceWith(document.importNode(fresh, true));
+    });
+  }
+
   function watchRun(section) {
     var url = section.getAttribute("data-run-url");
     every(INTERVAL_MS, function () {
@@ -180,9 +227,33 @@
           window.location.reload();
           return false;
         }
+        return refreshResults(run.counts.qualified + run.counts.not_qualified + run.counts.errored);
       });
     });
   }
+
+  function submitOnce(form) {
+    var buttons = form.querySelectorAll("button[type=submit]");
+    function busy(yes) {
+      Array.prototype.forEach.call(buttons, function (button) {
+        if (!button.hasAttribute("data-idle-label")) button.setAttribute("data-idle-label", button.textContent);
+        button.disabled = yes;
+        button.textContent = yes && button.getAttribute("data-busy-label") || button.getAttribute("data-idle-label");
+      });
+    }
+    form.addEventListener("submit", function (event) {
+      if (form.hasAttribute("data-submitted")) { event.preventDefault(); return; }
+      form.setAttribute("data-submitted", "");
+      // After the submit event, so that the browser still sends the form.
+      window.setTimeout(function () { busy(true); }, 0);
+    });
+    // Back to this page from the browser's history: the form may be sent again.
+    window.addEventListener("pageshow", function (event) {
+      if (event.persisted) { form.removeAttribute("data-submitted"); busy(false); }
+    });
+  }
+
+  Array.prototype.forEach.call(document.querySelectorAll("form[data-submit-once]"), submitOnce);
 
   var notices = document.querySelector("[data-notices][data-active-url]");
   var active = document.getElementById("active-runs");
