@@ -28,6 +28,15 @@ URL_PASSWORD = re.compile(r"(?P<start>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*@",
 _URL_SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*://", re.IGNORECASE)
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-]*$")
 LOG_FORMATS = ("text", "json")
+#: django-environ's EMAIL_* keys, as the OPTIONS of an SMTP mailer (Django's MAILERS).
+MAIL_OPTIONS = {
+    "EMAIL_HOST": "host",
+    "EMAIL_PORT": "port",
+    "EMAIL_HOST_USER": "username",
+    "EMAIL_HOST_PASSWORD": "password",
+    "EMAIL_USE_TLS": "use_tls",
+    "EMAIL_USE_SSL": "use_ssl",
+}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SUPPORTED_ENGINES = ("django.db.backends.postgresql", "django.db.backends.sqlite3")
 
@@ -158,6 +167,31 @@ class Environment:
                 "not a cache URL such as locmemcache://, dbcache://qualifier_cache or "
                 "redis://host:6379/0",
             )
+
+    def mailers(self, name: str) -> dict[str, Any]:
+        """Django's MAILERS from a URL such as smtp+tls://user:password@host:587 (read with
+        django-environ's email_url); empty: {} (no mailer: mail is not configured)."""
+        value = self.str(name, default="").strip()
+        if not value:
+            return {}
+        try:
+            config = environ.Env.email_url_config(value)
+        except Exception:  # django-environ raises what urllib raises, or ImproperlyConfigured
+            self.fail(
+                name,
+                value,
+                "not a mail URL such as smtp+tls://user:password@mail.example.com:587 or "
+                "consolemail://",
+            )
+        backend = config["EMAIL_BACKEND"]
+        if backend.endswith(".smtp.EmailBackend"):
+            names = MAIL_OPTIONS
+        elif backend.endswith(".filebased.EmailBackend"):
+            names = {"EMAIL_FILE_PATH": "file_path"}
+        else:  # console, locmem, dummy: no options
+            names = {}
+        options = {option: config[key] for key, option in names.items() if key in config}
+        return {"default": {"BACKEND": backend, "OPTIONS": options}}
 
     def proxy_ssl_header(self, name: str) -> tuple[str, str] | None:
         """'X-Forwarded-Proto' -> ('HTTP_X_FORWARDED_PROTO', 'https'); empty -> None."""

@@ -188,6 +188,13 @@ WHITENOISE_ROOT = BASE_DIR / "qualifier" / "root"
 # signing in to one signs you out of the other.
 SESSION_COOKIE_NAME = env.str("SESSION_COOKIE_NAME", default="sessionid")
 
+# Mail, for password resets: a URL such as smtp+tls://user:password@mail.example.com:587
+# (django-environ's email_url). Empty: no mail, and the site serves sign-in and sign-out only
+# (no password change or reset pages; the admin's password change stays, for staff).
+MAILERS = env.mailers("EMAIL_URL")
+# The sender of password reset mails.
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
@@ -201,13 +208,17 @@ FILE_UPLOAD_HANDLERS = [
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
-# Failed sign-ins and API tokens are counted here (see AUTH_FAILURE_LIMIT). The default is
-# per process; with several processes set CACHE_URL to a shared cache, e.g.
-# dbcache://qualifier_cache (after `manage.py createcachetable`) or redis://host:6379/0.
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
-# Behind a proxy: the header whose last address is the client's, e.g. X-Forwarded-For (the
-# throttle then counts per client rather than per proxy). Empty: the connection's address.
+# Failed sign-ins, API tokens and password reset requests are counted here (see
+# AUTH_FAILURE_LIMIT), so every process and host must see the same counts: the default is a
+# table in the database (`manage.py migrate` creates it), shared with no extra service.
+# redis://host:6379/0 works too; locmemcache:// is per process (each would allow the limit).
+CACHES = {"default": env.cache("CACHE_URL", default="dbcache://qualifier_cache")}
+# Behind proxies: the header that carries the client's address, e.g. X-Forwarded-For, read
+# only when the connection comes from AUTH_TRUSTED_PROXIES (comma-separated networks). The
+# client is the right-most address in it that is not a trusted proxy. Empty: the connection's
+# address. The throttle and METRICS_ALLOWED_NETWORKS both use this address.
 AUTH_CLIENT_IP_HEADER = env.app_setting("AUTH_CLIENT_IP_HEADER", recovery_defaults)
+AUTH_TRUSTED_PROXIES = env.app_setting("AUTH_TRUSTED_PROXIES", recovery_defaults)
 
 
 # --- Web pages and APIs ---

@@ -31,6 +31,8 @@ HINTS = {
     "make per window, e.g. 10.",
     "AUTH_FAILURE_WINDOW_SECONDS": "Set it to a whole number of seconds, e.g. 300.",
     "AUTH_CLIENT_IP_HEADER": "Set it to a header name such as X-Forwarded-For, or leave it empty.",
+    "AUTH_TRUSTED_PROXIES": "Set it to the comma-separated networks of your proxies, such as "
+    "127.0.0.1,::1 or 10.0.0.0/8, or leave it empty.",
 }
 IDS = {
     "STUCK_RUN_TIMEOUT_MINUTES": "recovery.E001",
@@ -47,6 +49,7 @@ IDS = {
     "AUTH_CLIENT_IP_HEADER": "recovery.E014",
     "RECOVERY_POLICY": "recovery.E016",
     "METRICS_ALLOWED_NETWORKS": "recovery.E018",
+    "AUTH_TRUSTED_PROXIES": "recovery.E019",
 }
 
 
@@ -65,6 +68,7 @@ def check_recovery_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
     if not errors:
         errors.extend(check_heartbeat_fits_timeout())
         errors.extend(check_worker_timeout_covers_beats())
+        errors.extend(check_client_ip_header_has_proxies())
     errors.extend(check_api_token())
     errors.extend(
         check_api_token("METRICS_TOKEN", "recovery.E017", "turn /metrics token authentication off")
@@ -84,6 +88,24 @@ def check_worker_timeout_covers_beats() -> list[CheckMessage]:
             f"(3 x RECOVERY_HEARTBEAT_SECONDS = {3 * heartbeat} s).",
             hint="Otherwise one slow beat would make a live worker look dead and fail its runs.",
             id="recovery.E007",
+        )
+    ]
+
+
+def check_client_ip_header_has_proxies() -> list[CheckMessage]:
+    """A forwarded-address header is believed only from a trusted proxy: without any, it
+    would be ignored, and every client behind the proxy would count as the proxy."""
+    header = PARSERS["AUTH_CLIENT_IP_HEADER"](raw("AUTH_CLIENT_IP_HEADER"))
+    proxies = PARSERS["AUTH_TRUSTED_PROXIES"](raw("AUTH_TRUSTED_PROXIES"))
+    if not header or proxies:
+        return []
+    return [
+        Error(
+            f"AUTH_CLIENT_IP_HEADER is {header!r} but AUTH_TRUSTED_PROXIES is empty: the header "
+            "would never be read.",
+            hint="Set AUTH_TRUSTED_PROXIES to the networks your proxies connect from (e.g. "
+            "127.0.0.1,::1 for a proxy on this machine), or leave AUTH_CLIENT_IP_HEADER empty.",
+            id="recovery.E020",
         )
     ]
 

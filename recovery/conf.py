@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "AUTH_FAILURE_LIMIT": 10,
     "AUTH_FAILURE_WINDOW_SECONDS": 300,
     "AUTH_CLIENT_IP_HEADER": "",
+    "AUTH_TRUSTED_PROXIES": "",
     "RECOVERY_API_TOKEN": "",
     "METRICS_TOKEN": "",
     "METRICS_ALLOWED_NETWORKS": "",
@@ -100,7 +101,8 @@ def parse_api_token(value: Any) -> str:
 
 
 def parse_networks(value: Any) -> tuple[IPv4Network | IPv6Network, ...]:
-    """Comma-separated CIDRs (or single addresses) allowed to read /metrics; "" for none."""
+    """Comma-separated CIDRs or single addresses (METRICS_ALLOWED_NETWORKS,
+    AUTH_TRUSTED_PROXIES); "" for none."""
     if isinstance(value, (list, tuple)):
         items = [str(item).strip() for item in value]
     elif isinstance(value, str):
@@ -153,6 +155,7 @@ PARSERS = {
     "AUTH_FAILURE_LIMIT": parse_positive_int,
     "AUTH_FAILURE_WINDOW_SECONDS": parse_positive_int,
     "AUTH_CLIENT_IP_HEADER": parse_header_name,
+    "AUTH_TRUSTED_PROXIES": parse_networks,
     "RECOVERY_API_TOKEN": parse_api_token,
     "METRICS_TOKEN": parse_api_token,
     "METRICS_ALLOWED_NETWORKS": parse_networks,
@@ -255,8 +258,14 @@ class RecoverySettings(ParsedSettings):
 
     @property
     def AUTH_CLIENT_IP_HEADER(self) -> str:
-        """Behind a proxy, the header whose last address is the client's; "" for none."""
+        """Behind proxies, the header that carries the client's address (read only from
+        AUTH_TRUSTED_PROXIES); "" for none."""
         return self._get("AUTH_CLIENT_IP_HEADER")
+
+    @property
+    def AUTH_TRUSTED_PROXIES(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """Networks of the proxies whose AUTH_CLIENT_IP_HEADER is believed; empty for none."""
+        return self._get("AUTH_TRUSTED_PROXIES")
 
     @property
     def RECOVERY_API_TOKEN(self) -> str:

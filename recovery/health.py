@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
-from ipaddress import ip_address
 from typing import Any
 
 from django.db import DatabaseError, connection
@@ -31,7 +30,7 @@ from .metrics import (
     worker_figures,
 )
 from .models import Liveness, SweepOutcome
-from .throttle import client_address
+from .throttle import client_ip
 
 logger = logging.getLogger("recovery")
 
@@ -180,10 +179,9 @@ def metrics_access(request: HttpRequest) -> HttpResponse | None:
     if token and bearer and hmac.compare_digest(bearer.encode(), token.encode()):
         return None
     if networks:
-        try:
-            address = ip_address(client_address(request))
-        except ValueError:
-            address = None
+        # The same client address as the throttle's: a forwarded header only from a trusted
+        # proxy, so a spoofed header cannot claim an allowed network.
+        address = client_ip(request)
         if address is not None and any(address in network for network in networks):
             return None
     if token:

@@ -450,7 +450,11 @@ def test_failed_bearer_tokens_are_throttled_even_the_right_one_then(client, capl
     assert "Refused API token from 127.0.0.1" in caplog.text
 
 
-@override_settings(AUTH_FAILURE_LIMIT="2", AUTH_CLIENT_IP_HEADER="X-Forwarded-For")
+@override_settings(
+    AUTH_FAILURE_LIMIT="2",
+    AUTH_CLIENT_IP_HEADER="X-Forwarded-For",
+    AUTH_TRUSTED_PROXIES="127.0.0.1",
+)
 def test_behind_a_proxy_clients_are_told_apart_by_the_forwarded_address(client):
     def attempt(address: str) -> int:
         headers = {"Authorization": "Bearer wrong", "X-Forwarded-For": f"6.6.6.6, {address}"}
