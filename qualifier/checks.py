@@ -8,6 +8,9 @@ from typing import Any
 from django.core.checks import CheckMessage, Error
 from django.utils.module_loading import import_string
 
+from recovery.conf import parse_retention_days
+from recovery.conf import raw as recovery_raw
+
 from .conf import (
     parse_criteria_mapping,
     parse_delay_ms,
@@ -15,6 +18,7 @@ from .conf import (
     parse_max_active_runs,
     parse_max_extra_columns,
     parse_max_prospects,
+    parse_max_prospects_per_day,
     parse_max_upload_bytes,
     raw,
 )
@@ -55,6 +59,39 @@ def check_qualifier_settings(app_configs: Any = None, **kwargs: Any) -> list[Che
             "Set it to the largest upload in bytes, 1 to 1073741824, e.g. 10485760 (10 MiB).",
             "qualifier.E008",
         ),
+        *_check_value(
+            "QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY",
+            parse_max_prospects_per_day,
+            "Set it to the prospects one user may submit in 24 hours, e.g. 100000.",
+            "qualifier.E020",
+        ),
+        *_check_value(
+            "QUALIFIER_RUN_RETENTION_DAYS",
+            parse_retention_days,
+            "Set it to the days finished runs are kept before prune_runs deletes them, e.g. 90.",
+            "qualifier.E021",
+        ),
+        *_check_events_outlive_runs(),
+    ]
+
+
+def _check_events_outlive_runs() -> list[CheckMessage]:
+    """Recovery events are the audit trail: they are kept at least as long as the runs."""
+    try:
+        run_days = parse_retention_days(raw("QUALIFIER_RUN_RETENTION_DAYS"))
+        event_days = parse_retention_days(recovery_raw("RECOVERY_EVENT_RETENTION_DAYS"))
+    except ValueError:
+        return []  # each is reported on its own
+    if event_days >= run_days:
+        return []
+    return [
+        Error(
+            f"RECOVERY_EVENT_RETENTION_DAYS ({event_days}) is shorter than "
+            f"QUALIFIER_RUN_RETENTION_DAYS ({run_days}).",
+            hint="Recovery events are the audit trail: keep them at least as long as the runs "
+            "they describe.",
+            id="qualifier.E022",
+        )
     ]
 
 

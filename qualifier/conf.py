@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
-from recovery.conf import ParsedSettings
+from recovery.conf import ParsedSettings, parse_retention_days
 from recovery.inputs import parse_whole_number
 
 #: The project's ideal-customer profile; each run may override any of it. Lists are
@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "QUALIFIER_MAX_PROSPECTS": 10_000,
     "QUALIFIER_MAX_EXTRA_COLUMNS": 50,
     "QUALIFIER_MAX_ACTIVE_RUNS_PER_USER": 5,
+    "QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY": 100_000,
+    "QUALIFIER_RUN_RETENTION_DAYS": 90,
     "QUALIFIER_SCORER": "qualifier.scoring.rule_based_scorer",
     "QUALIFIER_SCORING_DELAY_MS": 0,
     "QUALIFIER_DEFAULT_CRITERIA": DEFAULT_CRITERIA,
@@ -44,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
 MAX_PROSPECTS_LIMIT = 1_000_000
 MAX_EXTRA_COLUMNS_LIMIT = 1_000
 MAX_UPLOAD_BYTES_LIMIT = 1024**3
+MAX_PROSPECTS_PER_DAY_LIMIT = 1_000_000_000
 
 
 def parse_max_upload_bytes(value: Any) -> int:
@@ -60,6 +63,10 @@ def parse_max_extra_columns(value: Any) -> int:
 
 def parse_max_active_runs(value: Any) -> int:
     return parse_whole_number(value, minimum=1, maximum=10_000)
+
+
+def parse_max_prospects_per_day(value: Any) -> int:
+    return parse_whole_number(value, minimum=1, maximum=MAX_PROSPECTS_PER_DAY_LIMIT)
 
 
 def parse_delay_ms(value: Any) -> int:
@@ -83,6 +90,8 @@ PARSERS = {
     "QUALIFIER_MAX_PROSPECTS": parse_max_prospects,
     "QUALIFIER_MAX_EXTRA_COLUMNS": parse_max_extra_columns,
     "QUALIFIER_MAX_ACTIVE_RUNS_PER_USER": parse_max_active_runs,
+    "QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY": parse_max_prospects_per_day,
+    "QUALIFIER_RUN_RETENTION_DAYS": parse_retention_days,
     "QUALIFIER_SCORER": parse_dotted_path,
     "QUALIFIER_SCORING_DELAY_MS": parse_delay_ms,
     "QUALIFIER_DEFAULT_CRITERIA": parse_criteria_mapping,
@@ -117,6 +126,16 @@ class QualifierSettings(ParsedSettings):
     def QUALIFIER_MAX_ACTIVE_RUNS_PER_USER(self) -> int:
         """Pending or processing runs one user may have at once."""
         return self._get("QUALIFIER_MAX_ACTIVE_RUNS_PER_USER")
+
+    @property
+    def QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY(self) -> int:
+        """Prospects one user may submit in any 24 hours, over all their runs."""
+        return self._get("QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY")
+
+    @property
+    def QUALIFIER_RUN_RETENTION_DAYS(self) -> int:
+        """`prune_runs` deletes finished runs older than this, with prospects and results."""
+        return self._get("QUALIFIER_RUN_RETENTION_DAYS")
 
     @property
     def QUALIFIER_SCORER(self) -> str:

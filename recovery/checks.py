@@ -31,6 +31,8 @@ HINTS = {
     "make per window, e.g. 10.",
     "AUTH_FAILURE_WINDOW_SECONDS": "Set it to a whole number of seconds, e.g. 300.",
     "AUTH_CLIENT_IP_HEADER": "Set it to a header name such as X-Forwarded-For, or leave it empty.",
+    "RECOVERY_EVENT_RETENTION_DAYS": "Set it to the days recovery events are kept, e.g. 365 "
+    "(at least QUALIFIER_RUN_RETENTION_DAYS).",
     "AUTH_TRUSTED_PROXIES": "Set it to the comma-separated networks of your proxies, such as "
     "127.0.0.1,::1 or 10.0.0.0/8, or leave it empty.",
 }
@@ -50,6 +52,7 @@ IDS = {
     "RECOVERY_POLICY": "recovery.E016",
     "METRICS_ALLOWED_NETWORKS": "recovery.E018",
     "AUTH_TRUSTED_PROXIES": "recovery.E019",
+    "RECOVERY_EVENT_RETENTION_DAYS": "recovery.E021",
 }
 
 

@@ -36,10 +36,13 @@ DEFAULTS: dict[str, Any] = {
     "RECOVERY_API_TOKEN": "",
     "METRICS_TOKEN": "",
     "METRICS_ALLOWED_NETWORKS": "",
+    "RECOVERY_EVENT_RETENTION_DAYS": 365,
 }
 
 #: Ten years: a longer timeout would reach before year 1 and overflow a date.
 MAX_TIMEOUT_MINUTES = 10 * 365 * 24 * 60
+#: A hundred years: retention is counted in days, and a longer one is "forever".
+MAX_RETENTION_DAYS = 36_500
 #: A day: longer waits overflow the thread timers that use them.
 MAX_INTERVAL_SECONDS = 24 * 60 * 60
 
@@ -62,6 +65,15 @@ def parse_non_negative_int(value: Any) -> int:
     except ValueError:
         raise ValueError(
             f"{show(value)} is not a whole number (0 to {MAX_INTERVAL_SECONDS:,})"
+        ) from None
+
+
+def parse_retention_days(value: Any) -> int:
+    try:
+        return parse_whole_number(value, minimum=1, maximum=MAX_RETENTION_DAYS)
+    except ValueError:
+        raise ValueError(
+            f"{show(value)} is not a whole number of days (1 to {MAX_RETENTION_DAYS:,})"
         ) from None
 
 
@@ -159,6 +171,7 @@ PARSERS = {
     "RECOVERY_API_TOKEN": parse_api_token,
     "METRICS_TOKEN": parse_api_token,
     "METRICS_ALLOWED_NETWORKS": parse_networks,
+    "RECOVERY_EVENT_RETENTION_DAYS": parse_retention_days,
 }
 
 
@@ -281,6 +294,11 @@ class RecoverySettings(ParsedSettings):
     def METRICS_ALLOWED_NETWORKS(self) -> tuple[IPv4Network | IPv6Network, ...]:
         """Client networks that may read /metrics without a token; empty for none."""
         return self._get("METRICS_ALLOWED_NETWORKS")
+
+    @property
+    def RECOVERY_EVENT_RETENTION_DAYS(self) -> int:
+        """Recovery events (the audit trail) older than this are deleted by `prune_runs`."""
+        return self._get("RECOVERY_EVENT_RETENTION_DAYS")
 
 
 conf = RecoverySettings()
