@@ -22,7 +22,8 @@ class QualifierConfig(AppConfig):
     def ready(self) -> None:
         # No queries here: the checks only parse settings and import the scorer.
         from . import middleware  # noqa: F401  (connects the failed sign-in counter)
-        from .checks import check_qualifier_settings
+        from .checks import check_qualifier_settings, check_shared_cache
 
         checks.register(check_qualifier_settings, checks.Tags.compatibility)
+        checks.register(check_shared_cache, checks.Tags.security, deploy=True)
         post_migrate.connect(create_cache_tables, sender=self, dispatch_uid="qualifier.cache")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.checks import CheckMessage, Error
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
 from recovery.conf import parse_retention_days
@@ -174,3 +175,27 @@ def _check_criteria() -> list[CheckMessage]:
             )
         ]
     return []
+
+
+#: Caches that each process keeps for itself.
+PER_PROCESS_CACHES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+
+
+def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The authentication throttle counts in the default cache: kept per process, N processes
+    would allow N times AUTH_FAILURE_LIMIT (a deployment check: `check --deploy`)."""
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    if backend not in PER_PROCESS_CACHES:
+        return []
+    return [
+        Warning(
+            f"The default cache ({backend.rsplit('.', 1)[-1]}) is kept per process: each "
+            "server process counts failed sign-ins and API tokens on its own.",
+            hint="Leave CACHE_URL unset (the database cache, created by migrate) or set it to "
+            "a shared cache such as redis://host:6379/0.",
+            id="qualifier.W001",
+        )
+    ]
