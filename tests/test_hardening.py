@@ -543,6 +543,8 @@ PRODUCTION = {
     "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
     "SECURE_HSTS_PRELOAD": "true",
     "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto",
+    "AUTH_CLIENT_IP_HEADER": "X-Forwarded-For",
+    "AUTH_TRUSTED_PROXIES": "127.0.0.1,::1",
     "RECOVERY_API_TOKEN": "",
 }
 
