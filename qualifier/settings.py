@@ -191,7 +191,9 @@ SESSION_COOKIE_NAME = env.str("SESSION_COOKIE_NAME", default="sessionid")
 # Mail, for password resets: a URL such as smtp+tls://user:password@mail.example.com:587
 # (django-environ's email_url). Empty: no mail, and the site serves sign-in and sign-out only
 # (no password change or reset pages; the admin's password change stays, for staff).
-MAILERS = env.mailers("EMAIL_URL")
+_mailers = env.mailers("EMAIL_URL")
+if _mailers:  # without, Django's mail check would warn of a MAILERS with no default
+    MAILERS = _mailers
 # The sender of password reset mails.
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
 
