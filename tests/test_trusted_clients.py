@@ -139,3 +139,28 @@ def test_two_processes_share_the_failure_count_with_the_default_cache(process_da
     second = run_process(2)
     assert second != "RETRY_AFTER None"
     assert 0 < int(second.split()[1]) <= 300
+
+
+DATABASE_CACHE = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "qualifier_cache",
+    }
+}
+
+
+@override_settings(CACHES=DATABASE_CACHE, AUTH_FAILURE_LIMIT="2")
+def test_the_throttle_counts_in_the_database_cache_through_the_api(client, db):
+    """The production default, in a request: migrate's hook creates the table (the test
+    database was made under the suite's memory cache), and a refusal is read back from it."""
+    from django.core.cache import cache
+
+    from qualifier.apps import create_cache_tables
+
+    create_cache_tables(using="default", verbosity=0)
+
+    def attempt() -> int:
+        return client.get(RECOVERY, headers={"Authorization": "Bearer wrong"}).status_code
+
+    assert [attempt() for _ in range(3)] == [401, 401, 429]
+    assert cache.get("auth-failures:api-token:127.0.0.1:count") == 2
