@@ -276,6 +276,14 @@ QUALIFIER_MAX_EXTRA_COLUMNS = env.app_setting("QUALIFIER_MAX_EXTRA_COLUMNS", qua
 QUALIFIER_MAX_ACTIVE_RUNS_PER_USER = env.app_setting(
     "QUALIFIER_MAX_ACTIVE_RUNS_PER_USER", qualifier_defaults
 )
+# Most prospects one user may submit in any 24 hours, over all their runs.
+QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY = env.app_setting(
+    "QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY", qualifier_defaults
+)
+# Retention (manage.py prune_runs): finished runs are kept this many days after they ended;
+# recovery events (the audit trail) at least as long, and a run they name is kept with them.
+QUALIFIER_RUN_RETENTION_DAYS = env.app_setting("QUALIFIER_RUN_RETENTION_DAYS", qualifier_defaults)
+RECOVERY_EVENT_RETENTION_DAYS = env.app_setting("RECOVERY_EVENT_RETENTION_DAYS", recovery_defaults)
 # Dotted path of the scorer: a callable (prospect, criteria) -> qualifier.scoring.Score.
 QUALIFIER_SCORER = env.app_setting("QUALIFIER_SCORER", qualifier_defaults)
 # Milliseconds the default scorer waits per prospect, to make runs slow enough to watch in demos.

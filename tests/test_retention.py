@@ -241,3 +241,21 @@ def test_the_page_shows_the_daily_limit_on_the_form(client, alice):
     assert response.status_code == 200
     assert "more than the 2 one user may submit per day" in response.content.decode()
     assert not QualificationRun.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "check_id"),
+    [
+        ("QUALIFIER_RUN_RETENTION_DAYS", "qualifier.E021"),
+        ("RECOVERY_EVENT_RETENTION_DAYS", "recovery.E021"),
+        ("QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY", "qualifier.E020"),
+        ("AUTH_TRUSTED_PROXIES", "recovery.E019"),
+    ],
+)
+def test_the_new_settings_are_read_from_the_environment(name, check_id):
+    from tests.processes import manage
+
+    result = manage(["check"], "sqlite:///:memory:", **{name: "bogus"})
+    assert result.returncode != 0
+    assert check_id in result.stderr
+    assert f"Setting {name} is invalid" in result.stderr
