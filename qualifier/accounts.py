@@ -126,5 +126,5 @@ def admin_password_change() -> URLPattern:
 
 
 def mail_configured() -> bool:
-    """EMAIL_URL gave Django a default mailer (qualifier/settings.py)."""
-    return "default" in getattr(settings, "MAILERS", {})
+    """EMAIL_URL gave Django a default mailer (qualifier/settings.py sets MAILERS only then)."""
+    return hasattr(settings, "MAILERS") and "default" in settings.MAILERS
