@@ -215,6 +215,10 @@ FILE_UPLOAD_HANDLERS = [
 # table in the database (`manage.py migrate` creates it), shared with no extra service.
 # redis://host:6379/0 works too; locmemcache:// is per process (each would allow the limit).
 CACHES = {"default": env.cache("CACHE_URL", default="dbcache://qualifier_cache")}
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache":
+    # Django's default of 300 entries would let a few hundred clients' failures push (cull)
+    # another client's count out of the table, resetting it; expired rows are culled first.
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 50_000)
 # Behind proxies: the header that carries the client's address, e.g. X-Forwarded-For, read
 # only when the connection comes from AUTH_TRUSTED_PROXIES (comma-separated networks). The
 # client is the right-most address in it that is not a trusted proxy. Empty: the connection's

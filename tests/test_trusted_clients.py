@@ -164,3 +164,24 @@ def test_the_throttle_counts_in_the_database_cache_through_the_api(client, db):
 
     assert [attempt() for _ in range(3)] == [401, 401, 429]
     assert cache.get("auth-failures:api-token:127.0.0.1:count") == 2
+
+
+@override_settings(AUTH_FAILURE_LIMIT="2")
+def test_many_other_clients_do_not_push_a_count_out_of_the_default_cache(db):
+    """Django's database cache keeps 300 entries unless told otherwise, then culls a third of
+    them: 200 other clients would reset a guesser's count."""
+    import qualifier.settings
+    from qualifier.apps import create_cache_tables
+    from recovery.throttle import SIGN_IN
+
+    def request(address: str):
+        return RequestFactory().post("/accounts/login/", REMOTE_ADDR=address)
+
+    with override_settings(CACHES=qualifier.settings.CACHES):
+        create_cache_tables(using="default", verbosity=0)
+        guesser = request("10.0.0.7")  # its keys sort before the others: culled first
+        SIGN_IN.count(guesser)
+        SIGN_IN.count(guesser)
+        for n in range(200):
+            SIGN_IN.count(request(f"198.51.100.{n}"))
+        assert SIGN_IN.retry_after(guesser) is not None
