@@ -137,12 +137,11 @@ class Process:
         args: Sequence[str],
         env: dict[str, str],
         log_path: Path,
-        *,
-        default_sigint: bool = False,
     ) -> None:
-        """`default_sigint`: the child starts with SIGINT's default disposition, as under a
-        terminal, even when the tests run in a background shell (which ignores SIGINT, and an
-        ignored signal stays ignored across exec)."""
+        """The child starts with SIGINT's default disposition, as under a terminal, even when
+        the tests run from a background shell: that shell ignores SIGINT in its children, an
+        ignored signal stays ignored across exec, and Python then installs no KeyboardInterrupt
+        handler, so a test that sends SIGINT would find it ignored."""
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
@@ -152,7 +151,7 @@ class Process:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_default_sigint if default_sigint else None,
+            preexec_fn=_default_sigint,
         )
 
     @property
