@@ -26,9 +26,10 @@ START_TIMEOUT_SECONDS = 60.0
 
 def seed(*, stuck: int, healthy: int, finished: int) -> dict[str, list[int]]:
     """Stuck runs of every shape (beat long ago, started and never beat, queued without a task),
-    healthy active runs (a live worker; queued just now), and finished runs as old as the stuck
-    ones."""
+    healthy active runs (a live worker; queued with a waiting task), and finished runs as old as
+    the stuck ones."""
     from django.utils import timezone
+    from django_tasks_db.models import DBTaskResult
 
     from recovery.models import QualificationRun, RunStatus, Worker
 
@@ -63,9 +64,16 @@ def seed(*, stuck: int, healthy: int, finished: int) -> dict[str, list[int]]:
         return QualificationRun(status=RunStatus.PENDING, total=10, created_at=old, queued_at=old)
 
     def healthy_run(index: int) -> QualificationRun:
-        if index % 2:
+        if index % 2:  # a task waits behind it: waiting, however long the test takes
+            task = DBTaskResult.objects.create(
+                status="READY", task_path="qualifier.tasks.execute_run", args_kwargs={}
+            )
             return QualificationRun(
-                status=RunStatus.PENDING, total=10, created_at=now, queued_at=now
+                status=RunStatus.PENDING,
+                total=10,
+                created_at=now,
+                queued_at=now,
+                task_id=str(task.id),
             )
         return QualificationRun(
             worker=live,
