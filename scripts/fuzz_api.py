@@ -82,7 +82,7 @@ def runs(user):
     for run, scored in ((done, 3), (failed, 1)):
         for position in range(1, 4):
             prospect = Prospect.objects.create(
-                run=run, position=position, name=f"Person {position}", company="Acme",
+                run=run, position=position, number=position, name=f"Person {position}", company="Acme",
                 employees=100 * position, extra={"note": "seeded"})
             if position <= scored:
                 ProspectResult.objects.create(

@@ -49,7 +49,13 @@ def post(client: Client, url: str, body: object = None, *, raw: str | None = Non
 
 def add_results(run: QualificationRun, outcomes: list[tuple[str, int | None]]) -> None:
     prospects = Prospect.objects.bulk_create(
-        Prospect(run=run, position=index + 1, name=f"Person {index}", company=f"Co {index}")
+        Prospect(
+            run=run,
+            position=index + 1,
+            number=index + 1,
+            name=f"Person {index}",
+            company=f"Co {index}",
+        )
         for index in range(len(outcomes))
     )
     ProspectResult.objects.bulk_create(
@@ -439,7 +445,8 @@ def test_continue_answers_200_with_the_same_run_pending_again(api, alice, make_r
     original = make_run(RunStatus.FAILED, total=3, completed=1, user=alice, criteria={})
     add_results(original, [(Outcome.QUALIFIED, 90)])
     Prospect.objects.bulk_create(
-        Prospect(run=original, position=position, name="Left", company="Co") for position in (2, 3)
+        Prospect(run=original, position=position, number=position, name="Left", company="Co")
+        for position in (2, 3)
     )
     response = post(api, f"{API}/runs/{original.pk}/{endpoint}")
     assert response.status_code == 200, response.content

@@ -282,7 +282,7 @@ def test_the_api_answers_429_with_the_reason_beyond_the_active_runs_limit(api, a
     )
     assert QualificationRun.objects.count() == 2
     failed = make_run(RunStatus.FAILED, user=alice)
-    Prospect.objects.create(run=failed, position=2, name="Ann", company="Acme")
+    Prospect.objects.create(run=failed, position=2, number=1, name="Ann", company="Acme")
     assert post(api, f"{API}/runs/{failed.pk}/retry", "").status_code == 429
 
 
@@ -400,7 +400,7 @@ def test_the_csv_download_neutralises_formulas(client, alice, make_run):
 
     run = make_run(RunStatus.COMPLETED, user=alice)
     prospect = Prospect.objects.create(
-        run=run, position=2, name='=HYPERLINK("http://evil")', company="@SUM(1)"
+        run=run, position=2, number=1, name='=HYPERLINK("http://evil")', company="@SUM(1)"
     )
     ProspectResult.objects.create(
         run=run, prospect=prospect, outcome=Outcome.ERRORED, error="-boom"

@@ -487,4 +487,3 @@ def test_a_stop_signal_while_the_database_is_away_still_stops_the_worker(tmp_pat
             worker.stop()
         cluster.stop()
         shutil.rmtree(cluster.root, ignore_errors=True)
-

@@ -33,7 +33,13 @@ def signed_in(client, alice) -> Client:
 def add_results(run: QualificationRun, outcomes: list[tuple[str, int | None]]) -> None:
     """Prospects at positions 2.. with one result each (outcome, score)."""
     prospects = Prospect.objects.bulk_create(
-        Prospect(run=run, position=index + 2, name=f"Person {index}", company=f"Co {index}")
+        Prospect(
+            run=run,
+            position=index + 2,
+            number=index + 1,
+            name=f"Person {index}",
+            company=f"Co {index}",
+        )
         for index in range(len(outcomes))
     )
     ProspectResult.objects.bulk_create(
