@@ -28,6 +28,7 @@ from recovery.jsonapi import (
     INVALID,
     ApiError,
     Caller,
+    ObjectLimit,
     invalid,
     json_endpoint,
     read_json_body,
@@ -51,7 +52,6 @@ from .listings import (
 )
 from .models import IdempotencyKey, ProspectResult
 from .prospects import (
-    MAX_REPORTED_PROBLEMS,
     ProspectErrors,
     ProspectInputError,
     TooManyProspects,
@@ -213,7 +213,17 @@ def runs(request: HttpRequest, caller: Caller) -> JsonResponse:
 
 
 def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
-    payload = read_json_body(request, max_bytes=conf.QUALIFIER_MAX_UPLOAD_BYTES)
+    limit = conf.QUALIFIER_MAX_PROSPECTS
+    payload = read_json_body(
+        request,
+        max_bytes=conf.QUALIFIER_MAX_UPLOAD_BYTES,
+        # The body, its criteria and one per prospect.
+        objects=ObjectLimit(
+            limit + 2,
+            f"a run takes at most {limit:,} prospects, each one object",
+            code="too_many_prospects",
+        ),
+    )
     body = require_object(payload)
     errors = unknown_fields(body, ("prospects", "criteria"))
     prospects = []
@@ -236,7 +246,10 @@ def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
                 criteria = criteria.with_overrides(overrides)
             except CriteriaError as exc:
                 errors.update(
-                    {f"criteria.{name}": sentence(text) for name, text in exc.errors.items()}
+                    {
+                        "criteria" if name == "criteria" else f"criteria.{name}": sentence(text)
+                        for name, text in exc.errors.items()
+                    }
                 )
     if errors:
         raise invalid(errors, "The run was not created.")
@@ -281,6 +294,9 @@ def prospect_field_errors(exc: ProspectInputError) -> dict[str, str]:
     what is wrong in the words the upload page uses ("Item 3, field 'email': ...")."""
     problems = exc.problems if isinstance(exc, ProspectErrors) else [exc]
     errors: dict[str, str] = {}
+    if isinstance(exc, ProspectErrors) and exc.more:
+        # First, so that it is kept when the answer's fields are cut at MAX_LISTED.
+        errors["prospects"] = "There are more problems than the answer lists."
     for problem in problems:
         if problem.line is None:
             key = "prospects"
@@ -290,10 +306,6 @@ def prospect_field_errors(exc: ProspectInputError) -> dict[str, str]:
                 key += f".{problem.column}"
         text = sentence(str(problem))
         errors[key] = f"{errors[key]} {text}" if key in errors else text
-    if isinstance(exc, ProspectErrors) and exc.more:
-        errors["prospects"] = (
-            f"There are more problems; only the first {MAX_REPORTED_PROBLEMS} are listed."
-        )
     return errors
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 from typing import Any
 
-from recovery.inputs import parse_whole_number, show, unstorable
+from recovery.inputs import MAX_LISTED, parse_whole_number, show, shown_name, unstorable
 
 from .conf import DEFAULT_CRITERIA, conf
 
@@ -107,10 +107,18 @@ class Criteria:
         """A copy with the given fields replaced; validates every value it is given.
 
         Lists may be lists or comma-separated strings (a web form); an empty employee bound
-        means no bound. Raises CriteriaError naming every bad field, changing nothing.
+        means no bound. Raises CriteriaError naming every bad field, changing nothing; far
+        more fields than there are (MAX_LISTED more) are one error that counts them.
         """
         if not isinstance(overrides, Mapping):
             raise CriteriaError({"criteria": "expected an object of criteria fields"})
+        if len(overrides) > len(FIELD_NAMES) + MAX_LISTED:
+            raise CriteriaError(
+                {
+                    "criteria": f"{len(overrides):,} fields were given; the criteria are "
+                    f"{', '.join(FIELD_NAMES)}"
+                }
+            )
         errors: dict[str, str] = {}
         changes: dict[str, Any] = {}
         for name, value in overrides.items():
@@ -125,7 +133,7 @@ class Criteria:
                     known = ", ".join(FIELD_NAMES)
                     raise ValueError(f"unknown criterion (known: {known})")
             except ValueError as exc:
-                errors[str(name)] = str(exc)
+                errors[shown_name(name)] = str(exc)
         if not errors:
             low = changes.get("min_employees", self.min_employees)
             high = changes.get("max_employees", self.max_employees)

@@ -14,7 +14,7 @@ from django.conf import settings
 
 from recovery.api import RECOVERY_LIST_LIMIT, RECOVERY_MAX_BODY_BYTES, RECOVERY_MAX_RUN_IDS
 from recovery.conf import MAX_TIMEOUT_MINUTES, POLICIES
-from recovery.inputs import MAX_BIGINT, MAX_DIGITS
+from recovery.inputs import MAX_BIGINT, MAX_DIGITS, MAX_LISTED
 from recovery.jsonapi import MAX_JSON_DEPTH
 from recovery.models import RecoverySource, RunStatus
 from recovery.report import SkipReason
@@ -123,8 +123,12 @@ def _schemas() -> dict[str, Any]:
                 "fields": {
                     "type": "object",
                     "additionalProperties": {"type": "string"},
+                    "maxProperties": MAX_LISTED,
                     "description": "For input errors, what is wrong with each field "
-                    "(`criteria.min_score`, `prospects[3].email`, `page`...); empty otherwise.",
+                    "(`criteria.min_score`, `prospects[3].email`, `page`...); empty otherwise. "
+                    f"At most {MAX_LISTED} fields are named: `error` then says how many more "
+                    "there are. A body with far more unknown fields than known ones is refused "
+                    "with a count instead.",
                 },
             },
         },
@@ -470,8 +474,10 @@ ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "409": ("The run cannot be continued now (see the message).", ()),
     "413": (
-        "The body is over QUALIFIER_MAX_UPLOAD_BYTES, or has more than "
-        "QUALIFIER_MAX_PROSPECTS prospects.",
+        "The body is over QUALIFIER_MAX_UPLOAD_BYTES (`body_too_large`), or has more than "
+        "QUALIFIER_MAX_PROSPECTS prospects (`too_many_prospects`; a new run's body is "
+        "refused as soon as it holds more JSON objects than that many prospects, its criteria "
+        "and the body itself).",
         (),
     ),
     "415": ("The body is not sent as application/json.", ("Accept-Post",)),

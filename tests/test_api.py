@@ -235,14 +235,17 @@ def test_create_run_reports_every_bad_field_and_every_bad_prospect(api):
 
 def test_create_run_reports_a_bounded_number_of_bad_prospects(api):
     from qualifier.prospects import MAX_REPORTED_PROBLEMS
+    from recovery.inputs import MAX_LISTED
 
     bad = [{"name": "Ada", "company": ""}] * (MAX_REPORTED_PROBLEMS + 20)
     answer = post(api, f"{API}/runs", {"prospects": bad}).json()
+    # At most MAX_LISTED fields: the note that there are more, then the first problems.
+    assert len(answer["fields"]) == MAX_LISTED
+    assert next(iter(answer["fields"])) == "prospects"
+    assert answer["fields"]["prospects"] == "There are more problems than the answer lists."
     item_errors = [name for name in answer["fields"] if name.startswith("prospects[")]
-    assert len(item_errors) == MAX_REPORTED_PROBLEMS
-    assert answer["fields"]["prospects"] == (
-        f"There are more problems; only the first {MAX_REPORTED_PROBLEMS} are listed."
-    )
+    assert item_errors == [f"prospects[{index}].company" for index in range(MAX_LISTED - 1)]
+    assert answer["error"].endswith(" And 1 more field, not listed.")
 
 
 @pytest.mark.parametrize("raw", ['{"prospects": [', "not json", '"a string"', "[]", "\xff"])
