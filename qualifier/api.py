@@ -3,8 +3,9 @@ personal API token (`Authorization: Bearer`, no CSRF), see `recovery.jsonapi.use
 
 Every answer is JSON, errors included (see `recovery.jsonapi.json_endpoint`): 400 with field
 errors, 401/403, 404 (also for another user's run), 405, 409 for a continue that is not allowed
-(the run is already pending or processing, finished, or has nothing left), 422 for an
-`Idempotency-Key` reused with another body,
+(the run is already pending or processing, finished, or has nothing left) and for an
+`Idempotency-Key` whose run is no longer the caller's, 422 for an `Idempotency-Key` reused
+with another body,
 and 413 for too many prospects or too large a body. Lists are paginated with `?page=N` and
 answer `{"count", "next", "previous", "results"}`; links are paths on this server.
 """
@@ -341,7 +342,9 @@ def _idempotency_key(request: HttpRequest) -> str:
 
 def _replay(caller: Caller, key: str, body_hash: str) -> JsonResponse | None:
     """The run a request with this key created within the last day, or None. The same key
-    with another body is a client's mistake: 422, and nothing is created."""
+    with another body is a client's mistake: 422, and nothing is created. A run that is no
+    longer the caller's (an administrator gave it to another user) is not shown: 409, and
+    nothing is created either (the request was done once; its run is just not yours now)."""
     found = (
         IdempotencyKey.objects.filter(
             user=caller.user,
@@ -360,7 +363,14 @@ def _replay(caller: Caller, key: str, body_hash: str) -> JsonResponse | None:
             f"(run {found.run_id}); use a new key for a new run.",
             code="idempotency_key_reused",
         )
-    run = with_recovery(QualificationRun.objects.all()).get(pk=found.run_id)
+    run = with_recovery(QualificationRun.objects.filter(pk=found.run_id, user=caller.user)).first()
+    if run is None:
+        raise ApiError(
+            409,
+            f"The Idempotency-Key {show(key)} created run {found.run_id} within the last day, "
+            "and that run is no longer yours; nothing was created. Use a new key for a new run.",
+            code="idempotency_key_run_not_yours",
+        )
     body = run_json(run, counts_for([run])[run.pk])
     return JsonResponse(
         body, status=200, headers={"Location": body["url"], "Idempotent-Replayed": "true"}

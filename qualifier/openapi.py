@@ -472,7 +472,11 @@ ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
         "page past the last (`page_not_found`).",
         (),
     ),
-    "409": ("The run cannot be continued now (see the message).", ()),
+    "409": (
+        "The run cannot be continued now (`run_not_continuable`), or the run an "
+        "Idempotency-Key created is no longer yours (`idempotency_key_run_not_yours`).",
+        (),
+    ),
     "413": (
         "The body is over QUALIFIER_MAX_UPLOAD_BYTES (`body_too_large`), or has more than "
         "QUALIFIER_MAX_PROSPECTS prospects (`too_many_prospects`; a new run's body is "
@@ -597,7 +601,9 @@ def document() -> dict[str, Any]:
                     "summary": "Create a run",
                     "description": "Stores the run and its prospects and queues it, in one "
                     "transaction. With an `Idempotency-Key`, repeating the request within a "
-                    "day answers 200 with the run the first one created.",
+                    "day answers 200 with the run the first one created, as long as that run "
+                    "is still yours: once an administrator has given it to another user, the "
+                    "repeat answers 409 (`idempotency_key_run_not_yours`) and creates nothing.",
                     "tags": ["runs"],
                     "security": WRITE,
                     "parameters": [
@@ -627,7 +633,7 @@ def document() -> dict[str, Any]:
                             "Location",
                             "Idempotent-Replayed",
                         ),
-                        **error_answers("400", "401", "403", "413", "415", "422", "429"),
+                        **error_answers("400", "401", "403", "409", "413", "415", "422", "429"),
                     },
                 },
             },

@@ -622,6 +622,27 @@ def test_an_idempotency_key_reused_with_another_body_is_422_and_creates_nothing(
     assert QualificationRun.objects.count() == 1
 
 
+@override_settings(TASKS=DUMMY)
+def test_a_replay_after_the_run_was_given_to_another_user_shows_nothing_of_it(api, bob):
+    """The key was alice's, the run is now bob's: alice learns that it is no longer hers and
+    nothing else (not its status, counts, criteria or reason), and nothing is created."""
+    first = post_with_key(api, "order-7", {"prospects": PROSPECTS})
+    run_id = first.json()["id"]
+    QualificationRun.objects.filter(pk=run_id).update(
+        user=bob, status=RunStatus.FAILED, failure_reason="Bob's secret reason"
+    )
+    again = post_with_key(api, "order-7", {"prospects": PROSPECTS})
+    assert again.status_code == 409
+    assert again.json() == {
+        "error": f"The Idempotency-Key 'order-7' created run {run_id} within the last day, and "
+        "that run is no longer yours; nothing was created. Use a new key for a new run.",
+        "code": "idempotency_key_run_not_yours",
+        "fields": {},
+    }
+    assert "Location" not in again
+    assert QualificationRun.objects.count() == 1
+
+
 @pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "tab\there"])
 @override_settings(TASKS=DUMMY)
 def test_a_bad_idempotency_key_is_400_and_creates_nothing(api, key):
