@@ -107,9 +107,13 @@ CRITERIA_ENV = {
 }
 
 
-def _describe(field: str) -> str:
+def _describe(field: str, message: str) -> str:
+    """The error with the field it is about ("criteria" is the profile as a whole)."""
+    if field == "criteria":
+        return message
     env_name = CRITERIA_ENV.get(field)
-    return f"{field} (environment variable {env_name})" if env_name else field
+    where = f"{field} (environment variable {env_name})" if env_name else field
+    return f"{where}: {message}"
 
 
 def _check_criteria() -> list[CheckMessage]:
@@ -122,7 +126,7 @@ def _check_criteria() -> list[CheckMessage]:
     except CriteriaError as exc:
         return [
             Error(
-                f"Setting QUALIFIER_DEFAULT_CRITERIA is invalid: {_describe(field)}: {message}.",
+                f"Setting QUALIFIER_DEFAULT_CRITERIA is invalid: {_describe(field, message)}.",
                 hint=hint,
                 id="qualifier.E005",
             )

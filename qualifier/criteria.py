@@ -44,8 +44,13 @@ _SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*://")
 
 #: Bounds on every list: how many items, how long each, and how long all of them together.
 MAX_LIST_ITEMS = 500
-MAX_ITEM_LENGTH = 255
-MAX_LIST_LENGTH = 10_000
+#: An industry, a title keyword or a country: matching a prospect's text costs up to its
+#: length times the longest phrase, so a phrase is short.
+MAX_PHRASE_LENGTH = 64
+#: An excluded domain (DNS names are at most 253 characters).
+MAX_DOMAIN_LENGTH = 255
+#: The characters of every list of a profile together (each run stores and shows its own).
+MAX_PROFILE_LENGTH = 10_000
 #: PositiveIntegerField's upper bound (a prospect's employee count).
 MAX_EMPLOYEES = 2_147_483_647
 
@@ -135,6 +140,15 @@ class Criteria:
             except ValueError as exc:
                 errors[shown_name(name)] = str(exc)
         if not errors:
+            length = sum(
+                len(item) for name in LIST_FIELDS for item in changes.get(name, getattr(self, name))
+            )
+            if length > MAX_PROFILE_LENGTH:
+                errors["criteria"] = (
+                    f"the lists hold {length:,} characters together; a profile holds at most "
+                    f"{MAX_PROFILE_LENGTH:,}"
+                )
+        if not errors:
             low = changes.get("min_employees", self.min_employees)
             high = changes.get("max_employees", self.max_employees)
             if low is not None and high is not None and low > high:
@@ -222,9 +236,9 @@ def _parse_list(name: str, value: object) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        if len(value) > MAX_LIST_LENGTH:
+        if len(value) > MAX_PROFILE_LENGTH:
             raise ValueError(
-                f"the list is {len(value):,} characters long; at most {MAX_LIST_LENGTH:,} "
+                f"the list is {len(value):,} characters long; at most {MAX_PROFILE_LENGTH:,} "
                 "are allowed"
             )
         items: list[object] = value.replace("\n", ",").split(",")
@@ -234,6 +248,7 @@ def _parse_list(name: str, value: object) -> tuple[str, ...]:
         raise ValueError("expected a list of text values or a comma-separated text")
     if len(items) > MAX_LIST_ITEMS:
         raise ValueError(f"{len(items):,} items were given; at most {MAX_LIST_ITEMS:,} are allowed")
+    limit = MAX_DOMAIN_LENGTH if name == "excluded_domains" else MAX_PHRASE_LENGTH
     result: list[str] = []
     seen: set[str] = set()
     total = 0
@@ -244,16 +259,16 @@ def _parse_list(name: str, value: object) -> tuple[str, ...]:
         if problem:
             raise ValueError(f"{show(item)} {problem}")
         text = " ".join(item.split())
-        if len(text) > MAX_ITEM_LENGTH:
-            raise ValueError(f"{text[:20]!r}... is longer than {MAX_ITEM_LENGTH} characters")
+        if len(text) > limit:
+            raise ValueError(f"{text[:20]!r}... is longer than {limit} characters")
         if name == "excluded_domains":
             text = normalize_domain(text)
             if text and "." not in text:
                 raise ValueError(f"{show(item)} is not a domain such as example.com")
         total += len(text)
-        if total > MAX_LIST_LENGTH:
+        if total > MAX_PROFILE_LENGTH:
             raise ValueError(
-                f"the items are more than {MAX_LIST_LENGTH:,} characters long together"
+                f"the items are more than {MAX_PROFILE_LENGTH:,} characters long together"
             )
         if text and text.casefold() not in seen:
             seen.add(text.casefold())

@@ -21,7 +21,13 @@ from recovery.report import SkipReason
 
 from .api import MAX_IDEMPOTENCY_KEY_LENGTH, RUNS_PAGE_SIZE
 from .conf import conf
-from .criteria import LIST_FIELDS, MAX_ITEM_LENGTH, MAX_LIST_ITEMS, MAX_LIST_LENGTH
+from .criteria import (
+    LIST_FIELDS,
+    MAX_DOMAIN_LENGTH,
+    MAX_LIST_ITEMS,
+    MAX_PHRASE_LENGTH,
+    MAX_PROFILE_LENGTH,
+)
 from .criteria import MAX_EMPLOYEES as MAX_EMPLOYEE_BOUND
 from .listings import RESULT_SORTS, RESULTS_PAGE_SIZE
 from .models import Outcome
@@ -93,15 +99,18 @@ def schemas() -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    def text_list(item_pattern: str = STORABLE, what: str = "") -> dict[str, Any]:
+    def text_list(
+        item_pattern: str = STORABLE, what: str = "", item_length: int = MAX_PHRASE_LENGTH
+    ) -> dict[str, Any]:
         return {
             "type": ["array", "string", "null"],
-            "items": {"type": "string", "maxLength": MAX_ITEM_LENGTH, "pattern": item_pattern},
+            "items": {"type": "string", "maxLength": item_length, "pattern": item_pattern},
             "maxItems": MAX_LIST_ITEMS,
-            "maxLength": MAX_LIST_LENGTH,
+            "maxLength": MAX_PROFILE_LENGTH,
             "pattern": STORABLE,
             "description": f"A list{what}, or one comma-separated text; at most "
-            f"{MAX_LIST_LENGTH:,} characters in all.",
+            f"{item_length} characters an item, and {MAX_PROFILE_LENGTH:,} in all the "
+            "profile's lists together.",
         }
 
     bound = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_EMPLOYEE_BOUND}
@@ -156,7 +165,9 @@ def _schemas() -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {
                 **{name: text_list() for name in LIST_FIELDS},
-                "excluded_domains": text_list(DOMAIN, " of domains such as example.com"),
+                "excluded_domains": text_list(
+                    DOMAIN, " of domains such as example.com", MAX_DOMAIN_LENGTH
+                ),
                 "min_employees": bound,
                 "max_employees": bound,
                 "min_score": {"type": "integer", "minimum": 0, "maximum": 100},
