@@ -518,19 +518,27 @@ def answer(description: str, schema: str, *header_names: str) -> dict[str, Any]:
     if header_names:
         body["headers"] = {name: header(name) for name in header_names}
     if schema == "Run":
-        body["links"] = RUN_LINKS
+        body["links"] = run_links("$response.body#/id")
+    if schema == "RunPage":
+        body["links"] = run_links("$response.body#/results/0/id", "the page's first run")
     return body
 
 
-#: What a client can do next with a run it was given.
-RUN_LINKS = {
-    name: {"operationId": operation, "parameters": {"id": "$response.body#/id"}}
-    for name, operation in (
-        ("GetRun", "getRun"),
-        ("ListRunResults", "listRunResults"),
-        ("ContinueRun", "continueRun"),
-    )
-}
+def run_links(run_id: str, which: str = "the run") -> dict[str, Any]:
+    """What a client can do next with a run it was given: a page of FAILED runs
+    (`?status=failed`) leads to continuing one."""
+    return {
+        f"{name}{'' if which == 'the run' else 'FirstOnPage'}": {
+            "operationId": operation,
+            "parameters": {"id": run_id},
+            "description": f"{verb} {which}.",
+        }
+        for name, operation, verb in (
+            ("GetRun", "getRun", "Read"),
+            ("ListRunResults", "listRunResults", "The results of"),
+            ("ContinueRun", "continueRun", "Continue"),
+        )
+    }
 
 
 def json_body(schema: str, *, required: bool = True, description: str = "") -> dict[str, Any]:
