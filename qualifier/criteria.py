@@ -8,6 +8,7 @@ stored on the run (`QualificationRun.criteria`) so its results can always be exp
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
@@ -190,9 +191,6 @@ class Criteria:
 FIELD_NAMES = tuple(field.name for field in fields(Criteria))
 
 
-_END = ""  # marks a trie node where a phrase ends (characters are never empty)
-
-
 def _is_word(char: str) -> bool:
     """What the regular expression \\w matches."""
     return char.isalnum() or char == "_"
@@ -200,36 +198,82 @@ def _is_word(char: str) -> bool:
 
 class WordMatcher:
     """Finds which of a set of phrases occurs in a text as whole words, ignoring case ("VP" in
-    "VP Sales", not in "MVP").
+    "VP Sales", not in "MVP"): the leftmost, then the longest.
 
-    The casefolded phrases form a trie that is walked from each word start, so a text costs
-    at most its length times the longest phrase, however many phrases there are (one regex
-    alternation of them all tries every phrase at every position).
+    An Aho-Corasick automaton of the casefolded phrases reads the text once, so a text costs
+    its length plus the phrases that end at its word ends, however many phrases there are and
+    however they overlap (a trie walked from every word start costs the text's length times
+    the longest phrase, which crafted phrases make hundreds of times a usual prospect's cost).
     """
 
     def __init__(self, phrases: tuple[str, ...]) -> None:
-        self.root: dict[str, Any] = {}
+        #: Node 0 is the root. Per node: its children, the node of its longest proper suffix
+        #: in the automaton (`fail`), the phrase ending there, if any, as configured (the first
+        #: of phrases equal when casefolded), its depth (the casefolded phrase's length), and
+        #: the nearest node along `fail` where a phrase ends (`output`, 0 for none).
+        self.children: list[dict[str, int]] = [{}]
+        self.phrase: list[str | None] = [None]
+        self.depth: list[int] = [0]
         for phrase in phrases:
-            node = self.root
+            node = 0
             for char in phrase.casefold():
-                node = node.setdefault(char, {})
-            node.setdefault(_END, phrase)
+                child = self.children[node].get(char)
+                if child is None:
+                    child = len(self.children)
+                    self.children[node][char] = child
+                    self.children.append({})
+                    self.phrase.append(None)
+                    self.depth.append(self.depth[node] + 1)
+                node = child
+            if node and self.phrase[node] is None:
+                self.phrase[node] = phrase
+        self.longest = max(self.depth)
+        self.fail = [0] * len(self.children)
+        self.output = [0] * len(self.children)
+        queue = deque(self.children[0].values())
+        while queue:
+            node = queue.popleft()
+            suffix = self.fail[node]
+            self.output[node] = suffix if self.phrase[suffix] is not None else self.output[suffix]
+            for char, child in self.children[node].items():
+                state = suffix
+                while state and char not in self.children[state]:
+                    state = self.fail[state]
+                found = self.children[state].get(char, 0)
+                self.fail[child] = found if found != child else 0
+                queue.append(child)
 
     def search(self, text: str) -> str | None:
         """The phrase (as configured) found first in `text`: leftmost, then longest."""
         text = text.casefold()
         size = len(text)
-        for start in range(size):
-            if start and _is_word(text[start - 1]):
-                continue
-            node, found, index = self.root, None, start
-            while index < size and (node := node.get(text[index])) is not None:
-                index += 1
-                if _END in node and (index == size or not _is_word(text[index])):
-                    found = node[_END]
-            if found is not None:
-                return found
-        return None
+        children, fail, output, phrase, depth = (
+            self.children,
+            self.fail,
+            self.output,
+            self.phrase,
+            self.depth,
+        )
+        best_start, best = size, None
+        state = 0
+        for index, char in enumerate(text):
+            if best is not None and index - self.longest >= best_start:
+                break  # every later match starts after the one found
+            while state and char not in children[state]:
+                state = fail[state]
+            state = children[state].get(char, 0)
+            node = state if phrase[state] is not None else output[state]
+            end = index + 1
+            if not node or (end < size and _is_word(text[end])):
+                continue  # no phrase ends here, or not at a word end
+            while node:
+                start = end - depth[node]
+                # Ends come in order, so a later match from the same start is longer; at one
+                # end, the chain goes from the longest phrase (leftmost start) down.
+                if start <= best_start and (start == 0 or not _is_word(text[start - 1])):
+                    best_start, best = start, phrase[node]
+                node = output[node]
+        return best
 
 
 def _parse_list(name: str, value: object) -> tuple[str, ...]:

@@ -10,6 +10,8 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qualifier.checks import check_qualifier_settings
 from qualifier.criteria import (
@@ -18,6 +20,7 @@ from qualifier.criteria import (
     MAX_PROFILE_LENGTH,
     Criteria,
     CriteriaError,
+    WordMatcher,
 )
 from recovery.models import QualificationRun
 from tests.helpers import CSRF_SECRET, DUMMY
@@ -120,3 +123,62 @@ def test_the_settings_checks_refuse_a_long_default_phrase_and_too_large_a_profil
         [error] = check_qualifier_settings()
     assert error.id == "qualifier.E005"
     assert error.msg == f"Setting QUALIFIER_DEFAULT_CRITERIA is invalid: {TOO_MUCH}."
+
+
+# --- matching costs the text's length, however the phrases overlap ----------------------------
+
+
+def reference_search(phrases: tuple[str, ...], text: str) -> str | None:
+    """The rule, by brute force: the leftmost whole-word match, then the longest; the first
+    configured of phrases equal when casefolded."""
+    folded = text.casefold()
+
+    def is_word(char: str) -> bool:
+        return char.isalnum() or char == "_"
+
+    for start in range(len(folded)):
+        if start and is_word(folded[start - 1]):
+            continue
+        found = None
+        for phrase in phrases:
+            key = phrase.casefold()
+            end = start + len(key)
+            if (
+                key
+                and folded.startswith(key, start)
+                and (end == len(folded) or not is_word(folded[end]))
+                and (found is None or len(key) > len(found.casefold()))
+            ):
+                found = phrase
+        if found is not None:
+            return found
+    return None
+
+
+PHRASE = st.text(alphabet="ab -.ßS", min_size=1, max_size=6)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None, database=None)
+@given(phrases=st.lists(PHRASE, min_size=1, max_size=6).map(tuple), text=st.text("ab -.ßSx"))
+def test_the_matcher_finds_what_the_rule_says(phrases, text):
+    assert WordMatcher(phrases).search(text) == reference_search(phrases, text)
+
+
+def test_crafted_phrases_cost_the_text_once_not_once_per_word_start(monkeypatch):
+    """Counted in steps, not seconds: phrases that share a long prefix with a title that has
+    a word start every two characters make a walk from every word start; the automaton reads
+    each character once and follows at most one failure link per character it read."""
+    title = ("a " * 128)[:255]
+    phrases = tuple(("a " * 40)[: MAX_PHRASE_LENGTH - 1] + end for end in "bcdefghijk")
+    matcher = WordMatcher(phrases)
+    steps = []
+    children = matcher.children
+
+    class Counting(list):
+        def __getitem__(self, index):
+            steps.append(index)
+            return list.__getitem__(self, index)
+
+    matcher.children = Counting(children)
+    assert matcher.search(title) is None
+    assert len(steps) <= 3 * len(title)
