@@ -237,19 +237,20 @@ class ObjectLimit:
     code: str = "too_many_objects"
 
 
-class _TooManyObjects(Exception):
-    pass
-
-
-def _counting_objects(limit: int) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
-    """A json object_pairs_hook that stops the parser at the object after the `limit`-th."""
+def _counting_objects(limit: ObjectLimit) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A json object_pairs_hook that stops the parser with a 413 at the object after the
+    limit's count (the parser lets the hook's exception through)."""
     count = 0
 
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         nonlocal count
         count += 1
-        if count > limit:
-            raise _TooManyObjects
+        if count > limit.count:
+            raise ApiError(
+                413,
+                f"The body holds more than {limit.count:,} JSON objects: {limit.why}.",
+                code=limit.code,
+            )
         return dict(pairs)
 
     return hook
@@ -297,15 +298,8 @@ def read_json_body(
             parse_constant=_refuse_constant,
             parse_float=_finite_float,
             parse_int=_short_int,
-            object_pairs_hook=None if objects is None else _counting_objects(objects.count),
+            object_pairs_hook=None if objects is None else _counting_objects(objects),
         )
-    except _TooManyObjects:
-        assert objects is not None
-        raise ApiError(
-            413,
-            f"The body holds more than {objects.count:,} JSON objects: {objects.why}.",
-            code=objects.code,
-        ) from None
     except UnicodeDecodeError:
         raise _malformed("the body is not UTF-8 text.") from None
     except json.JSONDecodeError as exc:
@@ -401,9 +395,7 @@ def require_object(payload: Any, *, what: str = "The body") -> dict[str, Any]:
     return payload
 
 
-def unknown_fields(
-    body: Mapping[str, Any], allowed: Iterable[str], *, what: str = "The body"
-) -> dict[str, str]:
+def unknown_fields(body: Mapping[str, Any], allowed: Iterable[str]) -> dict[str, str]:
     """Field errors for the keys of `body` that are not `allowed`: reported with the other
     bad fields of the request, so one answer names everything to fix.
 
@@ -414,7 +406,7 @@ def unknown_fields(
     if len(body) > len(allowed) + MAX_LISTED:
         raise ApiError(
             400,
-            f"{what} has {len(body):,} fields; the known fields are {', '.join(allowed)}.",
+            f"The body has {len(body):,} fields; the known fields are {', '.join(allowed)}.",
             code=INVALID,
         )
     return {shown_name(name): known for name in sorted(set(body) - set(allowed), key=str)}
