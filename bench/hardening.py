@@ -181,7 +181,8 @@ def matching(repeats: int) -> None:
 
     title = ("a " * 128)[:255]
     plain = WordMatcher(("CEO", "Founder", "VP"))
-    normal = median_seconds(lambda: [plain.search("VP of Sales, EMEA") for _ in range(1000)], 3)
+    usual = "Senior Account Executive, Enterprise Sales"
+    normal = median_seconds(lambda: [plain.search(usual) for _ in range(1000)], 3)
     print("\n| one prospect's title, 255 characters | per match |")
     print("|---|---:|")
     print(f"| a usual title and profile | {normal * 1000:.2f} µs |")
