@@ -100,8 +100,16 @@ class Criteria:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Criteria:
-        """Criteria as stored on a run by `as_dict()`."""
-        return cls().with_overrides(data)
+        """Criteria as stored on a run by `as_dict()`, read as they were stored: they were
+        checked when the run was created, and a run created before a bound was tightened
+        (phrases of more than MAX_PHRASE_LENGTH characters) must still show and run."""
+        return cls(
+            **{
+                name: tuple(value) if name in LIST_FIELDS else value
+                for name, value in data.items()
+                if name in FIELD_NAMES
+            }
+        )
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

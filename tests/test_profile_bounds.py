@@ -182,3 +182,18 @@ def test_crafted_phrases_cost_the_text_once_not_once_per_word_start(monkeypatch)
     matcher.children = Counting(children)
     assert matcher.search(title) is None
     assert len(steps) <= 3 * len(title)
+
+
+def test_a_run_stored_before_the_bound_still_shows_its_criteria(client, alice, make_run):
+    """Runs keep the criteria they were created with: a phrase of 100 characters, allowed
+    then, is read back as stored (by the page, and by the worker that scores the run)."""
+    from recovery.models import RunStatus
+
+    old_phrase = "Chief " + "z" * 94
+    stored = {**Criteria().as_dict(), "title_keywords": [old_phrase, "VP"]}
+    run = make_run(RunStatus.COMPLETED, user=alice, criteria=stored)
+    assert Criteria.from_dict(run.criteria).title_keywords == (old_phrase, "VP")
+    client.force_login(alice)
+    response = client.get(f"/runs/{run.pk}/")
+    assert response.status_code == 200
+    assert old_phrase in response.content.decode()
