@@ -100,16 +100,11 @@ class Criteria:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Criteria:
-        """Criteria as stored on a run by `as_dict()`, read as they were stored: they were
-        checked when the run was created, and a run created before a bound was tightened
-        (phrases of more than MAX_PHRASE_LENGTH characters) must still show and run."""
-        return cls(
-            **{
-                name: tuple(value) if name in LIST_FIELDS else value
-                for name, value in data.items()
-                if name in FIELD_NAMES
-            }
-        )
+        """Criteria as stored on a run by `as_dict()`. Read by the same rules as input, but
+        a phrase may have up to MAX_DOMAIN_LENGTH characters and the lists need not fit
+        MAX_PROFILE_LENGTH together: a run created before those bounds must still show and
+        run (CriteriaError for anything else)."""
+        return cls().with_overrides(data, stored=True)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -117,12 +112,13 @@ class Criteria:
             data[name] = list(data[name])
         return data
 
-    def with_overrides(self, overrides: Mapping[str, object]) -> Criteria:
+    def with_overrides(self, overrides: Mapping[str, object], *, stored: bool = False) -> Criteria:
         """A copy with the given fields replaced; validates every value it is given.
 
         Lists may be lists or comma-separated strings (a web form); an empty employee bound
         means no bound. Raises CriteriaError naming every bad field, changing nothing; far
         more fields than there are (MAX_LISTED more) are one error that counts them.
+        `stored` criteria (see from_dict) keep the bounds they were created under.
         """
         if not isinstance(overrides, Mapping):
             raise CriteriaError({"criteria": "expected an object of criteria fields"})
@@ -138,7 +134,7 @@ class Criteria:
         for name, value in overrides.items():
             try:
                 if name in LIST_FIELDS:
-                    changes[name] = _parse_list(name, value)
+                    changes[name] = _parse_list(name, value, stored=stored)
                 elif name in BOUND_FIELDS:
                     changes[name] = _parse_bound(value)
                 elif name == "min_score":
@@ -152,7 +148,7 @@ class Criteria:
             length = sum(
                 len(item) for name in LIST_FIELDS for item in changes.get(name, getattr(self, name))
             )
-            if length > MAX_PROFILE_LENGTH:
+            if length > MAX_PROFILE_LENGTH and not stored:
                 errors["criteria"] = (
                     f"the lists hold {length:,} characters together; a profile holds at most "
                     f"{MAX_PROFILE_LENGTH:,}"
@@ -284,7 +280,7 @@ class WordMatcher:
         return best
 
 
-def _parse_list(name: str, value: object) -> tuple[str, ...]:
+def _parse_list(name: str, value: object, *, stored: bool = False) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -300,7 +296,7 @@ def _parse_list(name: str, value: object) -> tuple[str, ...]:
         raise ValueError("expected a list of text values or a comma-separated text")
     if len(items) > MAX_LIST_ITEMS:
         raise ValueError(f"{len(items):,} items were given; at most {MAX_LIST_ITEMS:,} are allowed")
-    limit = MAX_DOMAIN_LENGTH if name == "excluded_domains" else MAX_PHRASE_LENGTH
+    limit = MAX_DOMAIN_LENGTH if stored or name == "excluded_domains" else MAX_PHRASE_LENGTH
     result: list[str] = []
     seen: set[str] = set()
     total = 0
