@@ -39,7 +39,7 @@ run = QualificationRun.objects.create(
     failure_reason="The worker process on host gone-host (pid 4242) has exited (found by test).",
 )
 prospects = Prospect.objects.bulk_create(
-    Prospect(run=run, position=n + 2, name=f"Person {n}", company=f"Company {n}")
+    Prospect(run=run, position=n + 2, number=n + 1, name=f"Person {n}", company=f"Company {n}")
     for n in range(5)
 )
 for prospect in prospects[:2]:
