@@ -246,7 +246,7 @@ def queue_behind_live_tasks(count: int) -> None:
 
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id FROM recovery_qualificationrun WHERE id % {POOL_EVERY} = 0"
+            f"SELECT id FROM recovery_qualificationrun WHERE id %% {POOL_EVERY} = 0"
             " AND status = 'COMPLETED' ORDER BY id LIMIT %s",
             [count],
         )

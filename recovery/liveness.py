@@ -228,6 +228,7 @@ def annotate_runs(runs: QuerySet[QualificationRun], rule: Rule | None = None) ->
             dead_cause=Case(When(is_dead, then=cause(rule)), default=Value("")),
             activity_seconds=SecondsSince(Coalesce("heartbeat_at", "started_at")),
             queued_seconds=SecondsSince("queued_at"),
+            worker_alive_anywhere=Exists(alive_workers(rule)),
             attempt_seconds=Case(
                 When(status=RunStatus.PROCESSING, then=SecondsBetween(F("started_at"), Now())),
                 default=None,

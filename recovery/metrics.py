@@ -206,7 +206,7 @@ def queue_depth() -> tuple[int, int | None]:
 
 def recovery_counts(since: dt.datetime | None = None) -> dict[tuple[str, str, str], int]:
     """Recoveries by (source, to_status, cause), since a moment or ever. An owner's Continue is
-    not a recovery (nothing was dead): `event_counts` counts those."""
+    not a recovery (nothing was dead): `event_figures` counts those apart."""
     events = RecoveryEvent.objects.order_by().exclude(source=RecoverySource.CONTINUE)
     if since is not None:
         events = events.filter(created_at__gte=since)
@@ -214,28 +214,47 @@ def recovery_counts(since: dt.datetime | None = None) -> dict[tuple[str, str, st
     return {(source, to_status, cause): n for source, to_status, cause, n in counted}
 
 
-def event_counts() -> tuple[int, int]:
-    """(failed runs continued by their owner or an operator, prospects quarantined), ever: one
-    aggregate over the events."""
-    counts = RecoveryEvent.objects.aggregate(
-        continues=Count("pk", filter=Q(source=RecoverySource.CONTINUE)),
-        quarantined=Count("pk", filter=Q(quarantined_prospect__isnull=False)),
+@dataclass
+class EventFigures:
+    """What /metrics reads of the audit trail, in one grouped pass over the events."""
+
+    recoveries: dict[tuple[str, str, str], int]
+    continues: int
+    quarantined: int
+    last_recovery_seconds: int | None
+
+
+def event_figures() -> EventFigures:
+    """Recoveries by (source, to_status, cause), Continues (not recoveries: nothing was dead),
+    quarantined prospects and the age of the last recovery, from one grouped query."""
+    rows = (
+        RecoveryEvent.objects.order_by()
+        .values_list("source", "to_status", "cause")
+        .annotate(
+            n=Count("*"),
+            quarantined=Count("pk", filter=Q(quarantined_prospect__isnull=False)),
+            last=SecondsSince(Max("created_at")),
+        )
     )
-    return counts["continues"], counts["quarantined"]
-
-
-def last_recovery_seconds() -> int | None:
-    """Seconds since the last recovery event (database clock), None before the first."""
-    return RecoveryEvent.objects.aggregate(last=SecondsSince(Max("created_at")))["last"]
+    figures = EventFigures({}, 0, 0, None)
+    for source, to_status, cause, n, quarantined, last in rows:
+        figures.quarantined += quarantined
+        if source == RecoverySource.CONTINUE:
+            figures.continues += n
+            continue
+        figures.recoveries[(source, to_status, cause)] = n
+        if figures.last_recovery_seconds is None or last < figures.last_recovery_seconds:
+            figures.last_recovery_seconds = last
+    return figures
 
 
 def collect() -> Figures:
-    """At most eleven aggregate queries, each served by an index, the statistics or a small
+    """At most ten aggregate queries, each served by an index, the statistics or a small
     table (the events and refused-writes tables are read whole: their size is the number of
     recoveries and refusals, not of runs; the sweep tallies are a few dozen rows)."""
     queued, oldest = queue_depth()
     live, dead = worker_counts()
-    continues, quarantined = event_counts()
+    events = event_figures()
     figures = Figures(
         runs_by_status=runs_by_status(),
         dead_runs=rows_dead_runs(),
@@ -243,10 +262,10 @@ def collect() -> Figures:
         oldest_queued_seconds=oldest,
         live_workers=live,
         dead_workers=dead,
-        recoveries=recovery_counts(),
-        continues=continues,
-        quarantined_prospects=quarantined,
-        last_recovery_seconds=last_recovery_seconds(),
+        recoveries=events.recoveries,
+        continues=events.continues,
+        quarantined_prospects=events.quarantined,
+        last_recovery_seconds=events.last_recovery_seconds,
     )
     figures.dead_seconds_buckets, figures.dead_seconds_count, figures.dead_seconds_sum = (
         dead_seconds_histogram()

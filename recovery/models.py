@@ -209,7 +209,15 @@ class QualificationRun(models.Model):
         if self.status == RunStatus.PENDING:
             if state == "dead":
                 return "Its queued task is gone; recovering…"
+            if not getattr(self, "worker_alive_anywhere", True):
+                return "No worker is running: the run starts when one does"
             waited = getattr(self, "queued_seconds", None)
+            queued = f" (queued for {spoken(waited)})" if waited is not None else ""
+            if self.started_at is not None:  # handed back, resumed or continued
+                return (
+                    f"Interrupted at {self.completed} of {self.total}; it continues where it "
+                    f"stopped when a worker takes it{queued}"
+                )
             return "Queued, waiting for a worker" + (
                 f" (for {spoken(waited)})" if waited is not None else ""
             )

@@ -457,25 +457,51 @@ def _write(batch: list[RecoveredRun], source: str, actor: Any) -> None:
             default=F("skip_prospect"),
             output_field=PositiveIntegerField(),
         )
-    failed: dict[str, list[int]] = defaultdict(list)
-    for run in batch:
-        if run.new_status == RunStatus.FAILED:
-            failed[run.reason].append(run.id)
-    if failed:
-        ids = [run_id for group in failed.values() for run_id in group]
-        changed = locked.filter(pk__in=ids).update(
-            status=RunStatus.FAILED,
-            completed_at=Now(),
-            failure_reason=Case(
-                *(When(pk__in=group, then=Value(text)) for text, group in failed.items()),
-                default=Value(""),
-            ),
-            **common,
-        )
-        if changed != len(ids):  # pragma: no cover - the rows are locked
-            raise RuntimeError("recovery batch changed under its lock; rolled back")
+    failed = [run for run in batch if run.new_status == RunStatus.FAILED]
+    if failed and _fail_batch(failed, set(died)) != len(failed):  # pragma: no cover
+        raise RuntimeError("recovery batch changed under its lock; rolled back")
     send_back(locked, [run.id for run in batch if run.new_status == RunStatus.PENDING], common)
     record_events(batch, source=source, actor=actor)
+
+
+def _fail_batch(failed: list[RecoveredRun], died: set[int]) -> int:
+    """FAILED, with each run's own reason, in one statement for the whole batch.
+
+    The one hand-written statement of the sweep, kept because the sweep benchmark proves it is
+    needed: every run has a reason of its own (its minutes of silence, its worker's host), and
+    the ORM can only write per-row values as a CASE with a WHEN per value, which the database
+    evaluates row by row (10,000 dead runs took 23x a bare UPDATE that way). Here the values
+    are one VALUES list joined by id (PostgreSQL, and SQLite since 3.33). The run must still be
+    active, as the locked read saw it; the attempt's seconds end at its last sign of life.
+    """
+    table = connection.ops.quote_name(QualificationRun._meta.db_table)
+    compiler = QualificationRun.objects.all().query.get_compiler(connection=connection)
+    now_sql, now_params = compiler.compile(Now())
+    last_seen = "COALESCE(run.heartbeat_at, run.started_at, run.created_at)"
+    if connection.vendor == "postgresql":
+        worked = f"EXTRACT(EPOCH FROM ({last_seen} - run.started_at))"
+    else:
+        worked = f"(julianday({last_seen}) - julianday(run.started_at)) * 86400.0"
+    values = ", ".join(["(CAST(%s AS BIGINT), %s, CAST(%s AS INTEGER))"] * len(failed))
+    # A VALUES list's columns are column1, column2, ... on both databases (SQLite allows no
+    # names for them, and its driver counts no rows for a statement that starts with WITH).
+    sql = f"""
+        UPDATE {table} AS run
+        SET status = %s,
+            completed_at = {now_sql},
+            failure_reason = decided.column2,
+            deaths = run.deaths + decided.column3,
+            worked_seconds = CASE WHEN run.status = %s
+                THEN run.worked_seconds + COALESCE({worked}, 0) ELSE run.worked_seconds END
+        FROM (VALUES {values}) AS decided
+        WHERE run.id = decided.column1 AND run.status IN (%s, %s)
+    """  # noqa: S608 - the table's name and Django's SQL for now; values are parameters
+    params = [RunStatus.FAILED, *now_params, RunStatus.PROCESSING]
+    params += [value for run in failed for value in (run.id, run.reason, int(run.id in died))]
+    params += ACTIVE_STATUSES
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
 
 
 def _skip_reasons(

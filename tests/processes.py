@@ -31,6 +31,11 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 _template_cache: dict[str, str] = {}
 
+#: In the names of the PostgreSQL databases this test process creates: the xdist worker ("gw0",
+#: or "main" without xdist) and a random part, so that workers, and test runs of other checkouts
+#: on the same server, never touch each other's databases.
+RUN_ID = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:8]}"
+
 
 def on_postgres() -> bool:
     return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
@@ -72,13 +77,14 @@ def manage(
 
 
 def _migrated_template(tmp_root: Path) -> str:
-    """A migrated database to copy from, made once per test session."""
+    """A migrated database to copy from, made once per test process (each xdist worker is
+    one) and copied for every test that starts processes."""
     key = "postgres" if on_postgres() else "sqlite"
     if key in _template_cache:
         return _template_cache[key]
     if on_postgres():
-        name = f"qualifier_tpl_{os.getpid()}"
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
+        name = f"qualifier_tpl_{RUN_ID}"
+        _pg_admin(f'CREATE DATABASE "{name}"')
         url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     else:
         path = tmp_root / "template.sqlite3"
@@ -104,7 +110,7 @@ def fresh_database(tmp_path: Path, tmp_root: Path | None = None) -> Iterator[str
     template = _migrated_template(tmp_root or tmp_path)
     if template.startswith("postgresql://"):
         template_name = template.rsplit("/", 1)[1]
-        name = f"qualifier_proc_{uuid.uuid4().hex[:10]}"
+        name = f"qualifier_proc_{RUN_ID}_{uuid.uuid4().hex[:8]}"
         _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"')
         try:
             yield f"postgresql://postgres@127.0.0.1:5432/{name}"
@@ -137,12 +143,11 @@ class Process:
         args: Sequence[str],
         env: dict[str, str],
         log_path: Path,
-        *,
-        default_sigint: bool = False,
     ) -> None:
-        """`default_sigint`: the child starts with SIGINT's default disposition, as under a
-        terminal, even when the tests run in a background shell (which ignores SIGINT, and an
-        ignored signal stays ignored across exec)."""
+        """The child starts with SIGINT's default disposition, as under a terminal, even when
+        the tests run from a background shell: that shell ignores SIGINT in its children, an
+        ignored signal stays ignored across exec, and Python then installs no KeyboardInterrupt
+        handler, so a test that sends SIGINT would find it ignored."""
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
@@ -152,7 +157,7 @@ class Process:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_default_sigint if default_sigint else None,
+            preexec_fn=_default_sigint,
         )
 
     @property

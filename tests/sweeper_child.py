@@ -36,8 +36,8 @@ def waiting_task_id() -> str:
 
 def seed(*, stuck: int, healthy: int, finished: int) -> dict[str, list[int]]:
     """Stuck runs of every shape (beat long ago, started and never beat, queued without a task),
-    healthy active runs (a live worker; queued just now), and finished runs as old as the stuck
-    ones."""
+    healthy active runs (a live worker; queued with a waiting task), and finished runs as old as
+    the stuck ones."""
     from django.utils import timezone
 
     from recovery.models import QualificationRun, RunStatus, Worker

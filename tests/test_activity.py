@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from recovery.models import QualificationRun, RunStatus
-from tests.conftest import live_task_id
+from tests.conftest import live_task_id, make_worker
 
 
 @pytest.fixture
@@ -23,6 +23,7 @@ def active(alice_client) -> dict[int, dict]:
 
 
 def test_a_queued_run_says_it_is_queued_and_for_how_long(alice_client, alice, make_run):
+    make_worker()
     run = make_run(RunStatus.PENDING, user=alice, created_minutes_ago=3, task_id=live_task_id())
 
     shown = active(alice_client)[run.pk]
@@ -64,3 +65,36 @@ def test_finished_runs_say_nothing_about_activity(alice_client, alice, make_run)
 
     assert run_json["activity"] == ""
     assert QualificationRun.objects.get(pk=run.pk).activity() == ""
+
+
+def test_a_queued_run_with_no_worker_anywhere_says_so(alice_client, alice, make_run):
+    """Not only the admin knows: the run page and the runs list say no worker is running."""
+    run = make_run(RunStatus.PENDING, user=alice, created_minutes_ago=3, task_id=live_task_id())
+
+    shown = active(alice_client)[run.pk]
+
+    assert shown["activity"] == "No worker is running: the run starts when one does"
+    page = alice_client.get(reverse("qualifier:run-detail", args=[run.pk])).content.decode()
+    assert "No worker is running: the run starts when one does" in page
+    assert "No worker is running" in alice_client.get("/").content.decode()
+
+
+def test_a_run_handed_back_at_shutdown_says_it_was_interrupted_and_will_continue(
+    alice_client, alice, make_run
+):
+    make_worker()
+    run = make_run(
+        RunStatus.PENDING,
+        user=alice,
+        total=25,
+        completed=12,
+        created_minutes_ago=5,
+        started_minutes_ago=4,
+        task_id=live_task_id(),
+    )
+
+    shown = active(alice_client)[run.pk]
+
+    assert shown["activity"].startswith(
+        "Interrupted at 12 of 25; it continues where it stopped when a worker takes it"
+    )

@@ -131,9 +131,7 @@ class Fleet:
         self.workers: list[Process] = []
         self.pids: set[int] = set()
 
-    def start(
-        self, name: str, *, reload: bool = False, default_sigint: bool = False, **env: str
-    ) -> Process:
+    def start(self, name: str, *, reload: bool = False, **env: str) -> Process:
         settings = {"QUALIFIER_SCORING_DELAY_MS": "50", **FAST, **env}
         args = [PYTHON, "manage.py", "db_worker", "--no-startup-delay", "--interval", "0.2"]
         args.append("--reload" if reload else "--no-reload")
@@ -143,7 +141,6 @@ class Fleet:
             args,
             base_env(self.url, **settings),
             self.tmp_path / f"{name}.log",
-            default_sigint=default_sigint,
         )
         self.workers.append(worker)
         return worker
@@ -633,7 +630,7 @@ def test_ctrl_c_to_the_process_group_under_the_autoreloader_hands_the_run_back(f
     watcher and its child, the supervisor), mid-run."""
     url, total = fleet.url, 100
     run_id = new_run(url, total)
-    worker = fleet.start("reloading", reload=True, default_sigint=True, DEBUG="true")
+    worker = fleet.start("reloading", reload=True, DEBUG="true")
     fleet.wait(lambda: run_state(url, run_id)[1] >= 5, "progress")
     [(_, executor)] = sql(url, "SELECT id, executor_pid FROM recovery_worker")
     pids = [*fleet.remember(worker), executor]

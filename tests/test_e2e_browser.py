@@ -46,6 +46,11 @@ SAMPLE = PROJECT_DIR / "samples" / "prospects.csv"
 SCORING_DELAY_MS = "500"
 USERNAME, PASSWORD = "newcomer", "a-long-test-password-2026"
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
+#: How long any wait for the browser or the server may take (Playwright's default timeout for
+#: each action, navigation, selector and screenshot). Every wait ends at its event; this bound
+#: only stops one that never comes from hanging the suite. A budget near the usual time fails
+#: under load: in CI, one full-page screenshot took longer than the 15 s allowed then.
+PATIENCE_MS = 300_000
 #: Two runs whose worker died 20 and 30 minutes ago: one recovered (an event for the admin),
 #: one left stuck (the admin's Stuck column). Periodic and startup sweeps are off.
 SEED_DEAD_RUNS = """
@@ -117,7 +122,7 @@ def site(process_database: str, tmp_path: Path) -> Iterator[str]:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        assert wait_for_http(f"{base}/accounts/login/", timeout=30, process=web) == 200
+        assert wait_for_http(f"{base}/accounts/login/", PATIENCE_MS / 1000, web) == 200
         yield base
     except BaseException:
         print(f"--- web log ---\n{web.output[-4000:]}\n--- worker log ---\n{worker.output[-4000:]}")
@@ -180,7 +185,7 @@ def api_get(url: str, token: str) -> tuple[int, Any]:
     """(status, the run count or the error code) of a GET with only a bearer token."""
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=PATIENCE_MS / 1000) as response:
             return response.status, json.load(response)["count"]
     except urllib.error.HTTPError as error:
         assert error.headers["WWW-Authenticate"].startswith('Bearer realm="qualifier"')
@@ -204,7 +209,7 @@ def test_newcomer_uploads_the_sample_and_watches_the_run_complete(
 ):
     recovered_id, stuck_id = dead_runs
     page = chromium.new_page(viewport={"width": 390, "height": 844})  # a phone
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(PATIENCE_MS)
     with logs_on_failure(tmp_path, page):
         # Sign in through the login page.
         page.goto(f"{site}/")
@@ -241,7 +246,7 @@ def test_newcomer_uploads_the_sample_and_watches_the_run_complete(
             until=lambda seen: (
                 len({value for live, value, _ in seen if live and 0 < value < 25}) >= 2
             ),
-            timeout=20,
+            timeout=PATIENCE_MS / 1000,
         )
         values = [value for live, value, _ in moving if live]
         assert values == sorted(values), f"progress went backwards: {values}"
@@ -261,9 +266,7 @@ def test_newcomer_uploads_the_sample_and_watches_the_run_complete(
 
         # Another page: the notice of the run's end appears there too.
         page.click("nav >> text=New run")
-        notice = page.wait_for_selector(
-            f"[data-notices] .notice:has(a[href='/runs/{run_id}/'])", timeout=30_000
-        )
+        notice = page.wait_for_selector(f"[data-notices] .notice:has(a[href='/runs/{run_id}/'])")
         assert notice.inner_text().startswith(
             f"Run {run_id} completed: 16 qualified, 9 not qualified, 0 errored."
         )

@@ -6,6 +6,7 @@ change nothing; a database restart ends no process and fails no run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -226,29 +227,58 @@ def test_a_crashed_executor_is_noticed_at_once_and_its_run_continues(process_dat
     assert duplicate_results(process_database, run_id) == 0
 
 
+def sweeps_so_far(url: str) -> int:
+    [(sweeps,)] = sql(url, "SELECT COALESCE(SUM(sweeps), 0) FROM recovery_sweeptally")
+    return sweeps
+
+
+def last_beat(url: str) -> object:
+    [(beat,)] = sql(url, "SELECT last_beat_at FROM recovery_worker")
+    return beat
+
+
 def test_a_scorer_that_holds_the_gil_for_longer_than_the_worker_timeout_is_not_failed(
     process_database, tmp_path
 ):
-    """The beat comes from the supervisor, so a long C call in a scorer cannot stop it."""
-    stall_file = tmp_path / "stall"
-    run_id = create_run(process_database, 2)
+    """The beat comes from the supervisor, so a long C call in a scorer cannot stop it. The
+    scorer holds the GIL until the test has seen, past the worker timeout, the supervisor beat
+    and a sweep finish; a slow or busy machine only makes each of those come later."""
+    url = process_database
+    holding, release, stall_file = tmp_path / "holding", tmp_path / "release", tmp_path / "stall"
+    os.mkfifo(release)
+    run_id = create_run(url, 2)
     worker = start_worker(
-        process_database,
+        url,
         tmp_path / "worker.log",
         QUALIFIER_SCORER="tests.gil_scorer.scorer",
         QUALIFIER_SCORING_DELAY_MS="0",
+        GIL_HOLDING_FILE=str(holding),
+        GIL_RELEASE_FIFO=str(release),
         GIL_STALL_FILE=str(stall_file),
         **FAST,
     )
+    timeout = float(FAST["RECOVERY_WORKER_TIMEOUT_SECONDS"])
     try:
-        wait_until(
-            lambda: run_state(process_database, run_id)[0] == "COMPLETED", "completion", worker
-        )
+        wait_until(holding.exists, "the scorer to take the GIL", worker)
+        held_since = time.monotonic()
+        wait_until(lambda: time.monotonic() - held_since > timeout, "the worker timeout", worker)
+        beat, sweeps = last_beat(url), sweeps_so_far(url)
+        wait_until(lambda: last_beat(url) != beat, "a beat past the timeout", worker)
+        wait_until(lambda: sweeps_so_far(url) > sweeps, "a sweep past the timeout", worker)
+        assert run_state(url, run_id)[0] == "PROCESSING"
+        with open(release, "wb") as fifo:  # the scorer's read() returns: the GIL is let go
+            fifo.write(b"x")
+        wait_until(lambda: run_state(url, run_id)[0] == "COMPLETED", "completion", worker)
     finally:
+        if not stall_file.exists():  # never leave the scorer blocked
+            with contextlib.suppress(OSError):
+                fd = os.open(release, os.O_WRONLY | os.O_NONBLOCK)
+                os.write(fd, b"x")
+                os.close(fd)
         worker.stop()
     stalled = float(stall_file.read_text())
-    assert stalled > 3, f"the scorer held the GIL for only {stalled} s"
-    assert events(process_database, run_id) == []
+    assert stalled > timeout, f"the scorer held the GIL for only {stalled} s"
+    assert events(url, run_id) == []
 
 
 # --- waiting is not dying -----------------------------------------------------------------------

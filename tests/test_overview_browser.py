@@ -13,6 +13,7 @@ import pytest
 from tests.processes import manage
 from tests.test_e2e_browser import (  # noqa: F401 - fixtures used by name
     PASSWORD,
+    PATIENCE_MS,
     USERNAME,
     chromium,
     logs_on_failure,
@@ -65,7 +66,7 @@ def week(process_database: str) -> int:
 
 def test_an_operator_reads_the_recovery_overview(chromium, week, site, shots, tmp_path):  # noqa: F811
     page = chromium.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(PATIENCE_MS)
     blocked: list[str] = []
     page.on(
         "console", lambda message: blocked.append(message.text) if message.type == "error" else None

@@ -79,6 +79,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15) -> None:
         time.sleep(0.02)
 
 
+#: Batches that close by size only: these tests count the scorer's calls between batch
+#: boundaries, which a busy machine must not move by closing a batch at its time limit.
+BY_SIZE_ONLY = float("inf")
+
+
 @pytest.fixture(autouse=True)
 def this_worker(request):
     """The worker row this process executes for (a supervised executor's, in real life)."""
@@ -189,7 +194,7 @@ def test_results_and_progress_are_written_together_batch_by_batch():
         seen.append((ProspectResult.objects.filter(run=run).count(), run.completed))
 
     run = make_pending_run(7)
-    execute(run.pk, scorer=CountingScorer(look), batch_size=3)
+    execute(run.pk, scorer=CountingScorer(look), batch_size=3, batch_seconds=BY_SIZE_ONLY)
     assert seen == [(0, 0), (0, 0), (0, 0), (3, 3), (3, 3), (3, 3), (6, 6)]
     run.refresh_from_db()
     assert (run.completed, ProspectResult.objects.filter(run=run).count()) == (7, 7)
@@ -402,7 +407,7 @@ def test_an_interrupted_process_leaves_its_run_to_the_supervisor_with_its_result
 
     run = make_pending_run(5)
     with pytest.raises(KeyboardInterrupt):
-        execute(run.pk, scorer=CountingScorer(interrupt), batch_size=2)
+        execute(run.pk, scorer=CountingScorer(interrupt), batch_size=2, batch_seconds=BY_SIZE_ONLY)
     run.refresh_from_db()
     assert (run.status, run.completed) == (RunStatus.PROCESSING, 2)
     assert ProspectResult.objects.filter(run=run).count() == 2
@@ -419,7 +424,7 @@ def test_a_recovered_run_rolls_back_the_batch_in_progress_and_the_worker_stops()
 
     run = make_pending_run(10)
     scorer = CountingScorer(recover_at_fifth)
-    summary = execute(run.pk, scorer=scorer, batch_size=2)
+    summary = execute(run.pk, scorer=scorer, batch_size=2, batch_seconds=BY_SIZE_ONLY)
     run.refresh_from_db()
     assert summary.outcome == "fenced"
     assert scorer.calls == 6  # stopped at the beat that closes the batch of prospects 5-6
