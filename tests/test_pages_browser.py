@@ -162,7 +162,7 @@ def test_a_failed_run_says_what_to_do_next_and_continue_is_sent_once(
             "Array.from(document.querySelectorAll('.messages .message')).map(node => node.className + ': '"
             " + node.textContent)"
         )
-        assert posts == [f"{site}/runs/{run_id}/retry/"]
+        assert posts == [f"{site}/runs/{run_id}/continue/"]
         assert messages == [
             f"message success: Run {run_id} continues with the 3 prospects that had no result; "
             "its results so far are kept."
