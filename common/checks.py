@@ -16,7 +16,7 @@ from django.core.checks import CheckMessage, Error
 
 from .conf import conf
 from .inputs import show
-from .values import parse_bounded, parse_header_name, parse_secret
+from .values import parse_bounded, parse_header_name, parse_networks, parse_secret
 
 #: For each setting: the reader of its kind, the check's ID and a hint.
 Rules = Mapping[str, tuple[Callable[[Any], Any], str, str]]
@@ -41,6 +41,13 @@ RULES: Rules = {
         parse_header_name,
         "recovery.E014",
         "Set it to a header name such as X-Forwarded-For, or leave it empty.",
+    ),
+    "AUTH_TRUSTED_PROXIES": (
+        parse_networks,
+        "recovery.E019",
+        "Set it to the comma-separated networks of your proxies, such as 127.0.0.1,::1 or "
+        "10.0.0.0/8, in the environment (in Python: a tuple of ipaddress networks), or leave "
+        "it empty.",
     ),
     "RECOVERY_API_TOKEN": (
         parse_secret,
@@ -75,4 +82,24 @@ def check_values(app_conf: Any, rules: Rules) -> list[CheckMessage]:
 
 
 def check_common_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    return check_values(conf, RULES)
+    errors = check_values(conf, RULES)
+    if not any(error.id in {"recovery.E014", "recovery.E019"} for error in errors):
+        errors.extend(check_client_ip_header_has_proxies())
+    return errors
+
+
+def check_client_ip_header_has_proxies() -> list[CheckMessage]:
+    """A forwarded-address header is believed only from a trusted proxy: without any, it
+    would be ignored, and every client behind the proxy would count as the proxy."""
+    header = conf.AUTH_CLIENT_IP_HEADER
+    if not header or conf.AUTH_TRUSTED_PROXIES:
+        return []
+    return [
+        Error(
+            f"AUTH_CLIENT_IP_HEADER is {header!r} but AUTH_TRUSTED_PROXIES is empty: the header "
+            "would never be read.",
+            hint="Set AUTH_TRUSTED_PROXIES to the networks your proxies connect from (e.g. "
+            "127.0.0.1,::1 for a proxy on this machine), or leave AUTH_CLIENT_IP_HEADER empty.",
+            id="recovery.E020",
+        )
+    ]

@@ -6,6 +6,7 @@ settings.py types them from the environment; common/checks.py judges values set 
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +15,7 @@ DEFAULTS: dict[str, Any] = {
     "AUTH_FAILURE_LIMIT": 10,
     "AUTH_FAILURE_WINDOW_SECONDS": 300,
     "AUTH_CLIENT_IP_HEADER": "",
+    "AUTH_TRUSTED_PROXIES": (),
     "RECOVERY_API_TOKEN": "",
 }
 
@@ -34,8 +36,14 @@ class CommonSettings:
 
     @property
     def AUTH_CLIENT_IP_HEADER(self) -> str:
-        """Behind a proxy, the header whose last address is the client's; "" for none."""
+        """Behind proxies, the header that carries the client's address (read only from
+        AUTH_TRUSTED_PROXIES); "" for none."""
         return _get("AUTH_CLIENT_IP_HEADER")
+
+    @property
+    def AUTH_TRUSTED_PROXIES(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """Networks of the proxies whose AUTH_CLIENT_IP_HEADER is believed; empty for none."""
+        return _get("AUTH_TRUSTED_PROXIES")
 
     @property
     def RECOVERY_API_TOKEN(self) -> str:

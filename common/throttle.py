@@ -1,11 +1,17 @@
-"""Limits failed authentication per client: sign-ins (qualifier.middleware) and API bearer
-tokens (recovery.tokens).
+"""Limits failed authentication per client: sign-ins and old-password checks
+(qualifier.middleware, qualifier.accounts), password reset requests, and API bearer tokens
+(common.tokens).
 
 Each client may fail AUTH_FAILURE_LIMIT times per AUTH_FAILURE_WINDOW_SECONDS; after that it
 gets 429 with Retry-After until the window ends, whatever it sends. Counts live in Django's
-cache, so processes share them when the cache is shared (CACHE_URL). A client is its
-REMOTE_ADDR, or, behind a proxy, the last address in AUTH_CLIENT_IP_HEADER (the one the proxy
-itself appended).
+default cache, which is the database cache by default, so every process and host counts
+together.
+
+A client is its connection's address (REMOTE_ADDR). Behind proxies, AUTH_CLIENT_IP_HEADER
+(e.g. X-Forwarded-For) is read only when the connection comes from AUTH_TRUSTED_PROXIES; the
+client is then the right-most address of that header that is not itself a trusted proxy (each
+proxy appends the address it received the request from, so everything to the left of that was
+written by the client and is ignored). An entry that is not an IP address ends the walk.
 """
 
 from __future__ import annotations
@@ -13,31 +19,69 @@ from __future__ import annotations
 import logging
 import math
 import time
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from django.core.cache import cache
 from django.http import HttpRequest
 
 from .conf import conf
 
-logger = logging.getLogger("recovery.throttle")
+logger = logging.getLogger("common.throttle")
+
+IPAddress = IPv4Address | IPv6Address
+
+#: Entries of the forwarded header looked at, from the right: more proxies than this in a row
+#: is a misconfiguration, and a client must not make us parse a header of thousands.
+MAX_PROXY_HOPS = 20
+
+
+def _parse_address(text: str) -> IPAddress | None:
+    try:
+        return ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def client_ip(request: HttpRequest) -> IPAddress | None:
+    """The client's address (see the module's docstring), or None when the connection has
+    none that parses (a Unix socket)."""
+    peer = _parse_address(request.META.get("REMOTE_ADDR", ""))
+    header = conf.AUTH_CLIENT_IP_HEADER
+    proxies = conf.AUTH_TRUSTED_PROXIES
+    if peer is None or not header or not proxies:
+        return peer
+
+    def trusted(address: IPAddress) -> bool:
+        return any(address in network for network in proxies)
+
+    client = peer
+    entries = request.headers.get(header, "").rsplit(",", MAX_PROXY_HOPS)
+    for entry in reversed(entries[-MAX_PROXY_HOPS:]):
+        if not trusted(client):
+            break
+        forwarded = _parse_address(entry)
+        if forwarded is None:
+            break
+        client = forwarded
+    return client
 
 
 def client_address(request: HttpRequest) -> str:
-    header = conf.AUTH_CLIENT_IP_HEADER
-    if header:
-        forwarded = request.headers.get(header, "")
-        last = forwarded.rsplit(",", 1)[-1].strip()
-        if last:
-            return last[:100]
-    return request.META.get("REMOTE_ADDR", "") or "unknown"
+    """The client's address as text, for counting and logging."""
+    address = client_ip(request)
+    if address is None:
+        return request.META.get("REMOTE_ADDR", "")[:100] or "unknown"
+    return str(address)
 
 
 class Throttle:
     """Failed attempts of one kind (`scope`), counted per client over a fixed window."""
 
-    def __init__(self, scope: str, description: str) -> None:
+    def __init__(self, scope: str, description: str, counted: str) -> None:
         self.scope = scope
         self.description = description
+        #: How the log names one counted attempt ("Failed sign-in").
+        self.counted = counted
 
     def _keys(self, client: str) -> tuple[str, str]:
         base = f"auth-failures:{self.scope}:{client}"
@@ -64,8 +108,8 @@ class Throttle:
         )
         return seconds
 
-    def failed(self, request: HttpRequest) -> None:
-        """Counts one failure of this client (the window starts with its first failure)."""
+    def count(self, request: HttpRequest) -> None:
+        """Counts one attempt of this client (the window starts with its first one)."""
         client = client_address(request)
         count_key, until_key = self._keys(client)
         window = conf.AUTH_FAILURE_WINDOW_SECONDS
@@ -76,8 +120,11 @@ class Throttle:
         except ValueError:  # expired between add and incr
             cache.set(count_key, 1, timeout=window)
             count = 1
-        logger.info("Failed %s from %s (%s in this window)", self.description, client, count)
+        logger.info("%s from %s (%s in this window)", self.counted, client, count)
 
 
-SIGN_IN = Throttle("sign-in", "sign-in")
-API_TOKEN = Throttle("api-token", "API token")
+#: Failed sign-ins, and wrong old passwords in the password-change form: both guess a password.
+SIGN_IN = Throttle("sign-in", "sign-in", "Failed sign-in")
+API_TOKEN = Throttle("api-token", "API token", "Failed API token")
+#: Every password reset request counts: each one may send a mail.
+PASSWORD_RESET = Throttle("password-reset", "password reset", "Password reset request")

@@ -73,13 +73,13 @@ def authenticate_bearer(request: HttpRequest) -> Bearer | None:
     scheme, _, credentials = header.partition(" ")
     credentials = credentials.strip()
     if scheme.lower() != "bearer" or not credentials:
-        API_TOKEN.failed(request)
+        API_TOKEN.count(request)
         raise BearerRefused(Refusal.MALFORMED)
     operator = conf.RECOVERY_API_TOKEN
     if operator and hmac.compare_digest(credentials.encode(), operator.encode()):
         return Bearer(token=None)
     token = ApiToken.objects.authenticate(credentials)
     if token is None:
-        API_TOKEN.failed(request)
+        API_TOKEN.count(request)
         raise BearerRefused(Refusal.INVALID)
     return Bearer(token=token)

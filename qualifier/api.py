@@ -59,6 +59,7 @@ from .prospects import (
     parse_json,
 )
 from .runs import (
+    DailyProspectLimit,
     RetryNotAllowed,
     RunCounts,
     TooManyActiveRuns,
@@ -284,6 +285,8 @@ def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
         raise invalid(prospect_field_errors(exc), "The run was not created.") from None
     except TooManyActiveRuns as exc:
         raise _too_many_active(exc) from None
+    except DailyProspectLimit as exc:
+        raise ApiError(429, str(exc), code="daily_prospect_limit") from None
     body = run_json(run, RunCounts())
     return JsonResponse(body, status=201, headers={"Location": body["url"]})
 

@@ -7,16 +7,21 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from django.core.checks import CheckMessage, Error
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
-from common.checks import Rules, check_values
+from common.checks import Rules, check_value, check_values
 from common.values import parse_bounded, parse_dotted_path
+from recovery.checks import RULES as RECOVERY_RULES
+from recovery.conf import MAX_RETENTION_DAYS
+from recovery.conf import conf as recovery_conf
 
 from .conf import (
     MAX_ACTIVE_RUNS_LIMIT,
     MAX_EXTRA_COLUMNS_LIMIT,
     MAX_PROSPECTS_LIMIT,
+    MAX_PROSPECTS_PER_DAY_LIMIT,
     MAX_SCORING_DELAY_MS,
     MAX_UPLOAD_BYTES_LIMIT,
     conf,
@@ -49,11 +54,48 @@ RULES: Rules = {
         "qualifier.E008",
         "Set it to the largest upload in bytes, 1 to 1073741824, e.g. 10485760 (10 MiB).",
     ),
+    "QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY": (
+        partial(parse_bounded, minimum=1, maximum=MAX_PROSPECTS_PER_DAY_LIMIT),
+        "qualifier.E020",
+        "Set it to the prospects one user may submit in 24 hours, e.g. 100000.",
+    ),
+    "QUALIFIER_RUN_RETENTION_DAYS": (
+        partial(parse_bounded, minimum=1, maximum=MAX_RETENTION_DAYS),
+        "qualifier.E021",
+        "Set it to the days finished runs are kept before prune_runs deletes them, e.g. 90.",
+    ),
 }
 
 
 def check_qualifier_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    return [*check_values(conf, RULES), *_check_scorer(), *_check_criteria()]
+    return [
+        *check_values(conf, RULES),
+        *_check_scorer(),
+        *_check_criteria(),
+        *_check_events_outlive_runs(),
+    ]
+
+
+def _check_events_outlive_runs() -> list[CheckMessage]:
+    """Recovery events are the audit trail: they are kept at least as long as the runs."""
+    run_days = conf.QUALIFIER_RUN_RETENTION_DAYS
+    event_days = recovery_conf.RECOVERY_EVENT_RETENTION_DAYS
+    if check_value("QUALIFIER_RUN_RETENTION_DAYS", run_days, RULES["QUALIFIER_RUN_RETENTION_DAYS"]):
+        return []  # each is reported on its own
+    rule = RECOVERY_RULES["RECOVERY_EVENT_RETENTION_DAYS"]
+    if check_value("RECOVERY_EVENT_RETENTION_DAYS", event_days, rule):
+        return []
+    if event_days >= run_days:
+        return []
+    return [
+        Error(
+            f"RECOVERY_EVENT_RETENTION_DAYS ({event_days}) is shorter than "
+            f"QUALIFIER_RUN_RETENTION_DAYS ({run_days}).",
+            hint="Recovery events are the audit trail: keep them at least as long as the runs "
+            "they describe.",
+            id="qualifier.E022",
+        )
+    ]
 
 
 def _check_scorer() -> list[CheckMessage]:
@@ -104,3 +146,27 @@ def _check_criteria() -> list[CheckMessage]:
             for field, message in exc.errors.items()
         ]
     return []
+
+
+#: Caches that each process keeps for itself.
+PER_PROCESS_CACHES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+
+
+def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The authentication throttle counts in the default cache: kept per process, N processes
+    would allow N times AUTH_FAILURE_LIMIT (a deployment check: `check --deploy`)."""
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    if backend not in PER_PROCESS_CACHES:
+        return []
+    return [
+        Warning(
+            f"The default cache ({backend.rsplit('.', 1)[-1]}) is kept per process: each "
+            "server process counts failed sign-ins and API tokens on its own.",
+            hint="Leave CACHE_URL unset (the database cache, created by migrate) or set it to "
+            "a shared cache such as redis://host:6379/0.",
+            id="qualifier.W001",
+        )
+    ]

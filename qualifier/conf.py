@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "QUALIFIER_MAX_PROSPECTS": 10_000,
     "QUALIFIER_MAX_EXTRA_COLUMNS": 50,
     "QUALIFIER_MAX_ACTIVE_RUNS_PER_USER": 5,
+    "QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY": 100_000,
+    "QUALIFIER_RUN_RETENTION_DAYS": 90,
     "QUALIFIER_SCORER": "qualifier.scoring.rule_based_scorer",
     "QUALIFIER_SCORING_DELAY_MS": 0,
     "QUALIFIER_DEFAULT_CRITERIA": DEFAULT_CRITERIA,
@@ -39,6 +41,7 @@ MAX_PROSPECTS_LIMIT = 1_000_000
 MAX_EXTRA_COLUMNS_LIMIT = 1_000
 MAX_UPLOAD_BYTES_LIMIT = 1024**3
 MAX_ACTIVE_RUNS_LIMIT = 10_000
+MAX_PROSPECTS_PER_DAY_LIMIT = 1_000_000_000
 MAX_SCORING_DELAY_MS = 60_000
 
 
@@ -65,6 +68,16 @@ class QualifierSettings:
     def QUALIFIER_MAX_ACTIVE_RUNS_PER_USER(self) -> int:
         """Pending or processing runs one user may have at once."""
         return _get("QUALIFIER_MAX_ACTIVE_RUNS_PER_USER")
+
+    @property
+    def QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY(self) -> int:
+        """Prospects one user may submit in any 24 hours, over all their runs."""
+        return _get("QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY")
+
+    @property
+    def QUALIFIER_RUN_RETENTION_DAYS(self) -> int:
+        """`prune_runs` deletes finished runs older than this, with prospects and results."""
+        return _get("QUALIFIER_RUN_RETENTION_DAYS")
 
     @property
     def QUALIFIER_SCORER(self) -> str:

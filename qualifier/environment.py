@@ -40,6 +40,15 @@ from .criteria import LIST_FIELDS, Criteria, CriteriaError
 URL_PASSWORD = re.compile(r"(?P<start>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
 _URL_SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*://", re.IGNORECASE)
 LOG_FORMATS = ("text", "json")
+#: django-environ's EMAIL_* keys, as the OPTIONS of an SMTP mailer (Django's MAILERS).
+MAIL_OPTIONS = {
+    "EMAIL_HOST": "host",
+    "EMAIL_PORT": "port",
+    "EMAIL_HOST_USER": "username",
+    "EMAIL_HOST_PASSWORD": "password",
+    "EMAIL_USE_TLS": "use_tls",
+    "EMAIL_USE_SSL": "use_ssl",
+}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SUPPORTED_ENGINES = ("django.db.backends.postgresql", "django.db.backends.sqlite3")
 
@@ -94,6 +103,22 @@ def parse_database_url(value: str) -> dict[str, Any]:
     if config.get("ENGINE") not in SUPPORTED_ENGINES:
         raise ValueError(f"{show(hide_url_password(value))} is not a postgres:// or sqlite:// URL")
     return config
+
+
+def parse_mailers(value: str) -> dict[str, Any]:
+    """Django's MAILERS from a mail URL such as smtp+tls://user:password@host:587 (read with
+    django-environ's email_url)."""
+    example = "smtp+tls://user:password@mail.example.com:587 or consolemail://"
+    config = _url_config(value, environ.Env.email_url_config, example)
+    backend = config["EMAIL_BACKEND"]
+    if backend.endswith(".smtp.EmailBackend"):
+        names = MAIL_OPTIONS
+    elif backend.endswith(".filebased.EmailBackend"):
+        names = {"EMAIL_FILE_PATH": "file_path"}
+    else:  # console, locmem, dummy: no options
+        names = {}
+    options = {option: config[key] for key, option in names.items() if key in config}
+    return {"default": {"BACKEND": backend, "OPTIONS": options}}
 
 
 def parse_time_zone(value: str) -> str:
@@ -191,6 +216,10 @@ class Env(environ.Env):
         example = "locmemcache://, dbcache://qualifier_cache or redis://host:6379/0"
         reader = partial(_url_config, parse=environ.Env.cache_url_config, example=example)
         return self.read(var, reader, None) or reader(default)
+
+    def mailers(self, var: str) -> dict[str, Any]:
+        """Django's MAILERS from a mail URL; blank: {} (no mailer: mail is not configured)."""
+        return self.read(var, parse_mailers, {})
 
     def proxy_ssl_header(self, var: str) -> tuple[str, str] | None:
         return self.read(var, parse_proxy_ssl_header, None)

@@ -10,10 +10,10 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.cache import patch_cache_control
-from django.utils.html import escape
 
 from common.throttle import SIGN_IN
 
+from .accounts import too_many
 from .errors import is_api
 
 Handler = Callable[[HttpRequest], HttpResponse]
@@ -52,22 +52,11 @@ class SignInThrottleMiddleware:
         if request.method == "POST" and request.path in self.sign_in_paths():
             retry_after = SIGN_IN.retry_after(request)
             if retry_after is not None:
-                return too_many_sign_ins(retry_after)
+                return too_many(SIGN_IN, retry_after)
         return self.get_response(request)
-
-
-def too_many_sign_ins(retry_after: int) -> HttpResponse:
-    message = f"Too many failed sign-ins from your address. Try again in {retry_after} seconds."
-    html = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Too many sign-ins'
-        f"</title></head><body><h1>Too many sign-ins</h1><p>{escape(message)}</p></body></html>"
-    )
-    response = HttpResponse(html, status=429)
-    response["Retry-After"] = str(retry_after)
-    return response
 
 
 @receiver(user_login_failed, dispatch_uid="qualifier.count_failed_sign_in")
 def count_failed_sign_in(sender: Any, credentials: Any, request: Any = None, **kwargs: Any) -> None:
     if request is not None:
-        SIGN_IN.failed(request)
+        SIGN_IN.count(request)

@@ -495,8 +495,9 @@ ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
     "422": ("This Idempotency-Key was used within the last day with another body.", ()),
     "429": (
         "Too many: runs pending or processing at once "
-        "(QUALIFIER_MAX_ACTIVE_RUNS_PER_USER), or failed bearer tokens from your address "
-        "(with Retry-After).",
+        "(QUALIFIER_MAX_ACTIVE_RUNS_PER_USER, `too_many_active_runs`), prospects submitted in "
+        "the last 24 hours (QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY, `daily_prospect_limit`), "
+        "or failed bearer tokens from your address (`throttled`, with Retry-After).",
         ("Retry-After",),
     ),
 }

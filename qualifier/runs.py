@@ -9,6 +9,7 @@ is found by the sweep. Either way the run keeps its task's id.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
 
 from recovery import queue
 from recovery.models import QualificationRun, RecoverySource, RunStatus
@@ -71,6 +73,39 @@ def check_active_runs(user: Any) -> None:
         raise TooManyActiveRuns(active, limit)
 
 
+class DailyProspectLimit(Exception):
+    """The run would take the user over QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY."""
+
+    def __init__(self, submitted: int, requested: int, limit: int) -> None:
+        self.submitted = submitted
+        self.requested = requested
+        self.limit = limit
+        super().__init__(
+            f"You have submitted {submitted:,} prospects in the last 24 hours; with these "
+            f"{requested:,} that would be more than the {limit:,} one user may submit per day. "
+            "Submit fewer, or try again later."
+        )
+
+
+#: The window of the daily prospect limit: any 24 hours, not a calendar day in some zone.
+DAY = dt.timedelta(hours=24)
+
+
+def check_daily_prospects(user: Any, requested: int) -> None:
+    """Raises DailyProspectLimit when `requested` more prospects would take `user` over the
+    limit. Call it after check_active_runs, in the same transaction (the user's row is locked,
+    so two requests cannot both pass with the last allowance)."""
+    limit = conf.QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY
+    submitted = (
+        QualificationRun.objects.filter(user=user, created_at__gte=timezone.now() - DAY).aggregate(
+            total=Sum("total")
+        )["total"]
+        or 0
+    )
+    if submitted + requested > limit:
+        raise DailyProspectLimit(submitted, requested, limit)
+
+
 @dataclass
 class RunCounts:
     qualified: int = 0
@@ -100,6 +135,7 @@ def create_run(
     with transaction.atomic():
         if getattr(user, "is_authenticated", False):
             check_active_runs(user)
+            check_daily_prospects(user, len(prospects))
         run = QualificationRun.objects.create(
             status=RunStatus.PENDING,
             total=len(prospects),

@@ -190,6 +190,15 @@ WHITENOISE_ROOT = BASE_DIR / "qualifier" / "root"
 # signing in to one signs you out of the other.
 SESSION_COOKIE_NAME = env.str("SESSION_COOKIE_NAME", default="sessionid")
 
+# Mail, for password resets: a URL such as smtp+tls://user:password@mail.example.com:587
+# (django-environ's email_url). Empty: no mail, and the site serves sign-in and sign-out only
+# (no password change or reset pages; the admin's password change stays, for staff).
+_mailers = env.mailers("EMAIL_URL")
+if _mailers:  # without, Django's mail check would warn of a MAILERS with no default
+    MAILERS = _mailers
+# The sender of password reset mails.
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
@@ -203,12 +212,18 @@ FILE_UPLOAD_HANDLERS = [
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
-# Failed sign-ins and API tokens are counted here (see AUTH_FAILURE_LIMIT). The default is
-# per process; with several processes set CACHE_URL to a shared cache, e.g.
-# dbcache://qualifier_cache (after `manage.py createcachetable`) or redis://host:6379/0.
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Failed sign-ins, API tokens and password reset requests are counted here (see
+# AUTH_FAILURE_LIMIT), so every process and host must see the same counts: the default is a
+# table in the database (`manage.py migrate` creates it), shared with no extra service.
+# redis://host:6379/0 works too; locmemcache:// is per process (each would allow the limit).
+CACHES = {"default": env.cache("CACHE_URL", default="dbcache://qualifier_cache")}
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache":
+    # Django's default of 300 entries would let a few hundred clients' failures push (cull)
+    # another client's count out of the table, resetting it; expired rows are culled first.
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 50_000)
 # --- The throttle and bearer authentication (common.conf; checked by common/checks.py) ---
-# Failed sign-ins or API tokens one client may make per window before a 429 with Retry-After.
+# Failed sign-ins, API tokens or password reset requests one client may make per window
+# before a 429 with Retry-After.
 AUTH_FAILURE_LIMIT = env.int(
     "AUTH_FAILURE_LIMIT", default=common_conf.DEFAULTS["AUTH_FAILURE_LIMIT"], minimum=1
 )
@@ -218,9 +233,12 @@ AUTH_FAILURE_WINDOW_SECONDS = env.int(
     default=common_conf.DEFAULTS["AUTH_FAILURE_WINDOW_SECONDS"],
     minimum=1,
 )
-# Behind a proxy: the header whose last address is the client's, e.g. X-Forwarded-For (the
-# throttle then counts per client rather than per proxy). Empty: the connection's address.
+# Behind proxies: the header that carries the client's address, e.g. X-Forwarded-For, read
+# only when the connection comes from AUTH_TRUSTED_PROXIES (comma-separated networks). The
+# client is the right-most address in it that is not a trusted proxy. Empty: the connection's
+# address. The throttle and METRICS_ALLOWED_NETWORKS both use this address.
 AUTH_CLIENT_IP_HEADER = env.header_name("AUTH_CLIENT_IP_HEADER")
+AUTH_TRUSTED_PROXIES = env.networks("AUTH_TRUSTED_PROXIES")
 # The operator's bearer token for the recovery API (/api/qualify/recovery), at least 32
 # characters; empty: none.
 RECOVERY_API_TOKEN = env.secret("RECOVERY_API_TOKEN")
@@ -315,6 +333,27 @@ QUALIFIER_MAX_ACTIVE_RUNS_PER_USER = env.int(
     minimum=1,
     maximum=qualifier_conf.MAX_ACTIVE_RUNS_LIMIT,
 )
+# Most prospects one user may submit in any 24 hours, over all their runs.
+QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY = env.int(
+    "QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY",
+    default=qualifier_conf.DEFAULTS["QUALIFIER_MAX_PROSPECTS_PER_USER_PER_DAY"],
+    minimum=1,
+    maximum=qualifier_conf.MAX_PROSPECTS_PER_DAY_LIMIT,
+)
+# Retention (manage.py prune_runs): finished runs are kept this many days after they ended;
+# recovery events (the audit trail) at least as long, and a run they name is kept with them.
+QUALIFIER_RUN_RETENTION_DAYS = env.int(
+    "QUALIFIER_RUN_RETENTION_DAYS",
+    default=qualifier_conf.DEFAULTS["QUALIFIER_RUN_RETENTION_DAYS"],
+    minimum=1,
+    maximum=recovery_conf.MAX_RETENTION_DAYS,
+)
+RECOVERY_EVENT_RETENTION_DAYS = env.int(
+    "RECOVERY_EVENT_RETENTION_DAYS",
+    default=recovery_conf.DEFAULTS["RECOVERY_EVENT_RETENTION_DAYS"],
+    minimum=1,
+    maximum=recovery_conf.MAX_RETENTION_DAYS,
+)
 # Dotted path of the scorer: a callable (prospect, criteria) -> qualifier.scoring.Score.
 QUALIFIER_SCORER = env.dotted_path(
     "QUALIFIER_SCORER", default=qualifier_conf.DEFAULTS["QUALIFIER_SCORER"]
@@ -341,6 +380,8 @@ TASKS = {
 # text: the readable lines; json: one JSON object per line (qualifier/logformat.py).
 LOG_FORMAT = env.log_format("LOG_FORMAT")
 _JSON_FORMATTER = {"()": "qualifier.logformat.JsonFormatter"}
+# Recovery's records, and the common app's (the throttle's, which were recovery's).
+_RECOVERY_LOG_LEVEL = env.log_level("RECOVERY_LOG_LEVEL")
 
 LOGGING = {
     "version": 1,
@@ -355,7 +396,7 @@ LOGGING = {
         "handed_back": {"()": "recovery.log.HandedBackTasks"},
         "not_ours": {
             "()": "qualifier.environment.OtherLoggers",
-            "exclude": ["recovery", "qualifier"],
+            "exclude": ["common", "recovery", "qualifier"],
         },
     },
     "handlers": {
@@ -371,7 +412,10 @@ LOGGING = {
     },
     "root": {"handlers": ["errors"], "level": "WARNING"},
     "loggers": {
-        "recovery": {"handlers": ["console"], "level": env.log_level("RECOVERY_LOG_LEVEL")},
+        "recovery": {"handlers": ["console"], "level": _RECOVERY_LOG_LEVEL},
+        # The throttle's and bearer authentication's records (moved from recovery, and read at
+        # its level).
+        "common": {"handlers": ["console"], "level": _RECOVERY_LOG_LEVEL},
         "qualifier": {"handlers": ["console"], "level": env.log_level("QUALIFIER_LOG_LEVEL")},
         # Django's default handlers print only with DEBUG on (or mail admins we do not have):
         # send its records to the root handler instead, in production too.

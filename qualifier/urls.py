@@ -7,7 +7,7 @@ from django.urls import include, path, re_path
 from recovery import health
 from recovery import urls as recovery_urls
 
-from . import apidocs, tokens, views
+from . import accounts, apidocs, tokens, views
 
 pages = [
     path("", views.run_list, name="runs"),
@@ -22,7 +22,8 @@ pages = [
 
 urlpatterns = [
     path("", include((pages, "qualifier"))),
-    path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/", include(accounts.account_urls(mail=accounts.mail_configured()))),
+    accounts.admin_password_change(),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -37,6 +37,7 @@ from .listings import (
 )
 from .prospects import ProspectInputError
 from .runs import (
+    DailyProspectLimit,
     RetryNotAllowed,
     RunCounts,
     TooManyActiveRuns,
@@ -127,7 +128,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
                 )
             except ProspectInputError as exc:
                 form.add_error("prospects_file", str(exc))
-            except TooManyActiveRuns as exc:
+            except (TooManyActiveRuns, DailyProspectLimit) as exc:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Run {run.pk} started with {run.total} prospects.")

@@ -20,7 +20,7 @@ from common.values import (
     parse_secret,
 )
 
-from .conf import MAX_TIMEOUT_MINUTES, POLICIES, conf
+from .conf import MAX_RETENTION_DAYS, MAX_TIMEOUT_MINUTES, POLICIES, conf
 
 RULES: Rules = {
     "STUCK_RUN_TIMEOUT_MINUTES": (
@@ -82,6 +82,12 @@ RULES: Rules = {
         "recovery.E018",
         "Set it to comma-separated networks such as 10.0.0.0/8,127.0.0.1/32 in the environment "
         "(in Python: a tuple of ipaddress networks), or leave it empty.",
+    ),
+    "RECOVERY_EVENT_RETENTION_DAYS": (
+        partial(parse_bounded, minimum=1, maximum=MAX_RETENTION_DAYS),
+        "recovery.E021",
+        "Set it to the days recovery events are kept, e.g. 365 (at least "
+        "QUALIFIER_RUN_RETENTION_DAYS).",
     ),
 }
 #: The timeouts' relations are judged only when each of them is valid on its own.

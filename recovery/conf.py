@@ -28,10 +28,13 @@ DEFAULTS: dict[str, Any] = {
     "RECOVERY_POLICY": "fail",
     "METRICS_TOKEN": "",
     "METRICS_ALLOWED_NETWORKS": (),
+    "RECOVERY_EVENT_RETENTION_DAYS": 365,
 }
 
 #: Ten years: a longer timeout would reach before year 1 and overflow a date.
 MAX_TIMEOUT_MINUTES = 10 * 365 * 24 * 60
+#: A hundred years: retention is counted in days, and a longer one is "forever".
+MAX_RETENTION_DAYS = 36_500
 
 
 def parse_timeout_minutes(value: Any) -> int:
@@ -109,6 +112,11 @@ class RecoverySettings:
     def METRICS_ALLOWED_NETWORKS(self) -> tuple[IPv4Network | IPv6Network, ...]:
         """Client networks that may read /metrics without a token; empty for none."""
         return _get("METRICS_ALLOWED_NETWORKS")
+
+    @property
+    def RECOVERY_EVENT_RETENTION_DAYS(self) -> int:
+        """Recovery events (the audit trail) older than this are deleted by `prune_runs`."""
+        return _get("RECOVERY_EVENT_RETENTION_DAYS")
 
 
 conf = RecoverySettings()

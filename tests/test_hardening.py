@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -421,7 +422,7 @@ def test_failed_sign_ins_are_throttled_with_retry_after_and_logged(client, alice
     alice.set_password("right-password")
     alice.is_staff = True  # so the admin's sign-in takes her too
     alice.save()
-    caplog.set_level(logging.INFO, logger="recovery.throttle")
+    caplog.set_level(logging.INFO, logger="common.throttle")
     for _ in range(3):
         response = client.post(url, {"username": "alice", "password": "wrong"})
         assert response.status_code == 200
@@ -440,7 +441,7 @@ def test_failed_sign_ins_are_throttled_with_retry_after_and_logged(client, alice
 
 @override_settings(AUTH_FAILURE_LIMIT=3, RECOVERY_API_TOKEN=TOKEN)
 def test_failed_bearer_tokens_are_throttled_even_the_right_one_then(client, caplog):
-    caplog.set_level(logging.INFO, logger="recovery.throttle")
+    caplog.set_level(logging.INFO, logger="common.throttle")
     for _ in range(3):
         assert client.get(RECOVERY, headers={"Authorization": "Bearer wrong"}).status_code == 401
     response = client.get(RECOVERY, headers={"Authorization": f"Bearer {TOKEN}"})
@@ -450,7 +451,11 @@ def test_failed_bearer_tokens_are_throttled_even_the_right_one_then(client, capl
     assert "Refused API token from 127.0.0.1" in caplog.text
 
 
-@override_settings(AUTH_FAILURE_LIMIT=2, AUTH_CLIENT_IP_HEADER="X-Forwarded-For")
+@override_settings(
+    AUTH_FAILURE_LIMIT=2,
+    AUTH_CLIENT_IP_HEADER="X-Forwarded-For",
+    AUTH_TRUSTED_PROXIES=(ip_network("127.0.0.1/32"),),
+)
 def test_behind_a_proxy_clients_are_told_apart_by_the_forwarded_address(client):
     def attempt(address: str) -> int:
         headers = {"Authorization": "Bearer wrong", "X-Forwarded-For": f"6.6.6.6, {address}"}
@@ -539,6 +544,8 @@ PRODUCTION = {
     "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
     "SECURE_HSTS_PRELOAD": "true",
     "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto",
+    "AUTH_CLIENT_IP_HEADER": "X-Forwarded-For",
+    "AUTH_TRUSTED_PROXIES": "127.0.0.1,::1",
     "RECOVERY_API_TOKEN": "",
 }
 
