@@ -8,6 +8,8 @@ raise `ValueError` with a clause that names the value; callers say where it came
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 #: PostgreSQL's bigint, the widest integer column: no whole number from input goes above it.
@@ -17,6 +19,8 @@ MAX_BIGINT = 2**63 - 1
 MAX_DIGITS = 30
 #: How much of a bad value an error message repeats.
 SHOWN_CHARS = 40
+#: How many things (fields, keys, ids, problems) one error answer lists; it says how many more.
+MAX_LISTED = 50
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -38,6 +42,21 @@ def show(value: Any) -> str:
     if len(text) > SHOWN_CHARS:
         return text[: SHOWN_CHARS - 4] + "...'" if text[0] in "'\"" else text[:SHOWN_CHARS] + "..."
     return text
+
+
+def shown_name(name: Any) -> str:
+    """A key or field name as an error answer names it: whole when short, else cut short (an
+    answer must not repeat a megabyte-long key)."""
+    text = str(name)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
+
+
+def listing(items: Iterable[Any], count: int, *, limit: int = MAX_LISTED) -> str:
+    """'a, b, c', or the first `limit` of `count` items and 'and N more': no error message
+    lists more than `limit` things."""
+    shown = [str(item) for item in islice(items, limit)]
+    more = count - len(shown)
+    return ", ".join(shown) + (f" and {more:,} more" if more > 0 else "")
 
 
 def parse_whole_number(

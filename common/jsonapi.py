@@ -12,6 +12,7 @@ import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -19,7 +20,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import URLPattern, path
 from django.views.decorators.csrf import csrf_exempt
 
-from .inputs import parse_whole_number
+from .inputs import MAX_LISTED, parse_whole_number, shown_name
 from .tokens import BearerRefused, Refusal, authenticate_bearer
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -224,8 +225,45 @@ def api_path(route: str, view: Callable[..., HttpResponse], name: str) -> list[U
 _REQUIRED: Any = object()
 
 
-def read_json_body(request: HttpRequest, *, max_bytes: int, default: Any = _REQUIRED) -> Any:
-    """The parsed JSON body: 413 above `max_bytes`, 400 when it is not JSON.
+@dataclass(frozen=True)
+class ObjectLimit:
+    """The most JSON objects a body may hold, counted while it is parsed: a body of a million
+    empty objects is refused at the first one too many, not after all were built. The 413
+    says `why` there are so few (e.g. "a run takes at most 10,000 prospects") with `code`."""
+
+    count: int
+    why: str
+    code: str = "too_many_objects"
+
+
+def _counting_objects(limit: ObjectLimit) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A json object_pairs_hook that stops the parser with a 413 at the object after the
+    limit's count (the parser lets the hook's exception through)."""
+    count = 0
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal count
+        count += 1
+        if count > limit.count:
+            raise ApiError(
+                413,
+                f"The body holds more than {limit.count:,} JSON objects: {limit.why}.",
+                code=limit.code,
+            )
+        return dict(pairs)
+
+    return hook
+
+
+def read_json_body(
+    request: HttpRequest,
+    *,
+    max_bytes: int,
+    objects: ObjectLimit | None = None,
+    default: Any = _REQUIRED,
+) -> Any:
+    """The parsed JSON body: 413 above `max_bytes` or with more JSON objects than `objects`
+    allows, 400 when it is not JSON.
 
     An empty body is a 400, or `default` when one is given.
 
@@ -255,7 +293,11 @@ def read_json_body(request: HttpRequest, *, max_bytes: int, default: Any = _REQU
         raise _unsupported_media_type(request)
     try:
         payload = json.loads(
-            raw, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_short_int
+            raw,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_short_int,
+            object_pairs_hook=None if objects is None else _counting_objects(objects),
         )
     except UnicodeDecodeError:
         raise _malformed("the body is not UTF-8 text.") from None
@@ -330,7 +372,8 @@ def _depth(value: Any) -> int:
         deepest = max(deepest, level)
         if deepest > MAX_JSON_DEPTH:
             return deepest
-        stack.extend((child, level + 1) for child in children)
+        # Only containers are kept: a list of millions of numbers is one pass, not a stack.
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
     return deepest
 
 
@@ -353,16 +396,30 @@ def require_object(payload: Any, *, what: str = "The body") -> dict[str, Any]:
 
 def unknown_fields(body: Mapping[str, Any], allowed: Iterable[str]) -> dict[str, str]:
     """Field errors for the keys of `body` that are not `allowed`: reported with the other
-    bad fields of the request, so one answer names everything to fix."""
+    bad fields of the request, so one answer names everything to fix.
+
+    An object with far more keys than there are fields (MAX_LISTED more) is refused at once
+    with a 400 that counts them, before any message is built for each."""
     allowed = tuple(allowed)
     known = f"Unknown field; the known fields are {', '.join(allowed)}."
-    return {name: known for name in sorted(set(body) - set(allowed))}
+    if len(body) > len(allowed) + MAX_LISTED:
+        raise ApiError(
+            400,
+            f"The body has {len(body):,} fields; the known fields are {', '.join(allowed)}.",
+            code=INVALID,
+        )
+    return {shown_name(name): known for name in sorted(set(body) - set(allowed), key=str)}
 
 
 def invalid(errors: Mapping[str, str], what: str) -> ApiError:
-    """A 400 naming every bad field: `what` went wrong, then each field and its problem."""
-    summary = " ".join(f"{name}: {text}" for name, text in errors.items())
-    return ApiError(400, f"{what} {summary}", errors, code=INVALID)
+    """A 400 naming the bad fields: `what` went wrong, then each field and its problem; the
+    first MAX_LISTED of them, and how many more there are."""
+    listed = dict(islice(errors.items(), MAX_LISTED))
+    summary = " ".join(f"{name}: {text}" for name, text in listed.items())
+    more = len(errors) - len(listed)
+    if more:
+        summary += f" And {more:,} more {'field' if more == 1 else 'fields'}, not listed."
+    return ApiError(400, f"{what} {summary}", listed, code=INVALID)
 
 
 def _json_type(value: Any) -> str:

@@ -3,8 +3,9 @@ personal API token (`Authorization: Bearer`, no CSRF), see `common.jsonapi.user_
 
 Every answer is JSON, errors included (see `common.jsonapi.json_endpoint`): 400 with field
 errors, 401/403, 404 (also for another user's run), 405, 409 for a continue that is not allowed
-(the run is already pending or processing, finished, or has nothing left), 422 for an
-`Idempotency-Key` reused with another body,
+(the run is already pending or processing, finished, or has nothing left) and for an
+`Idempotency-Key` whose run is no longer the caller's, 422 for an `Idempotency-Key` reused
+with another body,
 and 413 for too many prospects or too large a body. Lists are paginated with `?page=N` and
 answer `{"count", "next", "previous", "results"}`; links are paths on this server.
 """
@@ -28,6 +29,7 @@ from common.jsonapi import (
     INVALID,
     ApiError,
     Caller,
+    ObjectLimit,
     invalid,
     json_endpoint,
     read_json_body,
@@ -51,7 +53,6 @@ from .listings import (
 )
 from .models import IdempotencyKey, ProspectResult
 from .prospects import (
-    MAX_REPORTED_PROBLEMS,
     ProspectErrors,
     ProspectInputError,
     TooManyProspects,
@@ -213,7 +214,17 @@ def runs(request: HttpRequest, caller: Caller) -> JsonResponse:
 
 
 def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
-    payload = read_json_body(request, max_bytes=conf.QUALIFIER_MAX_UPLOAD_BYTES)
+    limit = conf.QUALIFIER_MAX_PROSPECTS
+    payload = read_json_body(
+        request,
+        max_bytes=conf.QUALIFIER_MAX_UPLOAD_BYTES,
+        # The body, its criteria and one per prospect.
+        objects=ObjectLimit(
+            limit + 2,
+            f"a run takes at most {limit:,} prospects, each one object",
+            code="too_many_prospects",
+        ),
+    )
     body = require_object(payload)
     errors = unknown_fields(body, ("prospects", "criteria"))
     prospects = []
@@ -236,7 +247,10 @@ def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
                 criteria = criteria.with_overrides(overrides)
             except CriteriaError as exc:
                 errors.update(
-                    {f"criteria.{name}": sentence(text) for name, text in exc.errors.items()}
+                    {
+                        "criteria" if name == "criteria" else f"criteria.{name}": sentence(text)
+                        for name, text in exc.errors.items()
+                    }
                 )
     if errors:
         raise invalid(errors, "The run was not created.")
@@ -283,6 +297,9 @@ def prospect_field_errors(exc: ProspectInputError) -> dict[str, str]:
     what is wrong in the words the upload page uses ("Item 3, field 'email': ...")."""
     problems = exc.problems if isinstance(exc, ProspectErrors) else [exc]
     errors: dict[str, str] = {}
+    if isinstance(exc, ProspectErrors) and exc.more:
+        # First, so that it is kept when the answer's fields are cut at MAX_LISTED.
+        errors["prospects"] = "There are more problems than the answer lists."
     for problem in problems:
         if problem.line is None:
             key = "prospects"
@@ -292,10 +309,6 @@ def prospect_field_errors(exc: ProspectInputError) -> dict[str, str]:
                 key += f".{problem.column}"
         text = sentence(str(problem))
         errors[key] = f"{errors[key]} {text}" if key in errors else text
-    if isinstance(exc, ProspectErrors) and exc.more:
-        errors["prospects"] = (
-            f"There are more problems; only the first {MAX_REPORTED_PROBLEMS} are listed."
-        )
     return errors
 
 
@@ -331,7 +344,9 @@ def _idempotency_key(request: HttpRequest) -> str:
 
 def _replay(caller: Caller, key: str, body_hash: str) -> JsonResponse | None:
     """The run a request with this key created within the last day, or None. The same key
-    with another body is a client's mistake: 422, and nothing is created."""
+    with another body is a client's mistake: 422, and nothing is created. A run that is no
+    longer the caller's (an administrator gave it to another user) is not shown: 409, and
+    nothing is created either (the request was done once; its run is just not yours now)."""
     found = (
         IdempotencyKey.objects.filter(
             user=caller.user,
@@ -350,7 +365,14 @@ def _replay(caller: Caller, key: str, body_hash: str) -> JsonResponse | None:
             f"(run {found.run_id}); use a new key for a new run.",
             code="idempotency_key_reused",
         )
-    run = with_recovery(QualificationRun.objects.all()).get(pk=found.run_id)
+    run = with_recovery(QualificationRun.objects.filter(pk=found.run_id, user=caller.user)).first()
+    if run is None:
+        raise ApiError(
+            409,
+            f"The Idempotency-Key {show(key)} created run {found.run_id} within the last day, "
+            "and that run is no longer yours; nothing was created. Use a new key for a new run.",
+            code="idempotency_key_run_not_yours",
+        )
     body = run_json(run, counts_for([run])[run.pk])
     return JsonResponse(
         body, status=200, headers={"Location": body["url"], "Idempotent-Replayed": "true"}

@@ -126,6 +126,11 @@ def _check_scorer() -> list[CheckMessage]:
     return []
 
 
+def _describe(field: str, message: str) -> str:
+    """The error with the field it is about ("criteria" is the profile as a whole)."""
+    return message if field == "criteria" else f"{field}: {message}"
+
+
 def _check_criteria() -> list[CheckMessage]:
     """The default criteria, judged by the criteria's own reader (the pages' and the API's)."""
     try:
@@ -133,7 +138,7 @@ def _check_criteria() -> list[CheckMessage]:
     except CriteriaError as exc:
         return [
             Error(
-                f"Setting QUALIFIER_DEFAULT_CRITERIA is invalid: {field}: {message}.",
+                f"Setting QUALIFIER_DEFAULT_CRITERIA is invalid: {_describe(field, message)}.",
                 hint="Give a mapping of criteria fields to values (lists as lists or "
                 "comma-separated text; an employee bound of None means no bound).",
                 id="qualifier.E005",

@@ -8,12 +8,13 @@ stored on the run (`QualificationRun.criteria`) so its results can always be exp
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 from typing import Any
 
-from common.inputs import parse_whole_number, show, unstorable
+from common.inputs import MAX_LISTED, parse_whole_number, show, shown_name, unstorable
 
 from .conf import DEFAULT_CRITERIA, conf
 
@@ -44,8 +45,13 @@ _SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*://")
 
 #: Bounds on every list: how many items, how long each, and how long all of them together.
 MAX_LIST_ITEMS = 500
-MAX_ITEM_LENGTH = 255
-MAX_LIST_LENGTH = 10_000
+#: An industry, a title keyword or a country: matching a prospect's text costs up to its
+#: length times the longest phrase, so a phrase is short.
+MAX_PHRASE_LENGTH = 64
+#: An excluded domain (DNS names are at most 253 characters).
+MAX_DOMAIN_LENGTH = 255
+#: The characters of every list of a profile together (each run stores and shows its own).
+MAX_PROFILE_LENGTH = 10_000
 #: PositiveIntegerField's upper bound (a prospect's employee count).
 MAX_EMPLOYEES = 2_147_483_647
 
@@ -94,8 +100,11 @@ class Criteria:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Criteria:
-        """Criteria as stored on a run by `as_dict()`."""
-        return cls().with_overrides(data)
+        """Criteria as stored on a run by `as_dict()`. Read by the same rules as input, but
+        a phrase may have up to MAX_DOMAIN_LENGTH characters and the lists need not fit
+        MAX_PROFILE_LENGTH together: a run created before those bounds must still show and
+        run (CriteriaError for anything else)."""
+        return cls().with_overrides(data, stored=True)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -103,20 +112,29 @@ class Criteria:
             data[name] = list(data[name])
         return data
 
-    def with_overrides(self, overrides: Mapping[str, object]) -> Criteria:
+    def with_overrides(self, overrides: Mapping[str, object], *, stored: bool = False) -> Criteria:
         """A copy with the given fields replaced; validates every value it is given.
 
         Lists may be lists or comma-separated strings (a web form); an empty employee bound
-        means no bound. Raises CriteriaError naming every bad field, changing nothing.
+        means no bound. Raises CriteriaError naming every bad field, changing nothing; far
+        more fields than there are (MAX_LISTED more) are one error that counts them.
+        `stored` criteria (see from_dict) keep the bounds they were created under.
         """
         if not isinstance(overrides, Mapping):
             raise CriteriaError({"criteria": "expected an object of criteria fields"})
+        if len(overrides) > len(FIELD_NAMES) + MAX_LISTED:
+            raise CriteriaError(
+                {
+                    "criteria": f"{len(overrides):,} fields were given; the criteria are "
+                    f"{', '.join(FIELD_NAMES)}"
+                }
+            )
         errors: dict[str, str] = {}
         changes: dict[str, Any] = {}
         for name, value in overrides.items():
             try:
                 if name in LIST_FIELDS:
-                    changes[name] = _parse_list(name, value)
+                    changes[name] = _parse_list(name, value, stored=stored)
                 elif name in BOUND_FIELDS:
                     changes[name] = _parse_bound(value)
                 elif name == "min_score":
@@ -125,7 +143,16 @@ class Criteria:
                     known = ", ".join(FIELD_NAMES)
                     raise ValueError(f"unknown criterion (known: {known})")
             except ValueError as exc:
-                errors[str(name)] = str(exc)
+                errors[shown_name(name)] = str(exc)
+        if not errors:
+            length = sum(
+                len(item) for name in LIST_FIELDS for item in changes.get(name, getattr(self, name))
+            )
+            if length > MAX_PROFILE_LENGTH and not stored:
+                errors["criteria"] = (
+                    f"the lists hold {length:,} characters together; a profile holds at most "
+                    f"{MAX_PROFILE_LENGTH:,}"
+                )
         if not errors:
             low = changes.get("min_employees", self.min_employees)
             high = changes.get("max_employees", self.max_employees)
@@ -168,9 +195,6 @@ class Criteria:
 FIELD_NAMES = tuple(field.name for field in fields(Criteria))
 
 
-_END = ""  # marks a trie node where a phrase ends (characters are never empty)
-
-
 def _is_word(char: str) -> bool:
     """What the regular expression \\w matches."""
     return char.isalnum() or char == "_"
@@ -178,45 +202,91 @@ def _is_word(char: str) -> bool:
 
 class WordMatcher:
     """Finds which of a set of phrases occurs in a text as whole words, ignoring case ("VP" in
-    "VP Sales", not in "MVP").
+    "VP Sales", not in "MVP"): the leftmost, then the longest.
 
-    The casefolded phrases form a trie that is walked from each word start, so a text costs
-    at most its length times the longest phrase, however many phrases there are (one regex
-    alternation of them all tries every phrase at every position).
+    An Aho-Corasick automaton of the casefolded phrases reads the text once, so a text costs
+    its length plus the phrases that end at its word ends, however many phrases there are and
+    however they overlap (a trie walked from every word start costs the text's length times
+    the longest phrase, which crafted phrases make hundreds of times a usual prospect's cost).
     """
 
     def __init__(self, phrases: tuple[str, ...]) -> None:
-        self.root: dict[str, Any] = {}
+        #: Node 0 is the root. Per node: its children, the node of its longest proper suffix
+        #: in the automaton (`fail`), the phrase ending there, if any, as configured (the first
+        #: of phrases equal when casefolded), its depth (the casefolded phrase's length), and
+        #: the nearest node along `fail` where a phrase ends (`output`, 0 for none).
+        self.children: list[dict[str, int]] = [{}]
+        self.phrase: list[str | None] = [None]
+        self.depth: list[int] = [0]
         for phrase in phrases:
-            node = self.root
+            node = 0
             for char in phrase.casefold():
-                node = node.setdefault(char, {})
-            node.setdefault(_END, phrase)
+                child = self.children[node].get(char)
+                if child is None:
+                    child = len(self.children)
+                    self.children[node][char] = child
+                    self.children.append({})
+                    self.phrase.append(None)
+                    self.depth.append(self.depth[node] + 1)
+                node = child
+            if node and self.phrase[node] is None:
+                self.phrase[node] = phrase
+        self.longest = max(self.depth)
+        self.fail = [0] * len(self.children)
+        self.output = [0] * len(self.children)
+        queue = deque(self.children[0].values())
+        while queue:
+            node = queue.popleft()
+            suffix = self.fail[node]
+            self.output[node] = suffix if self.phrase[suffix] is not None else self.output[suffix]
+            for char, child in self.children[node].items():
+                state = suffix
+                while state and char not in self.children[state]:
+                    state = self.fail[state]
+                found = self.children[state].get(char, 0)
+                self.fail[child] = found if found != child else 0
+                queue.append(child)
 
     def search(self, text: str) -> str | None:
         """The phrase (as configured) found first in `text`: leftmost, then longest."""
         text = text.casefold()
         size = len(text)
-        for start in range(size):
-            if start and _is_word(text[start - 1]):
-                continue
-            node, found, index = self.root, None, start
-            while index < size and (node := node.get(text[index])) is not None:
-                index += 1
-                if _END in node and (index == size or not _is_word(text[index])):
-                    found = node[_END]
-            if found is not None:
-                return found
-        return None
+        children, fail, output, phrase, depth = (
+            self.children,
+            self.fail,
+            self.output,
+            self.phrase,
+            self.depth,
+        )
+        best_start, best = size, None
+        state = 0
+        for index, char in enumerate(text):
+            if best is not None and index - self.longest >= best_start:
+                break  # every later match starts after the one found
+            while state and char not in children[state]:
+                state = fail[state]
+            state = children[state].get(char, 0)
+            node = state if phrase[state] is not None else output[state]
+            end = index + 1
+            if not node or (end < size and _is_word(text[end])):
+                continue  # no phrase ends here, or not at a word end
+            while node:
+                start = end - depth[node]
+                # Ends come in order, so a later match from the same start is longer; at one
+                # end, the chain goes from the longest phrase (leftmost start) down.
+                if start <= best_start and (start == 0 or not _is_word(text[start - 1])):
+                    best_start, best = start, phrase[node]
+                node = output[node]
+        return best
 
 
-def _parse_list(name: str, value: object) -> tuple[str, ...]:
+def _parse_list(name: str, value: object, *, stored: bool = False) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        if len(value) > MAX_LIST_LENGTH:
+        if len(value) > MAX_PROFILE_LENGTH:
             raise ValueError(
-                f"the list is {len(value):,} characters long; at most {MAX_LIST_LENGTH:,} "
+                f"the list is {len(value):,} characters long; at most {MAX_PROFILE_LENGTH:,} "
                 "are allowed"
             )
         items: list[object] = value.replace("\n", ",").split(",")
@@ -226,6 +296,7 @@ def _parse_list(name: str, value: object) -> tuple[str, ...]:
         raise ValueError("expected a list of text values or a comma-separated text")
     if len(items) > MAX_LIST_ITEMS:
         raise ValueError(f"{len(items):,} items were given; at most {MAX_LIST_ITEMS:,} are allowed")
+    limit = MAX_DOMAIN_LENGTH if stored or name == "excluded_domains" else MAX_PHRASE_LENGTH
     result: list[str] = []
     seen: set[str] = set()
     total = 0
@@ -236,16 +307,16 @@ def _parse_list(name: str, value: object) -> tuple[str, ...]:
         if problem:
             raise ValueError(f"{show(item)} {problem}")
         text = " ".join(item.split())
-        if len(text) > MAX_ITEM_LENGTH:
-            raise ValueError(f"{text[:20]!r}... is longer than {MAX_ITEM_LENGTH} characters")
+        if len(text) > limit:
+            raise ValueError(f"{text[:20]!r}... is longer than {limit} characters")
         if name == "excluded_domains":
             text = normalize_domain(text)
             if text and "." not in text:
                 raise ValueError(f"{show(item)} is not a domain such as example.com")
         total += len(text)
-        if total > MAX_LIST_LENGTH:
+        if total > MAX_PROFILE_LENGTH:
             raise ValueError(
-                f"the items are more than {MAX_LIST_LENGTH:,} characters long together"
+                f"the items are more than {MAX_PROFILE_LENGTH:,} characters long together"
             )
         if text and text.casefold() not in seen:
             seen.add(text.casefold())

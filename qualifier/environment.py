@@ -34,7 +34,7 @@ from common.values import (
     parse_secret,
 )
 
-from .criteria import Criteria, CriteriaError
+from .criteria import LIST_FIELDS, Criteria, CriteriaError
 
 #: user:password@ in a URL: the password never appears in a message or an error page.
 URL_PASSWORD = re.compile(r"(?P<start>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
@@ -236,4 +236,7 @@ class Env(environ.Env):
             return Criteria().with_overrides(texts).as_dict()
         except CriteriaError as exc:
             field, message = next(iter(exc.errors.items()))
+            if field == "criteria":  # the profile as a whole: its lists' length together
+                names = ", ".join(prefix + name.upper() for name in LIST_FIELDS)
+                raise SettingError(f"Settings {names} are invalid: {message}.") from None
             raise SettingError(f"Setting {prefix + field.upper()} is invalid: {message}.") from None

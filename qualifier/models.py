@@ -25,6 +25,9 @@ class Prospect(models.Model):
     )
     #: The prospect's place in the input (its CSV data line number, or JSON index + 1).
     position = models.PositiveIntegerField(_("position"))
+    #: The prospect's place in the run, from 1, as the results page numbers it: stored, so a
+    #: page of a big run is numbered without counting the prospects before each row.
+    number = models.PositiveIntegerField(_("number"))
     name = models.CharField(_("name"), max_length=255)
     email = models.CharField(_("email"), max_length=255, blank=True)
     company = models.CharField(_("company"), max_length=255)
@@ -41,7 +44,8 @@ class Prospect(models.Model):
         verbose_name_plural = _("prospects")
         ordering = ["run", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["run", "position"], name="prospect_unique_position")
+            models.UniqueConstraint(fields=["run", "position"], name="prospect_unique_position"),
+            models.UniqueConstraint(fields=["run", "number"], name="prospect_unique_number"),
         ]
 
     def __str__(self) -> str:

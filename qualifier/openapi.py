@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 
-from common.inputs import MAX_BIGINT, MAX_DIGITS
+from common.inputs import MAX_BIGINT, MAX_DIGITS, MAX_LISTED
 from common.jsonapi import MAX_JSON_DEPTH
 from recovery.api import RECOVERY_LIST_LIMIT, RECOVERY_MAX_BODY_BYTES, RECOVERY_MAX_RUN_IDS
 from recovery.conf import MAX_TIMEOUT_MINUTES, POLICIES
@@ -21,7 +21,13 @@ from recovery.report import SkipReason
 
 from .api import MAX_IDEMPOTENCY_KEY_LENGTH, RUNS_PAGE_SIZE
 from .conf import conf
-from .criteria import LIST_FIELDS, MAX_ITEM_LENGTH, MAX_LIST_ITEMS, MAX_LIST_LENGTH
+from .criteria import (
+    LIST_FIELDS,
+    MAX_DOMAIN_LENGTH,
+    MAX_LIST_ITEMS,
+    MAX_PHRASE_LENGTH,
+    MAX_PROFILE_LENGTH,
+)
 from .criteria import MAX_EMPLOYEES as MAX_EMPLOYEE_BOUND
 from .listings import RESULT_SORTS, RESULTS_PAGE_SIZE
 from .models import Outcome
@@ -93,15 +99,18 @@ def schemas() -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    def text_list(item_pattern: str = STORABLE, what: str = "") -> dict[str, Any]:
+    def text_list(
+        item_pattern: str = STORABLE, what: str = "", item_length: int = MAX_PHRASE_LENGTH
+    ) -> dict[str, Any]:
         return {
             "type": ["array", "string", "null"],
-            "items": {"type": "string", "maxLength": MAX_ITEM_LENGTH, "pattern": item_pattern},
+            "items": {"type": "string", "maxLength": item_length, "pattern": item_pattern},
             "maxItems": MAX_LIST_ITEMS,
-            "maxLength": MAX_LIST_LENGTH,
+            "maxLength": MAX_PROFILE_LENGTH,
             "pattern": STORABLE,
             "description": f"A list{what}, or one comma-separated text; at most "
-            f"{MAX_LIST_LENGTH:,} characters in all.",
+            f"{item_length} characters an item, and {MAX_PROFILE_LENGTH:,} in all the "
+            "profile's lists together.",
         }
 
     bound = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_EMPLOYEE_BOUND}
@@ -123,8 +132,12 @@ def _schemas() -> dict[str, Any]:
                 "fields": {
                     "type": "object",
                     "additionalProperties": {"type": "string"},
+                    "maxProperties": MAX_LISTED,
                     "description": "For input errors, what is wrong with each field "
-                    "(`criteria.min_score`, `prospects[3].email`, `page`...); empty otherwise.",
+                    "(`criteria.min_score`, `prospects[3].email`, `page`...); empty otherwise. "
+                    f"At most {MAX_LISTED} fields are named: `error` then says how many more "
+                    "there are. A body with far more unknown fields than known ones is refused "
+                    "with a count instead.",
                 },
             },
         },
@@ -152,7 +165,9 @@ def _schemas() -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {
                 **{name: text_list() for name in LIST_FIELDS},
-                "excluded_domains": text_list(DOMAIN, " of domains such as example.com"),
+                "excluded_domains": text_list(
+                    DOMAIN, " of domains such as example.com", MAX_DOMAIN_LENGTH
+                ),
                 "min_employees": bound,
                 "max_employees": bound,
                 "min_score": {"type": "integer", "minimum": 0, "maximum": 100},
@@ -464,10 +479,16 @@ ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
         "page past the last (`page_not_found`).",
         (),
     ),
-    "409": ("The run cannot be continued now (see the message).", ()),
+    "409": (
+        "The run cannot be continued now (`run_not_continuable`), or the run an "
+        "Idempotency-Key created is no longer yours (`idempotency_key_run_not_yours`).",
+        (),
+    ),
     "413": (
-        "The body is over QUALIFIER_MAX_UPLOAD_BYTES, or has more than "
-        "QUALIFIER_MAX_PROSPECTS prospects.",
+        "The body is over QUALIFIER_MAX_UPLOAD_BYTES (`body_too_large`), or has more than "
+        "QUALIFIER_MAX_PROSPECTS prospects (`too_many_prospects`; a new run's body is "
+        "refused as soon as it holds more JSON objects than that many prospects, its criteria "
+        "and the body itself).",
         (),
     ),
     "415": ("The body is not sent as application/json.", ("Accept-Post",)),
@@ -494,19 +515,27 @@ def answer(description: str, schema: str, *header_names: str) -> dict[str, Any]:
     if header_names:
         body["headers"] = {name: header(name) for name in header_names}
     if schema == "Run":
-        body["links"] = RUN_LINKS
+        body["links"] = run_links("$response.body#/id")
+    if schema == "RunPage":
+        body["links"] = run_links("$response.body#/results/0/id", "the page's first run")
     return body
 
 
-#: What a client can do next with a run it was given.
-RUN_LINKS = {
-    name: {"operationId": operation, "parameters": {"id": "$response.body#/id"}}
-    for name, operation in (
-        ("GetRun", "getRun"),
-        ("ListRunResults", "listRunResults"),
-        ("ContinueRun", "continueRun"),
-    )
-}
+def run_links(run_id: str, which: str = "the run") -> dict[str, Any]:
+    """What a client can do next with a run it was given: a page of FAILED runs
+    (`?status=failed`) leads to continuing one."""
+    return {
+        f"{name}{'' if which == 'the run' else 'FirstOnPage'}": {
+            "operationId": operation,
+            "parameters": {"id": run_id},
+            "description": f"{verb} {which}.",
+        }
+        for name, operation, verb in (
+            ("GetRun", "getRun", "Read"),
+            ("ListRunResults", "listRunResults", "The results of"),
+            ("ContinueRun", "continueRun", "Continue"),
+        )
+    }
 
 
 def json_body(schema: str, *, required: bool = True, description: str = "") -> dict[str, Any]:
@@ -588,7 +617,9 @@ def document() -> dict[str, Any]:
                     "summary": "Create a run",
                     "description": "Stores the run and its prospects and queues it, in one "
                     "transaction. With an `Idempotency-Key`, repeating the request within a "
-                    "day answers 200 with the run the first one created.",
+                    "day answers 200 with the run the first one created, as long as that run "
+                    "is still yours: once an administrator has given it to another user, the "
+                    "repeat answers 409 (`idempotency_key_run_not_yours`) and creates nothing.",
                     "tags": ["runs"],
                     "security": WRITE,
                     "parameters": [
@@ -618,7 +649,7 @@ def document() -> dict[str, Any]:
                             "Location",
                             "Idempotent-Replayed",
                         ),
-                        **error_answers("400", "401", "403", "413", "415", "422", "429"),
+                        **error_answers("400", "401", "403", "409", "413", "415", "422", "429"),
                     },
                 },
             },

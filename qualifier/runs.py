@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -143,8 +144,14 @@ def create_run(
         )
         Prospect.objects.bulk_create(
             (
-                Prospect(run=run, **{name: getattr(data, name) for name in PROSPECT_FIELDS})
-                for data in prospects
+                Prospect(
+                    run=run,
+                    number=number,
+                    **{name: getattr(data, name) for name in PROSPECT_FIELDS},
+                )
+                for number, data in enumerate(
+                    sorted(prospects, key=attrgetter("position")), start=1
+                )
             ),
             batch_size=INSERT_BATCH_SIZE,
         )

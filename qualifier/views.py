@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views import csrf, defaults
@@ -35,7 +35,6 @@ from .listings import (
     run_duration,
     with_recovery,
 )
-from .models import Prospect, ProspectResult
 from .prospects import ProspectInputError
 from .runs import (
     DailyProspectLimit,
@@ -54,19 +53,6 @@ HISTORY_PAGE_SIZE = 20
 
 def user_runs(request: HttpRequest) -> QuerySet[QualificationRun]:
     return with_recovery(QualificationRun.objects.filter(user=request.user))
-
-
-def numbered(results: QuerySet[ProspectResult]) -> QuerySet[ProspectResult]:
-    """Each result with `number`: its prospect's place in the run, from 1 (the stored
-    position is the CSV line number, which error messages name, so the first prospect is 2)."""
-    earlier = (
-        Prospect.objects.filter(run=OuterRef("run"), position__lte=OuterRef("prospect__position"))
-        .order_by()
-        .values("run")
-        .annotate(count=Count("pk"))
-        .values("count")
-    )
-    return results.annotate(number=Subquery(earlier))
 
 
 def format_duration(duration: dt.timedelta | None) -> str:
@@ -160,7 +146,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     sort = request.GET.get("sort", "")
     if sort not in RESULT_SORTS:
         sort = ""
-    page = Paginator(numbered(ordered_results(run, sort)), RESULTS_PAGE_SIZE).get_page(
+    page = Paginator(ordered_results(run, sort), RESULTS_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
     return render(

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 
-from common.inputs import json_whole_number, parse_ids, show
+from common.inputs import json_whole_number, listing, parse_ids, show
 from common.jsonapi import (
     INVALID,
     SAFE_METHODS,
@@ -109,7 +109,7 @@ def recovery(request: HttpRequest, caller: Caller) -> JsonResponse:
         )
     except UnknownRuns as exc:
         # Like a run of the user API that does not exist: 404, naming the field.
-        message = f"{exc}."
+        message = f"No qualification run with id {listing(exc.run_ids, len(exc.run_ids))}."
         raise ApiError(404, message, {"run_ids": message}, code="run_not_found") from None
     except RecoveryInputError as exc:
         message = str(exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
+import time
 from typing import Any
 
 from django.db import DatabaseError, connection
@@ -42,7 +43,14 @@ DATABASE_PROBE_SECONDS = 0.5
 #: timeout, or when no sweep has succeeded for this many intervals.
 SWEEP_INTERVALS_OF_GRACE = 3
 
+#: How long a process answers /readyz from its last check: however often it is polled, the
+#: checks (a new database connection and three queries on PostgreSQL) run about once a second.
+READYZ_CACHE_SECONDS = 1.0
+
 _migrations_applied = False
+#: This process's last /readyz answer: (time.monotonic() when checked, status, body).
+_last_readiness: tuple[float, int, dict[str, Any]] | None = None
+_readiness_lock = threading.Lock()
 
 
 @never_cache
@@ -55,7 +63,29 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
-    """200 when every check passes, else 503 naming each failed check."""
+    """200 when every check passes, else 503 naming each failed check; the same answer for
+    READYZ_CACHE_SECONDS (one request checks while the others of the process wait for it)."""
+    status, body = cached_readiness()
+    response = JsonResponse(body, status=status)
+    # An unready instance is an answer, not a server error: django.request would log every
+    # poll's 503 as an ERROR (django.utils.log.log_response honours this flag).
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
+def cached_readiness() -> tuple[int, dict[str, Any]]:
+    global _last_readiness
+    with _readiness_lock:
+        last = _last_readiness
+        if last is None or time.monotonic() - last[0] >= READYZ_CACHE_SECONDS:
+            status, body = readiness()
+            # Stamped when the checks ended: a slow check is not answered stale at once.
+            last = _last_readiness = (time.monotonic(), status, body)
+    return last[1], last[2]
+
+
+def readiness() -> tuple[int, dict[str, Any]]:
+    """The status and body of /readyz, checked now."""
     checks: dict[str, str] = {}
     problem = probe_database()
     checks["database"] = problem or "ok"
@@ -68,11 +98,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     body: dict[str, Any] = {"status": "unavailable" if failed else "ok", "checks": checks}
     if failed:
         body["reasons"] = [f"{name}: {text}" for name, text in failed.items()]
-    response = JsonResponse(body, status=503 if failed else 200)
-    # An unready instance is an answer, not a server error: django.request would log every
-    # poll's 503 as an ERROR (django.utils.log.log_response honours this flag).
-    response._has_been_logged = True  # type: ignore[attr-defined]
-    return response
+    return (503 if failed else 200), body
 
 
 def probe_database() -> str:

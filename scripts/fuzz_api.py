@@ -8,9 +8,17 @@ token (RECOVERY_API_TOKEN). It
 exits non-zero when any check fails (a server error, an answer the document does not allow, a
 crash), and prints how many cases each pass generated. `scripts/fuzz-api` runs it.
 
+Every answer must come within FUZZ_MAX_RESPONSE_SECONDS (default 5) and hold at most
+FUZZ_MAX_ANSWER_BYTES (default 1 MiB, scripts/fuzz_checks.py); each user has a run of 10,000
+results, so a page whose cost grows with its offset, or an error answer that repeats its
+request, fails the run. The stateful phase follows the document's links: from a list of
+FAILED runs to continuing one (each user has a few to continue), and the summary says how many
+continues succeeded.
+
 Environment: FUZZ_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/qualifier_fuzz; the
-database is created afresh and dropped at the end), FUZZ_MAX_EXAMPLES (most cases per
-operation and phase, default 15), FUZZ_SEED, FUZZ_REPORT_DIR (default .fuzz-report).
+database is created afresh and dropped at the end), FUZZ_PORT (default: a free port),
+FUZZ_MAX_EXAMPLES (most cases per operation and phase, default 15), FUZZ_SEED,
+FUZZ_REPORT_DIR (default .fuzz-report), FUZZ_MAX_RESPONSE_SECONDS, FUZZ_MAX_ANSWER_BYTES.
 """
 
 from __future__ import annotations
@@ -34,6 +42,12 @@ DATABASE_URL = os.environ.get(
     "FUZZ_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/qualifier_fuzz"
 )
 MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "15")
+PORT = os.environ.get("FUZZ_PORT", "")
+MAX_RESPONSE_SECONDS = os.environ.get("FUZZ_MAX_RESPONSE_SECONDS", "5")
+#: Failed runs each user has to continue (one per successful continue).
+FAILED_RUNS = 20
+#: Results in each user's big run: a deep page of it must cost what the first does.
+BIG_RUN = 10_000
 SEED = os.environ.get("FUZZ_SEED", "")
 REPORT_DIR = Path(os.environ.get("FUZZ_REPORT_DIR", PROJECT / ".fuzz-report"))
 #: Schemathesis's settings for every pass: all its checks, with these adjustments (docs/development.md,
@@ -73,6 +87,22 @@ def session(user):
 def runs(user):
     now = timezone.now()
     criteria = Criteria.defaults().as_dict()
+    big = QualificationRun.objects.create(
+        user=user, status=RunStatus.COMPLETED, total=BIG_RUN, completed=BIG_RUN,
+        criteria=criteria, started_at=now, completed_at=now)
+    prospects = Prospect.objects.bulk_create(
+        (Prospect(run=big, position=n + 2, number=n + 1, name=f"Person {n}", company="Acme")
+         for n in range(BIG_RUN)), batch_size=1000)
+    ProspectResult.objects.bulk_create(
+        (ProspectResult(run=big, prospect=p, outcome=Outcome.QUALIFIED, score=n % 101)
+         for n, p in enumerate(prospects)), batch_size=1000)
+    for _ in range(FAILED_RUNS):  # older than the rest: continued ones leave the FAILED list
+        failed = QualificationRun.objects.create(
+            user=user, status=RunStatus.FAILED, total=2, completed=0, criteria=criteria,
+            started_at=now, completed_at=now, failure_reason="The worker died.")
+        Prospect.objects.bulk_create(
+            Prospect(run=failed, position=n + 2, number=n + 1, name="Left", company="Acme")
+            for n in range(2))
     done = QualificationRun.objects.create(
         user=user, status=RunStatus.COMPLETED, total=3, completed=3, criteria=criteria,
         started_at=now, completed_at=now)
@@ -82,7 +112,7 @@ def runs(user):
     for run, scored in ((done, 3), (failed, 1)):
         for position in range(1, 4):
             prospect = Prospect.objects.create(
-                run=run, position=position, name=f"Person {position}", company="Acme",
+                run=run, position=position, number=position, name=f"Person {position}", company="Acme",
                 employees=100 * position, extra={"note": "seeded"})
             if position <= scored:
                 ProspectResult.objects.create(
@@ -113,8 +143,9 @@ def main() -> int:
     env = environment(token)
     fresh_database()
     manage(["migrate", "--noinput", "-v", "0"], env)
-    sessions = json.loads(manage(["shell", "--no-imports", "-c", SEED_SCRIPT], env))
-    port = free_port()
+    seed = f"BIG_RUN = {BIG_RUN}\nFAILED_RUNS = {FAILED_RUNS}\n{SEED_SCRIPT}"
+    sessions = json.loads(manage(["shell", "--no-imports", "-c", seed], env))
+    port = int(PORT) if PORT else free_port()
     gunicorn = [str(BIN / "gunicorn"), "-c", "python:qualifier.gunicorn_conf", "qualifier.wsgi"]
     server = subprocess.Popen(
         [*gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", "4", "--access-logfile", "-"],
@@ -139,12 +170,13 @@ def main() -> int:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
         drop_database()
-    total = sum(cases for cases, _ in results.values())
+    total = sum(cases for cases, _, _ in results.values())
     print("\n=== Schemathesis: cases generated")
-    for name, (cases, code) in results.items():
-        print(f"{name:16} {cases:6,} cases  {'ok' if code == 0 else f'FAILED (exit {code})'}")
+    for name, (cases, continued, code) in results.items():
+        outcome = "ok" if code == 0 else f"FAILED (exit {code})"
+        print(f"{name:16} {cases:6,} cases  {continued:3} continues succeeded  {outcome}")
     print(f"{'all':16} {total:6,} cases")
-    return 0 if all(code == 0 for _, code in results.values()) else 1
+    return 0 if all(code == 0 for _, _, code in results.values()) else 1
 
 
 def _session_auth(session_key: str, csrf: str) -> dict[str, dict[str, str]]:
@@ -156,9 +188,9 @@ def _session_auth(session_key: str, csrf: str) -> dict[str, dict[str, str]]:
     }
 
 
-def fuzz(base: str, name: str, auth: dict[str, dict[str, str]]) -> tuple[int, int]:
+def fuzz(base: str, name: str, auth: dict[str, dict[str, str]]) -> tuple[int, int, int]:
     """One pass of `schemathesis run` signed in with `auth` (credentials by security scheme):
-    (cases generated, its exit code)."""
+    (cases generated, continues that succeeded, its exit code)."""
     report = REPORT_DIR / f"{name}.ndjson"
     config = REPORT_DIR / f"{name}.toml"
     credentials = "".join(
@@ -177,14 +209,16 @@ def fuzz(base: str, name: str, auth: dict[str, dict[str, str]]) -> tuple[int, in
         "--report", "ndjson",
         "--report-ndjson-path", str(report),
         "--request-timeout", "20",
+        "--max-response-time", MAX_RESPONSE_SECONDS,
         "--workers", "4",
     ]  # fmt: skip
     if SEED:
         command += ["--seed", SEED]
     print(f"\n=== Schemathesis, {name}", flush=True)
-    code = subprocess.run(command, cwd=PROJECT, check=False).returncode
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(PROJECT / "scripts" / "fuzz_checks.py")}
+    code = subprocess.run(command, cwd=PROJECT, env=env, check=False).returncode
     config.unlink()  # it holds credentials
-    return count_cases(report), code
+    return count_cases(report), count_continues(report), code
 
 
 def count_cases(report: Path) -> int:
@@ -201,6 +235,27 @@ def count_cases(report: Path) -> int:
     return cases
 
 
+def count_continues(report: Path) -> int:
+    """Continues of a run that answered 200, from the ndjson events."""
+    continued = 0
+    if not report.exists():
+        return 0
+    with report.open() as lines:
+        for line in lines:
+            finished = json.loads(line).get("ScenarioFinished") or {}
+            interactions = finished.get("recorder", {}).get("interactions", {})
+            for interaction in interactions.values():
+                request = interaction.get("request") or {}
+                response = interaction.get("response") or {}
+                if (
+                    request.get("method") == "POST"
+                    and str(request.get("uri", "")).endswith("/continue")
+                    and response.get("status_code") == 200
+                ):
+                    continued += 1
+    return continued
+
+
 def environment(token: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))}
     env.update(
@@ -214,6 +269,9 @@ def environment(token: str) -> dict[str, str]:
         # The fuzzer sends many wrong tokens on purpose; with the default limit every request
         # from 127.0.0.1 would be a 429 after the tenth. 429 itself is covered by the tests.
         AUTH_FAILURE_LIMIT="86400",
+        # Runs the fuzzer creates stay PENDING (no worker): they must not make every continue
+        # a 429. The limit itself is covered by the tests.
+        QUALIFIER_MAX_ACTIVE_RUNS_PER_USER="10000",
         RECOVERY_ON_STARTUP="false",
         RECOVERY_SWEEP_INTERVAL_SECONDS="0",
         PYTHONUNBUFFERED="1",

@@ -60,6 +60,14 @@ def _fresh_cache() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_readiness() -> None:
+    """/readyz answers from its last check for a second: each test checks afresh."""
+    from recovery import health
+
+    health._last_readiness = None
+
+
+@pytest.fixture(autouse=True)
 def _answers_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every answer the test client receives under /api/ is checked against the OpenAPI
     document (tests/contract.py): an undocumented status or field fails the test."""

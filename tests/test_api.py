@@ -49,7 +49,13 @@ def post(client: Client, url: str, body: object = None, *, raw: str | None = Non
 
 def add_results(run: QualificationRun, outcomes: list[tuple[str, int | None]]) -> None:
     prospects = Prospect.objects.bulk_create(
-        Prospect(run=run, position=index + 1, name=f"Person {index}", company=f"Co {index}")
+        Prospect(
+            run=run,
+            position=index + 1,
+            number=index + 1,
+            name=f"Person {index}",
+            company=f"Co {index}",
+        )
         for index in range(len(outcomes))
     )
     ProspectResult.objects.bulk_create(
@@ -228,15 +234,18 @@ def test_create_run_reports_every_bad_field_and_every_bad_prospect(api):
 
 
 def test_create_run_reports_a_bounded_number_of_bad_prospects(api):
+    from common.inputs import MAX_LISTED
     from qualifier.prospects import MAX_REPORTED_PROBLEMS
 
     bad = [{"name": "Ada", "company": ""}] * (MAX_REPORTED_PROBLEMS + 20)
     answer = post(api, f"{API}/runs", {"prospects": bad}).json()
+    # At most MAX_LISTED fields: the note that there are more, then the first problems.
+    assert len(answer["fields"]) == MAX_LISTED
+    assert next(iter(answer["fields"])) == "prospects"
+    assert answer["fields"]["prospects"] == "There are more problems than the answer lists."
     item_errors = [name for name in answer["fields"] if name.startswith("prospects[")]
-    assert len(item_errors) == MAX_REPORTED_PROBLEMS
-    assert answer["fields"]["prospects"] == (
-        f"There are more problems; only the first {MAX_REPORTED_PROBLEMS} are listed."
-    )
+    assert item_errors == [f"prospects[{index}].company" for index in range(MAX_LISTED - 1)]
+    assert answer["error"].endswith(" And 1 more field, not listed.")
 
 
 @pytest.mark.parametrize("raw", ['{"prospects": [', "not json", '"a string"', "[]", "\xff"])
@@ -439,7 +448,8 @@ def test_continue_answers_200_with_the_same_run_pending_again(api, alice, make_r
     original = make_run(RunStatus.FAILED, total=3, completed=1, user=alice, criteria={})
     add_results(original, [(Outcome.QUALIFIED, 90)])
     Prospect.objects.bulk_create(
-        Prospect(run=original, position=position, name="Left", company="Co") for position in (2, 3)
+        Prospect(run=original, position=position, number=position, name="Left", company="Co")
+        for position in (2, 3)
     )
     response = post(api, f"{API}/runs/{original.pk}/{endpoint}")
     assert response.status_code == 200, response.content
@@ -609,6 +619,27 @@ def test_an_idempotency_key_reused_with_another_body_is_422_and_creates_nothing(
         f"The Idempotency-Key 'k1' was used within the last day for another request "
         f"(run {first.json()['id']}); use a new key for a new run."
     )
+    assert QualificationRun.objects.count() == 1
+
+
+@override_settings(TASKS=DUMMY)
+def test_a_replay_after_the_run_was_given_to_another_user_shows_nothing_of_it(api, bob):
+    """The key was alice's, the run is now bob's: alice learns that it is no longer hers and
+    nothing else (not its status, counts, criteria or reason), and nothing is created."""
+    first = post_with_key(api, "order-7", {"prospects": PROSPECTS})
+    run_id = first.json()["id"]
+    QualificationRun.objects.filter(pk=run_id).update(
+        user=bob, status=RunStatus.FAILED, failure_reason="Bob's secret reason"
+    )
+    again = post_with_key(api, "order-7", {"prospects": PROSPECTS})
+    assert again.status_code == 409
+    assert again.json() == {
+        "error": f"The Idempotency-Key 'order-7' created run {run_id} within the last day, and "
+        "that run is no longer yours; nothing was created. Use a new key for a new run.",
+        "code": "idempotency_key_run_not_yours",
+        "fields": {},
+    }
+    assert "Location" not in again
     assert QualificationRun.objects.count() == 1
 
 

@@ -246,7 +246,7 @@ def test_criteria_lists_are_bounded_in_items_and_size():
         Criteria().with_overrides({"title_keywords": ["k"] * (MAX_LIST_ITEMS + 1)})
     assert "at most 500 are allowed" in excinfo.value.errors["title_keywords"]
     with pytest.raises(CriteriaError) as excinfo:
-        Criteria().with_overrides({"industries": [f"industry {i:04}" * 15 for i in range(60)]})
+        Criteria().with_overrides({"industries": [f"industry {i:04} " * 4 for i in range(200)]})
     assert "more than 10,000 characters long together" in excinfo.value.errors["industries"]
 
 
@@ -283,7 +283,7 @@ def test_the_api_answers_429_with_the_reason_beyond_the_active_runs_limit(api, a
     )
     assert QualificationRun.objects.count() == 2
     failed = make_run(RunStatus.FAILED, user=alice)
-    Prospect.objects.create(run=failed, position=2, name="Ann", company="Acme")
+    Prospect.objects.create(run=failed, position=2, number=1, name="Ann", company="Acme")
     assert post(api, f"{API}/runs/{failed.pk}/continue", "").status_code == 429
 
 
@@ -401,7 +401,7 @@ def test_the_csv_download_neutralises_formulas(client, alice, make_run):
 
     run = make_run(RunStatus.COMPLETED, user=alice)
     prospect = Prospect.objects.create(
-        run=run, position=2, name='=HYPERLINK("http://evil")', company="@SUM(1)"
+        run=run, position=2, number=1, name='=HYPERLINK("http://evil")', company="@SUM(1)"
     )
     ProspectResult.objects.create(
         run=run, prospect=prospect, outcome=Outcome.ERRORED, error="-boom"

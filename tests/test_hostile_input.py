@@ -193,10 +193,10 @@ def world(alice, bob, make_run) -> dict[str, Any]:
     """Alice's runs (one completed with a result, one failed), Bob's run, and a stuck run, so
     that an input that slipped through would change something visible."""
     done = make_run(RunStatus.COMPLETED, user=alice)
-    prospect = Prospect.objects.create(run=done, position=2, name="Ann", company="Acme")
+    prospect = Prospect.objects.create(run=done, position=2, number=1, name="Ann", company="Acme")
     ProspectResult.objects.create(run=done, prospect=prospect, outcome="QUALIFIED", score=90)
     failed = make_run(RunStatus.FAILED, user=alice)
-    Prospect.objects.create(run=failed, position=2, name="Bo", company="Beta")
+    Prospect.objects.create(run=failed, position=2, number=1, name="Bo", company="Beta")
     theirs = make_run(RunStatus.PENDING, user=bob)
     stuck = make_run(created_minutes_ago=600, started_minutes_ago=600)
     return {"done": done, "failed": failed, "theirs": theirs, "stuck": stuck}

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.db import OperationalError, connection
 from django.db.models import Sum
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -393,6 +394,7 @@ def test_readyz_grants_three_sweep_intervals_since_the_last_successful_sweep(cli
     old_worker()
     tally(SweepOutcome.OK, seconds_ago=25)
     assert client.get("/readyz").status_code == 200
+    health._last_readiness = None  # the answer is kept for a second
     with override_settings(RECOVERY_SWEEP_INTERVAL_SECONDS=5):
         assert client.get("/readyz").status_code == 503
 
@@ -449,8 +451,30 @@ def test_readyz_makes_few_queries(client, db, django_assert_max_num_queries):
     (elsewhere it has a connection of its own)."""
     make_worker()
     client.get("/readyz")  # reads the migration files once
+    health._last_readiness = None
     with django_assert_max_num_queries(4 if connection.vendor == "sqlite" else 3):
         assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_checks_at_most_once_a_second_per_process(client, db, monkeypatch):
+    """Polled often, /readyz answers from the last check (no query, no new connection) until
+    READYZ_CACHE_SECONDS have passed; then it checks again and sees what changed."""
+    now = [1_000.0]
+    monkeypatch.setattr(health.time, "monotonic", lambda: now[0])
+    probes = []
+    monkeypatch.setattr(health, "probe_database", lambda: probes.append(1) or "")
+    make_worker()
+    assert client.get("/readyz").json()["checks"]["workers"] == "ok: 1 live"
+    Worker.objects.all().delete()
+    now[0] += health.READYZ_CACHE_SECONDS - 0.01
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(20):
+            cached = client.get("/readyz")
+    assert (len(queries), len(probes)) == (0, 1)
+    assert cached.json()["checks"]["workers"] == "ok: 1 live"
+    now[0] += 0.01
+    assert client.get("/readyz").json()["checks"]["workers"] == "no live worker"
+    assert len(probes) == 2
 
 
 def test_a_worker_that_beat_long_ago_counts_as_dead(db):

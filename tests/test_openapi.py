@@ -12,6 +12,7 @@ from openapi_spec_validator import validate
 
 from qualifier.openapi import any_case, document
 from tests import contract
+from tests.helpers import DUMMY
 
 pytestmark = pytest.mark.django_db
 
@@ -141,3 +142,33 @@ def test_the_docs_page_shows_every_operation_and_schema(alice):
     assert 'href="/api/qualify/openapi.json"' in page
     assert "<script" not in page.split("</main>")[0]  # rendered on the server
     assert 'aria-current="page">API</a>' in page
+
+
+@override_settings(TASKS=DUMMY)
+def test_a_page_of_failed_runs_links_to_continuing_its_first_run(alice, make_run):
+    """What Schemathesis's stateful phase follows: listRuns' link resolved on a real answer
+    leads to a continue that succeeds."""
+    from qualifier.models import Prospect
+    from recovery.models import RunStatus
+
+    failed = make_run(RunStatus.FAILED, total=1, user=alice)
+    Prospect.objects.create(run=failed, position=2, number=1, name="Ann", company="Acme")
+    make_run(RunStatus.COMPLETED, user=alice)
+    client = Client()
+    client.force_login(alice)
+    page = client.get("/api/qualify/runs?status=failed")
+    operations = {
+        operation["operationId"]: (path, method)
+        for path, item in document()["paths"].items()
+        for method, operation in item.items()
+    }
+    links = document()["paths"]["/api/qualify/runs"]["get"]["responses"]["200"]["links"]
+    link = next(link for link in links.values() if link["operationId"] == "continueRun")
+    pointer = link["parameters"]["id"].removeprefix("$response.body#")
+    run_id = page.json()
+    for part in pointer.strip("/").split("/"):
+        run_id = run_id[int(part) if part.isdigit() else part]
+    path, method = operations["continueRun"]
+    response = getattr(client, method)(path.replace("{id}", str(run_id)))
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "PENDING"

@@ -33,7 +33,13 @@ def signed_in(client, alice) -> Client:
 def add_results(run: QualificationRun, outcomes: list[tuple[str, int | None]]) -> None:
     """Prospects at positions 2.. with one result each (outcome, score)."""
     prospects = Prospect.objects.bulk_create(
-        Prospect(run=run, position=index + 2, name=f"Person {index}", company=f"Co {index}")
+        Prospect(
+            run=run,
+            position=index + 2,
+            number=index + 1,
+            name=f"Person {index}",
+            company=f"Co {index}",
+        )
         for index in range(len(outcomes))
     )
     ProspectResult.objects.bulk_create(
@@ -776,7 +782,9 @@ def test_a_failed_runs_download_lists_every_prospect_with_the_unscored_marked(
     add_results(run, [(Outcome.QUALIFIED, 80), (Outcome.NOT_QUALIFIED, 5)])
     ProspectResult.objects.filter(run=run, prospect__position=3).delete()
     Prospect.objects.bulk_create(
-        Prospect(run=run, position=position, name=f"Late {position}", company="Co")
+        Prospect(
+            run=run, position=position, number=position - 1, name=f"Late {position}", company="Co"
+        )
         for position in (4, 5)
     )
     rows = download(signed_in, run)

@@ -39,7 +39,7 @@ run = QualificationRun.objects.create(
     failure_reason="The worker process on host gone-host (pid 4242) has exited (found by test).",
 )
 prospects = Prospect.objects.bulk_create(
-    Prospect(run=run, position=n + 2, name=f"Person {n}", company=f"Company {n}")
+    Prospect(run=run, position=n + 2, number=n + 1, name=f"Person {n}", company=f"Company {n}")
     for n in range(5)
 )
 for prospect in prospects[:2]:
@@ -162,7 +162,7 @@ def test_a_failed_run_says_what_to_do_next_and_continue_is_sent_once(
             "Array.from(document.querySelectorAll('.messages .message')).map(node => node.className + ': '"
             " + node.textContent)"
         )
-        assert posts == [f"{site}/runs/{run_id}/retry/"]
+        assert posts == [f"{site}/runs/{run_id}/continue/"]
         assert messages == [
             f"message success: Run {run_id} continues with the 3 prospects that had no result; "
             "its results so far are kept."

@@ -48,7 +48,7 @@ def finished_run(make_run):
             **fields,
         )
         stored = Prospect.objects.bulk_create(
-            Prospect(run=run, position=n + 1, name=f"P{n}", company="Acme")
+            Prospect(run=run, position=n + 1, number=n + 1, name=f"P{n}", company="Acme")
             for n in range(prospects)
         )
         ProspectResult.objects.bulk_create(

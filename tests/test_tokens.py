@@ -234,7 +234,8 @@ def failed_run(alice, make_run) -> QualificationRun:
     """A failed run of Alice's with one result and two prospects left."""
     run = make_run(RunStatus.FAILED, total=3, completed=1, user=alice, criteria={})
     prospects = Prospect.objects.bulk_create(
-        Prospect(run=run, position=position, name="P", company="Co") for position in (1, 2, 3)
+        Prospect(run=run, position=position, number=position, name="P", company="Co")
+        for position in (1, 2, 3)
     )
     ProspectResult.objects.create(
         run=run, prospect=prospects[0], outcome=Outcome.QUALIFIED, score=90, reasons=["r"]
