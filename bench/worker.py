@@ -223,8 +223,8 @@ def main() -> int:
     cpu_ratio = median(p.cpu / b.cpu for p, b in zip(pipelines, bares, strict=True))
     summary = pipelines[-1].summary
     out.write(
-        f"\nTask (start, load, {summary['batches']} batches of results + progress fenced by "
-        f"the beat, complete; {summary['heartbeats']} heartbeat-thread beats): "
+        f"\nTask (start, load, {summary['batches']} batches of progress fenced first + "
+        f"results, complete): "
         f"{ms(median(p.executed for p in pipelines))}\n"
         f"Bare: scorer {ms(median(b.scored for b in bares))} + one bulk insert "
         f"{ms(median(b.inserted for b in bares))} = {ms(median(b.total for b in bares))}\n"
