@@ -11,7 +11,7 @@ Which processes recover here: `runserver` (the serving child, not the autoreload
 Django's `autoreload_started` signal is sent in the child only; also with --noreload), gunicorn
 workers (with or without --preload: the master never sweeps and closes any connection before
 it forks), and uvicorn, daphne or hypercorn. `db_worker` sweeps from its supervisor instead
-(`recovery.supervisor`). Every other command, and pytest, never does. Each of these long-lived
+(`recovery.worker.supervisor`). Every other command, and pytest, never does. Each of these long-lived
 processes then keeps sweeping every RECOVERY_SWEEP_INTERVAL_SECONDS, so a dead worker's runs
 are recovered even when no worker is left. N processes sweeping at once make one recovery per
 dead run: sweeps are single-flight in the database. RECOVERY_ON_STARTUP and the sweep interval

@@ -68,7 +68,7 @@ def test_runserver_help_is_not_a_server_and_prints_nothing(capsys):
     [(), ("--no-reload",), ("--reload",), ("--batch",), ("--executor-of", "3", "--no-reload")],
 )
 def test_db_worker_never_sweeps_from_the_hook_its_supervisor_does(args):
-    """The supervisor sweeps before it takes work (recovery.supervisor); its executor child,
+    """The supervisor sweeps before it takes work (recovery.worker.supervisor); its executor child,
     which runs the same command, must not sweep at all."""
     assert role("manage.py", "db_worker", *args) is None
 
