@@ -120,7 +120,7 @@ def runs(user):
                     reasons=["industry matches: Software"])
     QualificationRun.objects.create(  # stuck: its worker fell silent half an hour ago
         user=user, status=RunStatus.PROCESSING, total=5, completed=2, criteria=criteria,
-        owner="gone-host:4242", attempts=1, created_at=now - dt.timedelta(minutes=40),
+        attempts=1, deaths=0, created_at=now - dt.timedelta(minutes=40),
         started_at=now - dt.timedelta(minutes=35), heartbeat_at=now - dt.timedelta(minutes=30))
 
 staff = User.objects.create_user("operator", is_staff=True)
