@@ -160,19 +160,15 @@ def _on_stack(frame: FrameType | None, test: Any) -> bool:
 
 
 def recovery_enabled() -> bool:
-    """RECOVERY_ON_STARTUP; an invalid value means off, and the system check stops the process."""
-    try:
-        return conf.RECOVERY_ON_STARTUP
-    except ValueError:
-        return False
+    """RECOVERY_ON_STARTUP (settings.py has read it as a boolean already)."""
+    return conf.RECOVERY_ON_STARTUP is True
 
 
 def sweeps_enabled() -> bool:
-    """RECOVERY_SWEEP_INTERVAL_SECONDS > 0; an invalid value means off (the check reports it)."""
-    try:
-        return conf.RECOVERY_SWEEP_INTERVAL_SECONDS > 0
-    except ValueError:
-        return False
+    """RECOVERY_SWEEP_INTERVAL_SECONDS > 0; a value set in Python that is not a number means
+    off (the system check reports it and stops the process)."""
+    interval = conf.RECOVERY_SWEEP_INTERVAL_SECONDS
+    return isinstance(interval, int) and interval > 0
 
 
 # --- starting it -------------------------------------------------------------------------------

@@ -85,10 +85,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _default_timeout() -> str:
-        try:
-            return str(conf.STUCK_RUN_TIMEOUT_MINUTES)
-        except ValueError:
-            return "invalid"
+        return str(conf.STUCK_RUN_TIMEOUT_MINUTES)
 
     def handle(
         self,
