@@ -83,6 +83,9 @@ INSTALLED_APPS = [
     "recovery",
     "django_tasks_db",
     "qualifier",
+    # After qualifier, whose templates/ninja/swagger.html puts the site's header around it:
+    # the API's Swagger UI, served from ninja's own static files (no CDN; CSP holds).
+    "ninja",
 ]
 
 MIDDLEWARE = [

@@ -9,8 +9,8 @@ import pytest
 from django.http import JsonResponse
 from django.test import Client, RequestFactory, override_settings
 from openapi_spec_validator import validate
-
 from qualifier.openapi import any_case, document
+
 from tests import contract
 from tests.helpers import DUMMY
 
