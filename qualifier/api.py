@@ -554,7 +554,6 @@ def run_results(
                 "headers": {"Content-Disposition": header("Content-Disposition")},
                 "content": {
                     "text/csv": {
-                        "schema": {"type": "string"},
                         "example": "name,company,domain,score,outcome,reasons,error\r\n"
                         "Ada Lovelace,Analytical Engines,engines.example,85,Qualified,"
                         "industry matches: Software,\r\n",

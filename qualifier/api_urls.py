@@ -3,10 +3,12 @@ API's routers on one ninja API, its OpenAPI document at `openapi.json` (public: 
 secrets), and its Swagger UI at /docs/api/ (`qualifier.urls`)."""
 
 import json
+from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from ninja import Swagger
+from django.shortcuts import render
+from ninja import NinjaAPI, Swagger
 from ninja.openapi.views import openapi_view
 from ninja.responses import NinjaJSONEncoder
 
@@ -28,6 +30,19 @@ requests also send the `csrftoken` cookie's value in an `X-CSRFToken` header). O
 "Try it out" uses your session (and its CSRF token), or the token you enter under \
 "Authorize". This document is public: it holds no secrets."""
 
+class SiteSwagger(Swagger):
+    """ninja's Swagger UI, from ninja's own static files, inside the site's page (its header
+    and navigation). Nothing comes from other hosts, so the site's Content-Security-Policy
+    holds; no validator badge, which would fetch from validator.swagger.io."""
+
+    template = "qualifier/api_docs.html"
+
+    def render_page(self, request: HttpRequest, api: NinjaAPI, **kwargs: Any) -> HttpResponse:
+        settings = {**self.settings, "url": self.get_openapi_url(api, kwargs)}
+        context = {"swagger_settings": json.dumps(settings), "api": api, "nav": "api"}
+        return render(request, self.template, context)
+
+
 qualify_api = JsonApi(
     title="qualifier API",
     version="1",
@@ -35,10 +50,7 @@ qualify_api = JsonApi(
     urls_namespace="qualifier-api",
     openapi_url="openapi.json",
     docs_url=None,
-    # Swagger UI from ninja's own static files (ninja is in INSTALLED_APPS): nothing from
-    # other hosts, so the site's Content-Security-Policy holds. No validator badge: it
-    # would fetch from validator.swagger.io.
-    docs=Swagger(settings={"validatorUrl": None, "persistAuthorization": False}),
+    docs=SiteSwagger(settings={"validatorUrl": None, "tryItOutEnabled": False}),
     servers=[{"url": "/"}],
     schemas=(NewRun, RecoveryOptions),
     openapi_extra={

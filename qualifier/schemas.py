@@ -59,6 +59,57 @@ SORT_PATTERN = any_case(*RESULT_SORTS)
 MAX_PAGE = 10**MAX_DIGITS - 1
 
 
+RUN_EXAMPLE: dict[str, Any] = {
+    "id": 42,
+    "status": "PROCESSING",
+    "status_display": "Processing",
+    "total": 25,
+    "completed": 20,
+    "percent": 80,
+    "counts": {"qualified": 12, "not_qualified": 7, "errored": 1},
+    "criteria": {
+        "industries": ["Software"],
+        "countries": ["United States"],
+        "title_keywords": ["CTO"],
+        "excluded_domains": [],
+        "min_employees": 50,
+        "max_employees": 5000,
+        "min_score": 60,
+    },
+    "failure_reason": "",
+    "created_at": "2026-12-07T09:30:00.000000+00:00",
+    "started_at": "2026-12-07T09:30:01.250000+00:00",
+    "heartbeat_at": "2026-12-07T09:31:10.500000+00:00",
+    "activity": "Scoring prospect 21 of 25",
+    "last_activity_seconds": 1.2,
+    "queued_seconds": None,
+    "worker_responding": True,
+    "completed_at": None,
+    "duration_seconds": None,
+    "url": "/api/qualify/runs/42",
+    "results_url": "/api/qualify/runs/42/results",
+    "results_csv_url": "/api/qualify/runs/42/results.csv",
+    "page_url": "/runs/42/",
+}
+RESULT_EXAMPLE: dict[str, Any] = {
+    "position": 2,
+    "name": "Ada Lovelace",
+    "company": "Analytical Engines",
+    "email": "ada@engines.example",
+    "domain": "engines.example",
+    "title": "CTO",
+    "industry": "Software",
+    "employees": 120,
+    "country": "United Kingdom",
+    "extra": {"source": "conference"},
+    "outcome": "QUALIFIED",
+    "score": 85,
+    "reasons": ["industry matches: Software", "title matches: CTO"],
+    "error": "",
+    "scored_at": "2026-12-07T09:31:02.125000+00:00",
+}
+
+
 # --- answers ------------------------------------------------------------------------------------
 
 
@@ -97,9 +148,9 @@ class Run(Answer):
     completed: Count
     percent: int = Field(ge=0, le=100)
     counts: Counts
-    criteria: Annotated[
-        dict[str, Any], WithJsonSchema(Criteria.model_json_schema())
-    ] = Field(description="The profile the run used, as it stored it.")
+    criteria: Annotated[dict[str, Any], WithJsonSchema(Criteria.model_json_schema())] = Field(
+        description="The profile the run used, as it stored it."
+    )
     failure_reason: str
     created_at: Time
     started_at: Time | None
@@ -119,44 +170,7 @@ class Run(Answer):
     results_csv_url: Link
     page_url: Link
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": 42,
-                    "status": "PROCESSING",
-                    "status_display": "Processing",
-                    "total": 25,
-                    "completed": 20,
-                    "percent": 80,
-                    "counts": {"qualified": 12, "not_qualified": 7, "errored": 1},
-                    "criteria": {
-                        "industries": ["Software"],
-                        "countries": ["United States"],
-                        "title_keywords": ["CTO"],
-                        "excluded_domains": [],
-                        "min_employees": 50,
-                        "max_employees": 5000,
-                        "min_score": 60,
-                    },
-                    "failure_reason": "",
-                    "created_at": "2026-12-07T09:30:00.000000+00:00",
-                    "started_at": "2026-12-07T09:30:01.250000+00:00",
-                    "heartbeat_at": "2026-12-07T09:31:10.500000+00:00",
-                    "activity": "Scoring prospect 21 of 25",
-                    "last_activity_seconds": 1.2,
-                    "queued_seconds": None,
-                    "worker_responding": True,
-                    "completed_at": None,
-                    "duration_seconds": None,
-                    "url": "/api/qualify/runs/42",
-                    "results_url": "/api/qualify/runs/42/results",
-                    "results_csv_url": "/api/qualify/runs/42/results.csv",
-                    "page_url": "/runs/42/",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [RUN_EXAMPLE]})
 
     @classmethod
     def of(cls, run: QualificationRun, counts: RunCounts) -> Run:
@@ -200,7 +214,17 @@ PageLink = Annotated[str | None, Field(description="The path of that page, or nu
 
 class RunPage(Answer):
     model_config = ConfigDict(
-        json_schema_extra={"description": f"{RUNS_PAGE_SIZE} runs per page, newest first."}
+        json_schema_extra={
+            "description": f"{RUNS_PAGE_SIZE} runs per page, newest first.",
+            "examples": [
+                {
+                    "count": 21,
+                    "next": "/api/qualify/runs?status=failed&page=2",
+                    "previous": None,
+                    "results": [RUN_EXAMPLE],
+                }
+            ],
+        }
     )
 
     count: Count = Field(description="Items on all pages.")
@@ -212,12 +236,18 @@ class RunPage(Answer):
 class ActiveRuns(Answer):
     """Active runs with their progress, oldest first."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"count": 1, "results": [RUN_EXAMPLE]}]}
+    )
+
     count: Count
     results: list[Run]
 
 
 class Result(Answer):
     """One prospect and its score."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [RESULT_EXAMPLE]})
 
     position: int = Field(ge=1)
     name: str
@@ -259,7 +289,18 @@ class Result(Answer):
 
 class ResultPage(Answer):
     model_config = ConfigDict(
-        json_schema_extra={"description": f"{RESULTS_PAGE_SIZE} results per page."}
+        json_schema_extra={
+            "description": f"{RESULTS_PAGE_SIZE} results per page.",
+            "examples": [
+                {
+                    "count": 25,
+                    "next": None,
+                    "previous": None,
+                    "run": 42,
+                    "results": [RESULT_EXAMPLE],
+                }
+            ],
+        }
     )
 
     count: Count = Field(description="Items on all pages.")

@@ -83,8 +83,8 @@ INSTALLED_APPS = [
     "recovery",
     "django_tasks_db",
     "qualifier",
-    # After qualifier, whose templates/ninja/swagger.html puts the site's header around it:
-    # the API's Swagger UI, served from ninja's own static files (no CDN; CSP holds).
+    # The API's Swagger UI (/docs/api/), from ninja's own static files: no CDN, so the
+    # Content-Security-Policy above holds.
     "ninja",
 ]
 

@@ -65,8 +65,6 @@ class RecoveryOptions(Schema):
 class RunSnapshot(Answer):
     """A run as a sweep saw it."""
 
-    model_config = ConfigDict(extra="allow")  # RecoveredRun adds to it
-
     id: int
     status: RunStatus
     completed: Count
