@@ -168,12 +168,13 @@ SORT = Query(
     description="`score` lowest first, `-score` highest first (any case); errored results last.",
     example="-score",
 )
+# No example: Swagger UI's "Try it out" would send it, and a second try with another body
+# would be refused as the key's reuse.
 IDEMPOTENCY_KEY = Header(
     None,
     alias="Idempotency-Key",
     description=f"1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters, e.g. a UUID; "
     "per user, remembered for a day.",
-    example="3f0c1a52-6d1e-4c55-9a7b-0b6f0d2a9e10",
 )
 RunId = Annotated[int, Field(ge=0, description="The run's id. Another user's run is a 404.")]
 

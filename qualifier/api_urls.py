@@ -51,6 +51,7 @@ qualify_api = JsonApi(
     openapi_url="openapi.json",
     docs_url=None,
     docs=SiteSwagger(settings={"validatorUrl": None, "tryItOutEnabled": False}),
+    # Paths are absolute: clients and fuzzers resolve them against this server.
     servers=[{"url": "/"}],
     schemas=(NewRun, RecoveryOptions),
     openapi_extra={
