@@ -26,8 +26,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
-from ninja import Header, Query, Router, Status
+from ninja import Header, Path, Query, Router, Status
 from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
 from common.apisite import READ, WRITE
 from common.inputs import parse_whole_number, show
@@ -106,8 +107,7 @@ def _status(value: Any) -> str:
     status = str(value).upper()
     if status not in RunStatus.values:
         raise ValueError(
-            f"status must be one of {', '.join(RunStatus.values)} (in any case), not "
-            f"{show(value)}."
+            f"status must be one of {', '.join(RunStatus.values)} (in any case), not {show(value)}."
         )
     return status
 
@@ -139,11 +139,11 @@ PageNumber = Annotated[
     read_with(_page_number, "A whole number from 1 up."),
 ]
 StatusFilter = Annotated[
-    Annotated[str, Field(pattern=STATUS_PATTERN)] | None,
+    Annotated[str, Field(pattern=STATUS_PATTERN)] | SkipJsonSchema[None],
     read_with(_status, f"One of {', '.join(RunStatus.values)}."),
 ]
 Sort = Annotated[
-    Annotated[str, Field(pattern=SORT_PATTERN)] | None,
+    Annotated[str, Field(pattern=SORT_PATTERN)] | SkipJsonSchema[None],
     read_with(_sort, f"One of {', '.join(RESULT_SORTS)}."),
 ]
 IdempotencyKeyHeader = Annotated[
@@ -154,7 +154,7 @@ IdempotencyKeyHeader = Annotated[
             pattern="^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$",
         ),
     ]
-    | None,
+    | SkipJsonSchema[None],
     read_with(_idempotency_key, "1 to 255 printable ASCII characters."),
 ]
 PAGE = Query(1, description="Page number, from 1; a page past the last is a 404.")
@@ -176,7 +176,8 @@ IDEMPOTENCY_KEY = Header(
     description=f"1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters, e.g. a UUID; "
     "per user, remembered for a day.",
 )
-RunId = Annotated[int, Field(ge=0, description="The run's id. Another user's run is a 404.")]
+RunId = Annotated[int, Field(ge=0)]
+RUN_ID = Path(..., description="The run's id. Another user's run is a 404, like a missing one.")
 
 
 def paginate(
@@ -508,7 +509,7 @@ def active_runs(request: HttpRequest) -> dict[str, Any]:
         },
     },
 )
-def get_run(request: HttpRequest, id: RunId) -> Run:
+def get_run(request: HttpRequest, id: RunId = RUN_ID) -> Run:
     return _run_now(request.auth, id)
 
 
@@ -527,13 +528,11 @@ def get_run(request: HttpRequest, id: RunId) -> Run:
     },
 )
 def run_results(
-    request: HttpRequest, id: RunId, page: PageNumber = PAGE, sort: Sort = SORT
+    request: HttpRequest, id: RunId = RUN_ID, page: PageNumber = PAGE, sort: Sort = SORT
 ) -> dict[str, Any]:
     """In input order, or by score; errored results come last."""
     found = _own_run(request.auth, id)
-    results, envelope = paginate(
-        request, ordered_results(found, sort), RESULTS_PAGE_SIZE, page
-    )
+    results, envelope = paginate(request, ordered_results(found, sort), RESULTS_PAGE_SIZE, page)
     return {
         **envelope,
         "run": found.pk,
@@ -566,7 +565,7 @@ def run_results(
     },
 )
 def run_results_csv(
-    request: HttpRequest, id: RunId, sort: Sort = SORT
+    request: HttpRequest, id: RunId = RUN_ID, sort: Sort = SORT
 ) -> StreamingHttpResponse:
     """The run page's Download CSV: one row per prospect of the run, every column of the
     upload, then `domain`, `score`, `outcome`, `reasons`, `error` (a prospect without a
@@ -594,7 +593,7 @@ def run_results_csv(
         },
     },
 )
-def run_continue(request: HttpRequest, response: HttpResponse, id: RunId) -> Run:
+def run_continue(request: HttpRequest, response: HttpResponse, id: RunId = RUN_ID) -> Run:
     """The same FAILED run goes back to the queue and finishes the prospects without a
     result; it is never executed twice. 409 while it is pending or processing, once it has
     finished, or when nothing is left."""

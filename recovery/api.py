@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from django.http import HttpRequest
 from ninja import Query, Router
+from pydantic.json_schema import SkipJsonSchema
 
 from common.apisite import READ, WRITE
 from common.inputs import json_whole_number, listing, parse_ids, show
@@ -115,9 +116,11 @@ def _query_minutes(value: Any) -> int:
 
 
 _TIMEOUT_FIELD = "A whole number of minutes greater than 0 (at most ten years)."
-QueryMinutes = Annotated[TimeoutMinutes | None, read_with(_query_minutes, _TIMEOUT_FIELD)]
+QueryMinutes = Annotated[
+    TimeoutMinutes | SkipJsonSchema[None], read_with(_query_minutes, _TIMEOUT_FIELD)
+]
 QueryPolicy = Annotated[
-    Policy | None, read_with(_query_policy, f"One of {', '.join(POLICIES)}.")
+    Policy | SkipJsonSchema[None], read_with(_query_policy, f"One of {', '.join(POLICIES)}.")
 ]
 TIMEOUT = Query(None, description=TIMEOUT_DESCRIPTION, example=30)
 POLICY = Query(None, description=POLICY_DESCRIPTION, example="resume")
