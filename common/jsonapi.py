@@ -1,24 +1,21 @@
 """The JSON conventions both APIs share: errors as
-`{"error": "<message>", "code": "<stable code>", "fields": {...}}`, 405/401/403/404 answered in
-JSON by `json_endpoint`, callers by session or bearer token (`common.tokens`), and bounded
-JSON bodies sent as application/json (415 otherwise).
+`{"error": "<message>", "code": "<stable code>", "fields": {...}}`, callers by session or bearer
+token (`common.tokens`, `CallerAuth`), and bounded JSON bodies sent as application/json (415
+otherwise).
 
-Both `qualifier.api` and `recovery.api` build on them.
+Both `qualifier.api` and `recovery.api` build on them; `common.apisite` serves them with ninja.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
-from django.urls import URLPattern, path
-from django.views.decorators.csrf import csrf_exempt
 
 from .inputs import MAX_LISTED, parse_whole_number, shown_name
 from .tokens import BearerRefused, Refusal, authenticate_bearer
@@ -54,7 +51,8 @@ INVALID = "invalid"
 
 @dataclass
 class ApiError(Exception):
-    """An error answer: raised anywhere below a `json_endpoint` view, rendered as JSON.
+    """An error answer: raised anywhere in an API operation (or its auth), rendered as JSON
+    by `common.apisite.JsonApi`.
 
     `code` is the stable, machine-readable name of the error (the status's default from
     DEFAULT_CODES unless given); `message` is for people and may change wording.
@@ -168,58 +166,44 @@ def user_caller(request: HttpRequest) -> Caller:
     return Caller(request.user)
 
 
-def _csrf_rejection(request: HttpRequest) -> HttpResponse | None:
+class Rejected(Exception):
+    """A refusal that is already an answer (CSRF_FAILURE_VIEW's)."""
+
+    def __init__(self, response: HttpResponse) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _check_csrf(request: HttpRequest) -> None:
     """CSRF protection for session-authenticated calls, applied after authentication so that
     an anonymous caller hears 401 rather than a CSRF complaint. A rejection is rendered by
     CSRF_FAILURE_VIEW, which answers JSON under /api/."""
     check = CsrfViewMiddleware(lambda _request: HttpResponse())
-    return check.process_view(request, None, (), {})
+    rejection = check.process_view(request, None, (), {})
+    if rejection is not None:
+        raise Rejected(rejection)
 
 
-def json_endpoint(
-    *methods: str, auth: Callable[[HttpRequest], Caller] = user_caller
-) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
-    """Turns a function `view(request, caller, **kwargs)` into a JSON API view.
+class CallerAuth:
+    """ninja's `auth` for both APIs: `find_caller` (a user by token or session, or more) names
+    the caller or raises ApiError (401/403/429), then a session caller's unsafe request must
+    carry the CSRF token. ninja stores the Caller as `request.auth`.
 
-    It answers a method it does not take with 405 and an Allow header, authenticates through
-    `auth` (401/403), checks CSRF for session callers on unsafe methods, and renders
-    `ApiError` and `Http404` as JSON.
+    The document's security schemes are the API's (see `JsonApi`), not this class's: ninja
+    describes one scheme per auth object, and a session with CSRF is three.
     """
-    allowed = sorted({m.upper() for m in methods} | ({"HEAD"} if "GET" in methods else set()))
 
-    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method not in allowed:
-                return json_error(
-                    405,
-                    f"Method {request.method} is not allowed here; use {' or '.join(allowed)}.",
-                    headers={"Allow": ", ".join(allowed)},
-                )
-            try:
-                caller = auth(request)
-                if not caller.by_token and request.method not in SAFE_METHODS:
-                    rejection = _csrf_rejection(request)
-                    if rejection is not None:
-                        return rejection
-                return view(request, caller, *args, **kwargs)
-            except ApiError as exc:
-                return exc.response()
-            except Http404 as exc:
-                message = str(exc) if exc.args else "Not found."
-                return json_error(404, message)
+    #: Tells ninja's Swagger UI to send the page's CSRF token with "Try it out".
+    csrf = True
 
-        # Authentication comes first, then CSRF for session callers (see _csrf_rejection).
-        return csrf_exempt(wrapper)
+    def __init__(self, find_caller: Callable[[HttpRequest], Caller]) -> None:
+        self.find_caller = find_caller
 
-    return decorate
-
-
-def api_path(route: str, view: Callable[..., HttpResponse], name: str) -> list[URLPattern]:
-    """An API route that answers the same with or without a trailing slash: the documented
-    form has none, and `runs/` is not worth a 404 (nor a redirect, which would lose a POST's
-    body)."""
-    return [path(route, view, name=name), path(f"{route}/", view)]
+    def __call__(self, request: HttpRequest) -> Caller:
+        caller = self.find_caller(request)
+        if not caller.by_token and request.method not in SAFE_METHODS:
+            _check_csrf(request)
+        return caller
 
 
 _REQUIRED: Any = object()

@@ -1,13 +1,17 @@
-"""The qualification JSON API under /api/qualify/: a user by session (CSRF on POST) or by
-personal API token (`Authorization: Bearer`, no CSRF), see `common.jsonapi.user_caller`.
+"""The qualification API under /api/qualify/, on django-ninja: a user by session (CSRF on
+POST) or by personal API token (`Authorization: Bearer`, no CSRF), see
+`common.jsonapi.user_caller`.
 
-Every answer is JSON, errors included (see `common.jsonapi.json_endpoint`): 400 with field
-errors, 401/403, 404 (also for another user's run), 405, 409 for a continue that is not allowed
-(the run is already pending or processing, finished, or has nothing left) and for an
-`Idempotency-Key` whose run is no longer the caller's, 422 for an `Idempotency-Key` reused
-with another body,
+Every answer is JSON, errors included (see `common.apisite`): 400 with field errors, 401/403,
+404 (also for another user's run), 405, 409 for a continue that is not allowed (the run is
+already pending or processing, finished, or has nothing left) and for an `Idempotency-Key`
+whose run is no longer the caller's, 422 for an `Idempotency-Key` reused with another body,
 and 413 for too many prospects or too large a body. Lists are paginated with `?page=N` and
 answer `{"count", "next", "previous", "results"}`; links are paths on this server.
+
+The answers' schemas are in `qualifier.schemas`; a new run's body is read by
+`common.jsonapi.read_json_body` and `qualifier.prospects.parse_json` (its rules go beyond what
+JSON Schema states), and described by `schemas.NewRun`.
 """
 
 from __future__ import annotations
@@ -15,27 +19,31 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from django.core.paginator import EmptyPage, Page, Paginator
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
+from ninja import Header, Path, Query, Router, Status
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
+from common.apisite import READ, WRITE
 from common.inputs import parse_whole_number, show
 from common.jsonapi import (
-    INVALID,
     ApiError,
     Caller,
+    CallerAuth,
     ObjectLimit,
     invalid,
-    json_endpoint,
     read_json_body,
     require_object,
     unknown_fields,
+    user_caller,
 )
+from common.schemas import error_answers, error_docs, header, read_with
 from recovery.models import QualificationRun, RunStatus
 
 from .conf import conf
@@ -47,11 +55,9 @@ from .listings import (
     RESULT_SORTS,
     RESULTS_PAGE_SIZE,
     ordered_results,
-    percent,
-    run_duration,
     with_recovery,
 )
-from .models import IdempotencyKey, ProspectResult
+from .models import IdempotencyKey
 from .prospects import (
     ProspectErrors,
     ProspectInputError,
@@ -67,90 +73,117 @@ from .runs import (
     counts_for,
     create_run,
 )
+from .schemas import (
+    MAX_PAGE,
+    RUNS_PAGE_SIZE,
+    SORT_PATTERN,
+    STATUS_PATTERN,
+    ActiveRuns,
+    Result,
+    ResultPage,
+    Run,
+    RunPage,
+)
 
-RUNS_PAGE_SIZE = 20
 #: How long a create's Idempotency-Key is remembered (per user).
 IDEMPOTENCY_KEY_LIFETIME = dt.timedelta(days=1)
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
-
-# --- representations ------------------------------------------------------------------------
-
-
-def _time(value: Any) -> str | None:
-    return value.isoformat() if value else None
+router = Router(auth=CallerAuth(user_caller), tags=["runs"])
 
 
-def run_json(run: QualificationRun, counts: RunCounts) -> dict[str, Any]:
-    duration = run_duration(run)
-    return {
-        "id": run.pk,
-        "status": run.status,
-        "status_display": run.get_status_display(),
-        "total": run.total,
-        "completed": run.completed,
-        "percent": percent(run),
-        "counts": {
-            "qualified": counts.qualified,
-            "not_qualified": counts.not_qualified,
-            "errored": counts.errored,
-        },
-        "criteria": run.criteria,
-        "failure_reason": run.failure_reason,
-        "created_at": _time(run.created_at),
-        "started_at": _time(run.started_at),
-        "heartbeat_at": _time(run.heartbeat_at),
-        "activity": run.activity(),
-        "last_activity_seconds": getattr(run, "activity_seconds", None),
-        "queued_seconds": getattr(run, "queued_seconds", None) if run.status == "PENDING" else None,
-        "worker_responding": getattr(run, "liveness", "") != "dead",
-        "completed_at": _time(run.completed_at),
-        "duration_seconds": None if duration is None else round(duration.total_seconds(), 3),
-        "url": reverse("qualifier-api:run", args=[run.pk]),
-        "results_url": reverse("qualifier-api:run-results", args=[run.pk]),
-        "results_csv_url": reverse("qualifier-api:run-results-csv", args=[run.pk]),
-        "page_url": reverse("qualifier:run-detail", args=[run.pk]),
-    }
+# --- parameters: each read by one reader, stated in the document by its schema ---------------
 
 
-def runs_json(runs: list[QualificationRun]) -> list[dict[str, Any]]:
-    counts = counts_for(runs)
-    return [run_json(run, counts[run.pk]) for run in runs]
-
-
-def result_json(result: ProspectResult) -> dict[str, Any]:
-    prospect = result.prospect
-    return {
-        "position": prospect.position,
-        "name": prospect.name,
-        "company": prospect.company,
-        "email": prospect.email,
-        "domain": prospect.domain,
-        "title": prospect.title,
-        "industry": prospect.industry,
-        "employees": prospect.employees,
-        "country": prospect.country,
-        "extra": prospect.extra,
-        "outcome": result.outcome,
-        "score": result.score,
-        "reasons": result.reasons,
-        "error": result.error,
-        "scored_at": _time(result.created_at),
-    }
-
-
-def paginate(request: HttpRequest, queryset: QuerySet, per_page: int) -> tuple[Page, dict]:
-    """The requested page and its envelope (count, next, previous); 400/404 for a bad page."""
-    raw = request.GET.get("page", "1")
+def _page_number(value: Any) -> int:
     try:
-        number = parse_whole_number(raw, minimum=1, maximum=None)
+        return parse_whole_number(value, minimum=1, maximum=None)
     except ValueError:
-        raise ApiError(
-            400,
-            f"page must be a whole number from 1 up, not {show(raw)}.",
-            {"page": "A whole number from 1 up."},
-            code=INVALID,
-        ) from None
+        raise ValueError(f"page must be a whole number from 1 up, not {show(value)}.") from None
+
+
+def _status(value: Any) -> str:
+    # Any case: ?status=failed is FAILED.
+    status = str(value).upper()
+    if status not in RunStatus.values:
+        raise ValueError(
+            f"status must be one of {', '.join(RunStatus.values)} (in any case), not {show(value)}."
+        )
+    return status
+
+
+def _sort(value: Any) -> str:
+    sort = str(value).lower()
+    if sort not in RESULT_SORTS:
+        raise ValueError(f"sort must be one of {', '.join(RESULT_SORTS)}, not {show(value)}.")
+    return sort
+
+
+def _idempotency_key(key: Any) -> str:
+    """1 to 255 printable ASCII characters."""
+    if (
+        not isinstance(key, str)
+        or not key
+        or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH
+        or not (key.isascii() and key.isprintable())
+    ):
+        raise ValueError(
+            f"The Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable "
+            "ASCII characters, e.g. a UUID."
+        )
+    return key
+
+
+PageNumber = Annotated[
+    Annotated[int, Field(ge=1, le=MAX_PAGE)],
+    read_with(_page_number, "A whole number from 1 up."),
+]
+StatusFilter = Annotated[
+    Annotated[str, Field(pattern=STATUS_PATTERN)] | SkipJsonSchema[None],
+    read_with(_status, f"One of {', '.join(RunStatus.values)}."),
+]
+Sort = Annotated[
+    Annotated[str, Field(pattern=SORT_PATTERN)] | SkipJsonSchema[None],
+    read_with(_sort, f"One of {', '.join(RESULT_SORTS)}."),
+]
+IdempotencyKeyHeader = Annotated[
+    Annotated[
+        str,
+        Field(
+            max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+            pattern="^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$",
+        ),
+    ]
+    | SkipJsonSchema[None],
+    read_with(_idempotency_key, "1 to 255 printable ASCII characters."),
+]
+PAGE = Query(1, description="Page number, from 1; a page past the last is a 404.")
+STATUS = Query(
+    None,
+    description=f"Only runs in this status: {', '.join(RunStatus.values)} (any case).",
+    example="failed",
+)
+SORT = Query(
+    None,
+    description="`score` lowest first, `-score` highest first (any case); errored results last.",
+    example="-score",
+)
+# No example: Swagger UI's "Try it out" would send it, and a second try with another body
+# would be refused as the key's reuse.
+IDEMPOTENCY_KEY = Header(
+    None,
+    alias="Idempotency-Key",
+    description=f"1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters, e.g. a UUID; "
+    "per user, remembered for a day.",
+)
+RunId = Annotated[int, Field(ge=0)]
+RUN_ID = Path(..., description="The run's id. Another user's run is a 404, like a missing one.")
+
+
+def paginate(
+    request: HttpRequest, queryset: QuerySet, per_page: int, number: int
+) -> tuple[Page, dict]:
+    """The requested page and its envelope (count, next, previous); 404 past the last."""
     paginator = Paginator(queryset, per_page)
     try:
         page = paginator.page(number)
@@ -185,35 +218,121 @@ def _own_run(caller: Caller, pk: int) -> QualificationRun:
         ) from None
 
 
+def runs_json(runs: list[QualificationRun]) -> list[Run]:
+    counts = counts_for(runs)
+    return [Run.of(run, counts[run.pk]) for run in runs]
+
+
+def _run_now(caller: Caller, pk: int) -> Run:
+    found = _own_run(caller, pk)
+    return Run.of(found, counts_for([found])[found.pk])
+
+
+def _links(run_id: str, which: str = "the run") -> dict[str, Any]:
+    """What a client can do next with a run it was given: a page of FAILED runs
+    (`?status=failed`) leads to continuing one (Schemathesis's stateful phase follows these)."""
+    return {
+        f"{name}{'' if which == 'the run' else 'FirstOnPage'}": {
+            "operationId": operation,
+            "parameters": {"id": run_id},
+            "description": f"{verb} {which}.",
+        }
+        for name, operation, verb in (
+            ("GetRun", "getRun", "Read"),
+            ("ListRunResults", "listRunResults", "The results of"),
+            ("ContinueRun", "continueRun", "Continue"),
+        )
+    }
+
+
+RUN_LINKS = _links("$response.body#/id")
+
+
 # --- endpoints --------------------------------------------------------------------------------
 
 
-@json_endpoint("GET", "POST")
-def runs(request: HttpRequest, caller: Caller) -> JsonResponse:
-    """GET: the user's runs, newest first (?status= filters). POST: a new run."""
-    if request.method == "POST":
-        return _create(request, caller)
-    queryset = with_recovery(QualificationRun.objects.filter(user=caller.user)).order_by(
+@router.get(
+    "runs",
+    url_name="runs",
+    operation_id="listRuns",
+    summary="Your runs, newest first",
+    response={200: RunPage, **error_answers(400, 401, 403, 404, 429)},
+    openapi_extra={
+        "security": READ,
+        "responses": {
+            200: {
+                "description": "A page of runs.",
+                "links": _links("$response.body#/results/0/id", "the page's first run"),
+            },
+            **error_docs(400, 401, 403, 404, 429),
+        },
+    },
+)
+def list_runs(
+    request: HttpRequest,
+    page: PageNumber = PAGE,
+    status: StatusFilter = STATUS,
+) -> dict[str, Any]:
+    """The user's runs, newest first; `?status=` filters."""
+    queryset = with_recovery(QualificationRun.objects.filter(user=request.auth.user)).order_by(
         "-created_at", "-pk"
     )
-    raw_status = request.GET.get("status")
-    if raw_status is not None:
-        # Any case: ?status=failed is FAILED.
-        status = raw_status.upper()
-        if status not in RunStatus.values:
-            raise ApiError(
-                400,
-                f"status must be one of {', '.join(RunStatus.values)} (in any case), not "
-                f"{show(raw_status)}.",
-                {"status": f"One of {', '.join(RunStatus.values)}."},
-                code=INVALID,
-            )
+    if status is not None:
         queryset = queryset.filter(status=status)
-    page, envelope = paginate(request, queryset, RUNS_PAGE_SIZE)
-    return JsonResponse({**envelope, "results": runs_json(list(page.object_list))})
+    found, envelope = paginate(request, queryset, RUNS_PAGE_SIZE, page)
+    return {**envelope, "results": runs_json(list(found.object_list))}
 
 
-def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
+@router.post(
+    "runs",
+    url_name="runs",
+    operation_id="createRun",
+    summary="Create a run",
+    response={200: Run, 201: Run, **error_answers(400, 401, 403, 409, 413, 415, 422, 429)},
+    openapi_extra={
+        "security": WRITE,
+        "requestBody": {
+            "required": True,
+            "description": "At most QUALIFIER_MAX_UPLOAD_BYTES; objects and arrays nest at "
+            "most 20 levels.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewRun"}}},
+        },
+        "responses": {
+            201: {
+                "description": "The new run, PENDING.",
+                "headers": {"Location": header("Location")},
+                "links": RUN_LINKS,
+            },
+            200: {
+                "description": "The run an earlier request with this Idempotency-Key created.",
+                "headers": {
+                    "Location": header("Location"),
+                    "Idempotent-Replayed": header("Idempotent-Replayed"),
+                },
+                "links": RUN_LINKS,
+            },
+            **error_docs(400, 401, 403, 409, 413, 415, 422, 429),
+        },
+    },
+)
+def create_run_view(
+    request: HttpRequest,
+    response: HttpResponse,
+    idempotency_key: IdempotencyKeyHeader = IDEMPOTENCY_KEY,
+) -> Status:
+    """Stores the run and its prospects and queues it, in one transaction. With an
+    `Idempotency-Key`, repeating the request within a day answers 200 with the run the first
+    one created, as long as that run is still yours: once an administrator has given it to
+    another user, the repeat answers 409 (`idempotency_key_run_not_yours`) and creates
+    nothing."""
+    status, run = _create(request, request.auth, idempotency_key or "")
+    response["Location"] = run.url
+    if status == 200:
+        response["Idempotent-Replayed"] = "true"
+    return Status(status, run)
+
+
+def _create(request: HttpRequest, caller: Caller, key: str) -> tuple[int, Run]:
     limit = conf.QUALIFIER_MAX_PROSPECTS
     payload = read_json_body(
         request,
@@ -254,7 +373,6 @@ def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
                 )
     if errors:
         raise invalid(errors, "The run was not created.")
-    key = _idempotency_key(request)
     # The parsed body, so the same JSON written with other spacing or key order is the same
     # request.
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -287,8 +405,7 @@ def _create(request: HttpRequest, caller: Caller) -> JsonResponse:
         raise _too_many_active(exc) from None
     except DailyProspectLimit as exc:
         raise ApiError(429, str(exc), code="daily_prospect_limit") from None
-    body = run_json(run, RunCounts())
-    return JsonResponse(body, status=201, headers={"Location": body["url"]})
+    return 201, Run.of(run, RunCounts())
 
 
 def prospect_field_errors(exc: ProspectInputError) -> dict[str, str]:
@@ -322,27 +439,7 @@ def _too_many_active(exc: TooManyActiveRuns) -> ApiError:
     return ApiError(429, str(exc), code="too_many_active_runs")
 
 
-def _idempotency_key(request: HttpRequest) -> str:
-    """The `Idempotency-Key` header: 1 to 255 printable ASCII characters, or none."""
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return ""
-    if (
-        not key
-        or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH
-        or not (key.isascii() and key.isprintable())
-    ):
-        raise ApiError(
-            400,
-            f"The Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable "
-            "ASCII characters, e.g. a UUID.",
-            {"Idempotency-Key": "1 to 255 printable ASCII characters."},
-            code=INVALID,
-        )
-    return key
-
-
-def _replay(caller: Caller, key: str, body_hash: str) -> JsonResponse | None:
+def _replay(caller: Caller, key: str, body_hash: str) -> tuple[int, Run] | None:
     """The run a request with this key created within the last day, or None. The same key
     with another body is a client's mistake: 422, and nothing is created. A run that is no
     longer the caller's (an administrator gave it to another user) is not shown: 409, and
@@ -373,72 +470,140 @@ def _replay(caller: Caller, key: str, body_hash: str) -> JsonResponse | None:
             "and that run is no longer yours; nothing was created. Use a new key for a new run.",
             code="idempotency_key_run_not_yours",
         )
-    body = run_json(run, counts_for([run])[run.pk])
-    return JsonResponse(
-        body, status=200, headers={"Location": body["url"], "Idempotent-Replayed": "true"}
-    )
+    return 200, Run.of(run, counts_for([run])[run.pk])
 
 
-@json_endpoint("GET")
-def active_runs(request: HttpRequest, caller: Caller) -> JsonResponse:
-    """The notifier: the user's PENDING and PROCESSING runs, oldest first, with progress."""
-    active = with_recovery(QualificationRun.objects.filter(user=caller.user)).active()
+@router.get(
+    "runs/active",
+    url_name="active-runs",
+    operation_id="listActiveRuns",
+    summary="Your pending and processing runs, oldest first",
+    response={200: ActiveRuns, **error_answers(401, 403, 429)},
+    openapi_extra={
+        "security": READ,
+        "responses": {
+            200: {"description": "Active runs with their progress."},
+            **error_docs(401, 403, 429),
+        },
+    },
+)
+def active_runs(request: HttpRequest) -> dict[str, Any]:
+    """The notifier's source: the user's PENDING and PROCESSING runs, oldest first."""
+    active = with_recovery(QualificationRun.objects.filter(user=request.auth.user)).active()
     listed = list(active.order_by("created_at", "pk")[:ACTIVE_LIMIT])
     count = len(listed) if len(listed) < ACTIVE_LIMIT else active.count()
-    return JsonResponse({"count": count, "results": runs_json(listed)})
+    return {"count": count, "results": runs_json(listed)}
 
 
-@json_endpoint("GET")
-def run(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
-    found = _own_run(caller, pk)
-    return JsonResponse(run_json(found, counts_for([found])[found.pk]))
+@router.get(
+    "runs/{int:id}",
+    url_name="run",
+    operation_id="getRun",
+    summary="One run, with progress and counts",
+    response={200: Run, **error_answers(401, 403, 404, 429)},
+    openapi_extra={
+        "security": READ,
+        "responses": {
+            200: {"description": "The run.", "links": RUN_LINKS},
+            **error_docs(401, 403, 404, 429),
+        },
+    },
+)
+def get_run(request: HttpRequest, id: RunId = RUN_ID) -> Run:
+    return _run_now(request.auth, id)
 
 
-@json_endpoint("GET")
-def run_results(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
-    """The run's results, in input order or by score (?sort=score / -score)."""
-    found = _own_run(caller, pk)
-    page, envelope = paginate(request, ordered_results(found, _sort(request)), RESULTS_PAGE_SIZE)
-    return JsonResponse(
-        {
-            **envelope,
-            "run": found.pk,
-            "results": [result_json(result) for result in page.object_list],
-        }
-    )
+@router.get(
+    "runs/{int:id}/results",
+    url_name="run-results",
+    operation_id="listRunResults",
+    summary="A run's results",
+    response={200: ResultPage, **error_answers(400, 401, 403, 404, 429)},
+    openapi_extra={
+        "security": READ,
+        "responses": {
+            200: {"description": "A page of results."},
+            **error_docs(400, 401, 403, 404, 429),
+        },
+    },
+)
+def run_results(
+    request: HttpRequest, id: RunId = RUN_ID, page: PageNumber = PAGE, sort: Sort = SORT
+) -> dict[str, Any]:
+    """In input order, or by score; errored results come last."""
+    found = _own_run(request.auth, id)
+    results, envelope = paginate(request, ordered_results(found, sort), RESULTS_PAGE_SIZE, page)
+    return {
+        **envelope,
+        "run": found.pk,
+        "results": [Result.of(result) for result in results.object_list],
+    }
 
 
-@json_endpoint("GET")
-def run_results_csv(request: HttpRequest, caller: Caller, pk: int) -> StreamingHttpResponse:
-    """The download of the run's page (Download CSV), for scripts with a token; ?sort= too."""
-    return results_csv_response(_own_run(caller, pk), _sort(request))
+@router.get(
+    "runs/{int:id}/results.csv",
+    url_name="run-results-csv",
+    operation_id="downloadRunResults",
+    summary="A run's results as CSV",
+    response={200: None, **error_answers(400, 401, 403, 404, 429)},
+    openapi_extra={
+        "security": READ,
+        "responses": {
+            200: {
+                "description": "The CSV file, as an attachment.",
+                "headers": {"Content-Disposition": header("Content-Disposition")},
+                "content": {
+                    "text/csv": {
+                        "example": "name,company,domain,score,outcome,reasons,error\r\n"
+                        "Ada Lovelace,Analytical Engines,engines.example,85,Qualified,"
+                        "industry matches: Software,\r\n",
+                    }
+                },
+            },
+            **error_docs(400, 401, 403, 404, 429),
+        },
+    },
+)
+def run_results_csv(
+    request: HttpRequest, id: RunId = RUN_ID, sort: Sort = SORT
+) -> StreamingHttpResponse:
+    """The run page's Download CSV: one row per prospect of the run, every column of the
+    upload, then `domain`, `score`, `outcome`, `reasons`, `error` (a prospect without a
+    result, as in a failed run, has the outcome `Not scored`). UTF-8 with a byte-order mark,
+    in the upload's delimiter (comma for JSON and Excel uploads); cells a spreadsheet would
+    run as formulas start with `'`."""
+    return results_csv_response(_own_run(request.auth, id), sort)
 
 
-def _sort(request: HttpRequest) -> str | None:
-    raw_sort = request.GET.get("sort")
-    sort = None if raw_sort is None else raw_sort.lower()
-    if sort is not None and sort not in RESULT_SORTS:
-        raise ApiError(
-            400,
-            f"sort must be one of {', '.join(RESULT_SORTS)}, not {show(raw_sort)}.",
-            {"sort": f"One of {', '.join(RESULT_SORTS)}."},
-            code=INVALID,
-        )
-    return sort
-
-
-@json_endpoint("POST")
-def run_continue(request: HttpRequest, caller: Caller, pk: int) -> JsonResponse:
-    """The same FAILED run goes back to the queue for its prospects without a result: 200
-    with the run, now PENDING. 409 while it is pending or processing (it is never executed
-    twice), once it has finished, or when nothing is left."""
-    found = _own_run(caller, pk)
+@router.post(
+    "runs/{int:id}/continue",
+    url_name="run-continue",
+    operation_id="continueRun",
+    summary="Continue a failed run in place",
+    response={200: Run, **error_answers(400, 401, 403, 404, 409, 413, 429)},
+    openapi_extra={
+        "security": WRITE,
+        "responses": {
+            200: {
+                "description": "The same run, PENDING again.",
+                "headers": {"Location": header("Location")},
+                "links": RUN_LINKS,
+            },
+            **error_docs(400, 401, 403, 404, 409, 413, 429),
+        },
+    },
+)
+def run_continue(request: HttpRequest, response: HttpResponse, id: RunId = RUN_ID) -> Run:
+    """The same FAILED run goes back to the queue and finishes the prospects without a
+    result; it is never executed twice. 409 while it is pending or processing, once it has
+    finished, or when nothing is left."""
+    found = _own_run(request.auth, id)
     try:
-        continue_run(found, user=caller.user)
+        continue_run(found, user=request.auth.user)
     except RetryNotAllowed as exc:
         raise ApiError(409, sentence(str(exc)), code="run_not_continuable") from None
     except TooManyActiveRuns as exc:
         raise _too_many_active(exc) from None
-    found = _own_run(caller, pk)
-    body = run_json(found, counts_for([found])[found.pk])
-    return JsonResponse(body, status=200, headers={"Location": body["url"]})
+    run = _run_now(request.auth, id)
+    response["Location"] = run.url
+    return run

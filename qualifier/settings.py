@@ -83,6 +83,9 @@ INSTALLED_APPS = [
     "recovery",
     "django_tasks_db",
     "qualifier",
+    # The API's Swagger UI (/docs/api/), from ninja's own static files: no CDN, so the
+    # Content-Security-Policy above holds.
+    "ninja",
 ]
 
 MIDDLEWARE = [

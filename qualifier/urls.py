@@ -5,9 +5,9 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from recovery import health
-from recovery import urls as recovery_urls
 
-from . import accounts, apidocs, tokens, views
+from . import accounts, tokens, views
+from .api_urls import api_docs, qualify_api
 
 pages = [
     path("", views.run_list, name="runs"),
@@ -17,7 +17,7 @@ pages = [
     path("runs/<int:pk>/continue/", views.run_continue, name="run-continue"),
     path("account/tokens/", tokens.token_list, name="tokens"),
     path("account/tokens/<int:pk>/revoke/", tokens.token_revoke, name="token-revoke"),
-    path("docs/api/", apidocs.api_docs, name="api-docs"),
+    path("docs/api/", api_docs, name="api-docs"),
 ]
 
 urlpatterns = [
@@ -28,8 +28,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
-    path("api/qualify/", include("qualifier.api_urls")),
-    path("api/qualify/", include(recovery_urls)),
+    path("api/qualify/", qualify_api.urls),
     # [\s\S], not ".": a path with an encoded newline (%0A) is an unknown API URL too.
     re_path(r"^api/(?P<path>[\s\S]*)$", views.api_not_found, name="api-not-found"),
 ]

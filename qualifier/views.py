@@ -19,6 +19,7 @@ from django.views import csrf, defaults
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from common.apisite import no_endpoint
 from common.jsonapi import json_error
 from recovery.models import QualificationRun
 
@@ -221,5 +222,6 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 @csrf_exempt  # it only ever says "not found"
 def api_not_found(request: HttpRequest, path: str = "") -> HttpResponse:
-    """Every unknown URL under /api/ answers JSON, whatever the method."""
-    return json_error(404, f"There is no API endpoint at {request.path}.", code="no_endpoint")
+    """Every unknown URL under /api/ answers JSON, whatever the method (as the API's own root
+    does: one answer, `common.apisite.no_endpoint`)."""
+    return no_endpoint(request)

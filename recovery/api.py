@@ -6,42 +6,54 @@ like every other entry point, and both are for staff: a staff user's session (wi
 POST) or personal API token, or `Authorization: Bearer <RECOVERY_API_TOKEN>`, the operator's
 token for scripts and cron (no CSRF with a token: no cookie is involved).
 
-The JSON conventions it shares with the qualification API live in `common.jsonapi`.
+The JSON conventions it shares with the qualification API live in `common.jsonapi`; ninja
+serves it (`common.apisite`) and documents it from `recovery.schemas`. The POST body is read
+by `_recovery_options`, which keeps the rules JSON Schema cannot state in its words.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest
+from ninja import Query, Router
+from pydantic.json_schema import SkipJsonSchema
 
+from common.apisite import READ, WRITE
 from common.inputs import json_whole_number, listing, parse_ids, show
 from common.jsonapi import (
     INVALID,
     SAFE_METHODS,
     ApiError,
     Caller,
+    CallerAuth,
     bearer_caller,
     invalid,
-    json_endpoint,
     read_json_body,
     require_object,
     unknown_fields,
 )
+from common.schemas import error_answers, error_docs, read_with
 
 from .conf import POLICIES, parse_timeout_minutes
 from .models import RecoverySource
+from .report import RecoveryReport
+from .schemas import (
+    POLICY_DESCRIPTION,
+    RECOVERY_LIST_LIMIT,
+    RECOVERY_MAX_RUN_IDS,
+    TIMEOUT_DESCRIPTION,
+    Policy,
+    TimeoutMinutes,
+)
+from .schemas import RecoveryReport as RecoveryReportSchema
 from .sweep import RecoveryInputError, UnknownRuns, recover_stuck_runs
 
 #: The admin's permissions on runs, which the recovery API asks for too.
 VIEW_PERMISSION = "recovery.view_qualificationrun"
 CHANGE_PERMISSION = "recovery.change_qualificationrun"
-#: The recovery API's lists of active and stuck runs stop here (the counts stay exact).
-RECOVERY_LIST_LIMIT = 100
 #: A recovery request body is a few ids: anything larger is a mistake.
 RECOVERY_MAX_BODY_BYTES = 1024 * 1024
-#: Most run ids one recovery request may name.
-RECOVERY_MAX_RUN_IDS = 1_000
 
 
 def staff_caller(request: HttpRequest) -> Caller:
@@ -89,17 +101,87 @@ def staff_caller(request: HttpRequest) -> Caller:
 # --- the recovery endpoint --------------------------------------------------------------------
 
 
-@json_endpoint("GET", "POST", auth=staff_caller)
-def recovery(request: HttpRequest, caller: Caller) -> JsonResponse:
-    """GET: what is active and what is stuck (a dry run). POST: recover now."""
-    if request.method == "POST":
-        options = _recovery_options(request)
-        dry_run = False
-    else:
-        options = {"timeout_minutes": _query_minutes(request), "policy": _query_policy(request)}
-        dry_run = True
+def _query_policy(value: Any) -> str:
+    policy = _policy(value)
+    if policy is None:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {show(value)}.")
+    return policy
+
+
+def _query_minutes(value: Any) -> int:
     try:
-        report = recover_stuck_runs(
+        return parse_timeout_minutes(value)
+    except ValueError as exc:
+        raise ValueError(f"timeout_minutes must be a whole number of minutes: {exc}.") from None
+
+
+_TIMEOUT_FIELD = "A whole number of minutes greater than 0 (at most ten years)."
+QueryMinutes = Annotated[
+    TimeoutMinutes | SkipJsonSchema[None], read_with(_query_minutes, _TIMEOUT_FIELD)
+]
+QueryPolicy = Annotated[
+    Policy | SkipJsonSchema[None], read_with(_query_policy, f"One of {', '.join(POLICIES)}.")
+]
+TIMEOUT = Query(None, description=TIMEOUT_DESCRIPTION, example=30)
+POLICY = Query(None, description=POLICY_DESCRIPTION, example="resume")
+
+router = Router(auth=CallerAuth(staff_caller), tags=["recovery"])
+
+
+@router.get(
+    "recovery",
+    url_name="api",
+    operation_id="showRecovery",
+    summary="Active and stuck runs (changes nothing)",
+    response={200: RecoveryReportSchema, **error_answers(400, 401, 403, 429)},
+    openapi_extra={
+        "security": READ,
+        "responses": {
+            200: {"description": "What a sweep would do now."},
+            **error_docs(400, 401, 403, 429),
+        },
+    },
+)
+def show_recovery(
+    request: HttpRequest,
+    timeout_minutes: QueryMinutes = TIMEOUT,
+    policy: QueryPolicy = POLICY,
+) -> dict[str, Any]:
+    """For staff with the view or change permission on runs, or the recovery token: what a
+    sweep would do now (a dry run)."""
+    options = {"timeout_minutes": timeout_minutes, "policy": policy}
+    return _sweep(request.auth, options, dry_run=True).as_dict()
+
+
+@router.post(
+    "recovery",
+    url_name="api",
+    operation_id="recover",
+    summary="Recover stuck runs now",
+    response={200: RecoveryReportSchema, **error_answers(400, 401, 403, 404, 413, 415, 429)},
+    openapi_extra={
+        "security": WRITE,
+        "requestBody": {
+            "required": False,
+            "description": f"At most {RECOVERY_MAX_BODY_BYTES:,} bytes.",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/RecoveryOptions"}}
+            },
+        },
+        "responses": {
+            200: {"description": "What the sweep did."},
+            **error_docs(400, 401, 403, 404, 413, 415, 429),
+        },
+    },
+)
+def recover(request: HttpRequest) -> dict[str, Any]:
+    """For staff with the change permission on runs, or the recovery token: recover now."""
+    return _sweep(request.auth, _recovery_options(request), dry_run=False).as_dict()
+
+
+def _sweep(caller: Caller, options: dict[str, Any], *, dry_run: bool) -> RecoveryReport:
+    try:
+        return recover_stuck_runs(
             source=RecoverySource.API,
             actor=caller.actor,
             dry_run=dry_run,
@@ -114,40 +196,6 @@ def recovery(request: HttpRequest, caller: Caller) -> JsonResponse:
     except RecoveryInputError as exc:
         message = str(exc)
         raise ApiError(400, message[:1].upper() + message[1:] + ".", code=INVALID) from None
-    return JsonResponse(report.as_dict())
-
-
-def _query_policy(request: HttpRequest) -> str | None:
-    raw = request.GET.get("policy")
-    if raw is None:
-        return None
-    policy = _policy(raw)
-    if policy is None:
-        raise ApiError(
-            400,
-            f"policy must be one of {', '.join(POLICIES)}, not {show(raw)}.",
-            {"policy": f"One of {', '.join(POLICIES)}."},
-            code=INVALID,
-        )
-    return policy
-
-
-def _query_minutes(request: HttpRequest) -> int | None:
-    raw = request.GET.get("timeout_minutes")
-    if raw is None:
-        return None
-    try:
-        return parse_timeout_minutes(raw)
-    except ValueError as exc:
-        raise ApiError(
-            400,
-            f"timeout_minutes must be a whole number of minutes: {exc}.",
-            {"timeout_minutes": _TIMEOUT_FIELD},
-            code=INVALID,
-        ) from None
-
-
-_TIMEOUT_FIELD = "A whole number of minutes greater than 0 (at most ten years)."
 
 
 def _recovery_options(request: HttpRequest) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""The API's contract: the OpenAPI 3.1 document, where it is served, its readable page, and the
-checker that holds every API test's answers to it (tests/contract.py)."""
+"""The API's contract: the OpenAPI 3.1 document ninja generates from the code's schemas, where
+it is served, its page (ninja's Swagger UI), and the checker that holds every API test's answers
+to it (tests/contract.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from django.http import JsonResponse
 from django.test import Client, RequestFactory, override_settings
 from openapi_spec_validator import validate
 
-from qualifier.openapi import any_case, document
+from common.schemas import any_case
+from qualifier.api_urls import document, qualify_api
 from tests import contract
 from tests.helpers import DUMMY
 
@@ -33,20 +35,43 @@ def test_the_document_is_public_json_and_the_same_as_the_code_builds():
 
 
 def test_the_document_describes_every_api_url():
-    """Each URL pattern under /api/qualify/ is a path of the document (and nothing else is);
-    the same path with a trailing slash answers alike."""
-    from django.urls import get_resolver
+    """Each operation's URL under /api/qualify/ is a path of the document (and nothing else
+    is); the same path with a trailing slash answers alike."""
+    from django.urls import resolve
 
-    from qualifier import api_urls
-    from recovery import urls as recovery_urls
-
+    patterns, _, _ = qualify_api.urls
     routes = {
-        "/api/qualify/" + str(pattern.pattern).replace("<int:pk>", "{id}").rstrip("/")
-        for patterns in (api_urls.urlpatterns, recovery_urls.urlpatterns)
+        "/api/qualify/" + str(pattern.pattern).replace("<int:id>", "{id}")
         for pattern in patterns
+        if pattern.name not in ("openapi-json", "api-root") and pattern.name
     }
     assert routes == set(document()["paths"])
-    assert get_resolver()  # the project's URLconf loads
+    for route in routes:
+        concrete = route.replace("{id}", "7")
+        assert resolve(f"{concrete}/").func is resolve(concrete).func
+
+
+def test_every_operation_has_an_example_answer_and_each_body_an_example():
+    doc = document()
+    schemas = doc["components"]["schemas"]
+
+    def named(schema):
+        return schemas[schema["$ref"].rsplit("/", 1)[-1]]
+
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            for status, answer in operation["responses"].items():
+                content = answer.get("content", {})
+                media = content.get("application/json") or content.get("text/csv")
+                assert media, (method, path, status)
+                assert "example" in media or named(media["schema"]).get("examples"), (
+                    method,
+                    path,
+                    status,
+                )
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body:
+                assert named(body["schema"]).get("examples"), (method, path)
 
 
 def test_the_document_takes_its_limits_from_the_settings():
@@ -117,7 +142,7 @@ def test_the_checker_accepts_a_documented_answer():
     contract.check(_request("get", "/api/qualify/runs/active"), answer)
 
 
-# --- the readable page ------------------------------------------------------------------------
+# --- the page: ninja's Swagger UI inside the site's page -----------------------------------------
 
 
 def test_the_docs_page_sends_anonymous_visitors_to_sign_in():
@@ -126,22 +151,24 @@ def test_the_docs_page_sends_anonymous_visitors_to_sign_in():
     assert response["Location"] == "/accounts/login/?next=/docs/api/"
 
 
-def test_the_docs_page_shows_every_operation_and_schema(alice):
+def test_the_docs_page_is_swagger_ui_from_this_server_with_the_csrf_token(alice):
     client = Client()
     client.force_login(alice)
     response = client.get("/docs/api/")
     assert response.status_code == 200
     page = response.content.decode()
-    doc = document()
-    for path, item in doc["paths"].items():
-        anchor = path.strip("/").replace("/", "-").replace("{", "").replace("}", "")
-        for method in item:
-            assert f'id="{method}-{anchor}"' in page, (method, path)
-    for name in doc["components"]["schemas"]:
-        assert f'id="schema-{name}"' in page
-    assert 'href="/api/qualify/openapi.json"' in page
-    assert "<script" not in page.split("</main>")[0]  # rendered on the server
+    settings = json.loads(page.split('id="swagger-settings">')[1].split("</script>")[0])
+    assert settings["url"] == "/api/qualify/openapi.json"
+    assert settings["validatorUrl"] is None  # no badge fetched from validator.swagger.io
+    assert '<script src="/static/ninja/swagger-ui-bundle.js"></script>' in page
+    assert 'href="/static/ninja/swagger-ui.css"' in page
+    assert "http://" not in page.replace("http://testserver", "")
+    assert "https://" not in page  # nothing from another host
+    token = page.split('data-csrf-token="')[1].split('"')[0]
+    assert len(token) == 64 and 'data-api-csrf="true"' in page  # "Try it out" sends it
     assert 'aria-current="page">API</a>' in page
+    assert 'href="/api/qualify/openapi.json"' in page
+    assert "Content-Security-Policy" in response.headers
 
 
 @override_settings(TASKS=DUMMY)
@@ -172,3 +199,32 @@ def test_a_page_of_failed_runs_links_to_continuing_its_first_run(alice, make_run
     response = getattr(client, method)(path.replace("{id}", str(run_id)))
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "PENDING"
+
+
+def test_every_example_is_valid_by_its_own_schema():
+    """The examples Swagger UI shows are answers and bodies the API would give and take."""
+    from common.schemas import Error
+    from qualifier import schemas
+    from recovery import schemas as recovery_schemas
+
+    models = [
+        Error,
+        schemas.Run,
+        schemas.RunPage,
+        schemas.ActiveRuns,
+        schemas.Result,
+        schemas.ResultPage,
+        schemas.NewRun,
+        recovery_schemas.RecoveryOptions,
+        recovery_schemas.RecoveryReport,
+    ]
+    for model in models:
+        mode = (
+            "validation"
+            if model in (schemas.NewRun, recovery_schemas.RecoveryOptions)
+            else "serialization"
+        )
+        examples = model.model_json_schema(mode=mode)["examples"]
+        assert examples, model
+        for example in examples:
+            model.model_validate(example)
