@@ -37,6 +37,7 @@ from common.jsonapi import (
     unknown_fields,
 )
 from recovery.models import QualificationRun, RunStatus
+from recovery.outlook import outlook_of
 
 from .conf import conf
 from .criteria import Criteria, CriteriaError
@@ -104,6 +105,7 @@ def run_json(run: QualificationRun, counts: RunCounts) -> dict[str, Any]:
         "last_activity_seconds": getattr(run, "activity_seconds", None),
         "queued_seconds": getattr(run, "queued_seconds", None) if run.status == "PENDING" else None,
         "worker_responding": getattr(run, "liveness", "") != "dead",
+        "outlook": outlook_of(run).as_json(),
         "completed_at": _time(run.completed_at),
         "duration_seconds": None if duration is None else round(duration.total_seconds(), 3),
         "url": reverse("qualifier-api:run", args=[run.pk]),

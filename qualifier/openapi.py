@@ -17,6 +17,7 @@ from common.jsonapi import MAX_JSON_DEPTH
 from recovery.api import RECOVERY_LIST_LIMIT, RECOVERY_MAX_BODY_BYTES, RECOVERY_MAX_RUN_IDS
 from recovery.conf import MAX_TIMEOUT_MINUTES, POLICIES
 from recovery.models import RecoverySource, RunStatus
+from recovery.outlook import RECOVERIES, STATES
 from recovery.report import SkipReason
 
 from .api import MAX_IDEMPOTENCY_KEY_LENGTH, RUNS_PAGE_SIZE
@@ -79,6 +80,7 @@ COUNT = {"type": "integer", "minimum": 0}
 ANSWERS = (
     "Counts",
     "Run",
+    "Outlook",
     "RunPage",
     "ActiveRuns",
     "Result",
@@ -227,12 +229,65 @@ def _schemas() -> dict[str, Any]:
                     "description": "How long a PENDING run has waited; null otherwise.",
                 },
                 "worker_responding": {"type": "boolean"},
+                "outlook": ref("Outlook"),
                 "completed_at": nullable(TIME),
                 "duration_seconds": {"type": ["number", "null"]},
                 "url": PATH,
                 "results_url": PATH,
                 "results_csv_url": PATH,
                 "page_url": PATH,
+            },
+        },
+        "Outlook": {
+            "type": "object",
+            "description": "What happens next to the run, from the liveness module: what is "
+            "known, when recovery would come and what it would do. `text` says it in words; "
+            "the other fields are its figures (null where they do not apply).",
+            "properties": {
+                "state": {"type": "string", "enum": list(STATES)},
+                "summary": {"type": "string", "description": "One short line (`activity`)."},
+                "text": {"type": "string"},
+                "last_sign_of_life_seconds": nullable(COUNT),
+                "worker": {
+                    "type": ["string", "null"],
+                    "description": "The worker executing it, as host:pid.",
+                },
+                "worker_beat_seconds": nullable(COUNT),
+                "sweep_interval_seconds": {
+                    "type": ["integer", "null"],
+                    "minimum": 0,
+                    "description": "Seconds between sweeps; 0 when periodic sweeps are off.",
+                },
+                "recover_within_seconds": {
+                    "type": ["integer", "null"],
+                    "minimum": 0,
+                    "description": "At the latest, if no sign of life comes: until the "
+                    "liveness rule finds it dead, plus one sweep interval.",
+                },
+                "recovery": {
+                    "type": ["string", "null"],
+                    "enum": [*RECOVERIES, None],
+                    "description": "What recovery would do with it: resume, fail, quarantine "
+                    "a prospect and resume, or give up (the crash-loop guard).",
+                },
+                "resume_at": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "description": "The prospect the next attempt starts at.",
+                },
+                "remaining": nullable(COUNT),
+                "quarantined_prospect": {"type": ["integer", "null"], "minimum": 1},
+                "deaths": COUNT,
+                "max_deaths": COUNT,
+                "place_in_line": {
+                    "type": ["integer", "null"],
+                    "minimum": 0,
+                    "description": "Queued runs ahead of a queued run (0: it is next).",
+                },
+                "workers_alive": {
+                    "type": ["boolean", "null"],
+                    "description": "Whether any worker is alive (queued runs).",
+                },
             },
         },
         "RunPage": _page(ref("Run"), f"{RUNS_PAGE_SIZE} runs per page, newest first."),
