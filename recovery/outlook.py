@@ -207,6 +207,7 @@ def _processing(run: QualificationRun) -> Outlook:
     dead_in = getattr(run, "dead_in_seconds", None)
     within = None if dead_in is None or not interval else dead_in + interval
     recovery, quarantined = _predicted(run, cause)
+    resume_at = min(run.completed + 1, run.total)
 
     about = (
         f"worker {worker}, last beat {spoken(beat or 0)} ago" if worker else "its worker is gone"
@@ -249,7 +250,9 @@ def _processing(run: QualificationRun) -> Outlook:
         sweep_interval_seconds=interval,
         recover_within_seconds=within,
         recovery=recovery,
-        resume_at=min(run.completed + 1, run.total) if recovery != FAIL else None,
+        resume_at=None
+        if recovery in (FAIL, GIVE_UP)
+        else min(resume_at + (recovery == QUARANTINE), run.total),
         remaining=run.total - run.completed,
         quarantined_prospect=run.skip_prospect,
         deaths=run.deaths,

@@ -120,8 +120,9 @@ def test_a_run_found_dead_will_be_recovered_by_the_next_sweep(alice_client, alic
     assert shown["state"] == outlook.RECOVERING
     assert shown["recover_within_seconds"] == INTERVAL
     assert shown["summary"] == "The worker stopped responding; recovering…"
-    assert "Its worker stopped responding: the sweep runs every 10 s and will recover it " in (
-        shown["text"]
+    assert (
+        "Its worker stopped responding: the sweep runs every 10 s and will recover it "
+        in (shown["text"])
     )
     assert "within 10 s unless a sign of life comes first" in page(alice_client, run)
 
@@ -184,13 +185,15 @@ def test_a_run_whose_worker_died_twice_at_one_prospect_would_have_it_quarantined
 
     shown = api_outlook(alice_client, run)
 
-    assert (shown["recovery"], shown["resume_at"]) == ("quarantine", 38)
+    assert (shown["recovery"], shown["resume_at"]) == ("quarantine", 39)
     assert "skip prospect 38 (it crashed its worker twice" in shown["text"]
 
 
 @pytest.mark.parametrize("policy", ["fail", "resume"])
 @pytest.mark.parametrize(
-    ("stops", "completed"), [((), 5), ((0, 30), 40), ((0, 37), 37)], ids=["first", "guard", "poison"]
+    ("stops", "completed"),
+    [((), 5), ((0, 30), 40), ((0, 37), 37)],
+    ids=["first", "guard", "poison"],
 )
 def test_the_outlook_of_a_dead_run_is_what_the_sweep_then_does(
     alice, make_run, settings, policy, stops, completed
@@ -209,7 +212,9 @@ def test_the_outlook_of_a_dead_run_is_what_the_sweep_then_does(
         predicted.recovery or "", "FAILED"
     )
     assert run.status == expected_status
-    assert run.skip_prospect == (predicted.resume_at if predicted.recovery == "quarantine" else None)
+    assert run.skip_prospect == (
+        predicted.resume_at - 1 if predicted.recovery == "quarantine" else None
+    )
 
 
 def test_a_quarantined_prospect_is_named(alice_client, alice, make_run):
@@ -253,9 +258,7 @@ def test_a_queued_run_says_its_place_in_line(alice_client, alice, bob, make_run)
     assert "3 queued runs ahead of it; it starts when a worker is free." in shown["text"]
 
 
-def test_a_run_handed_back_says_it_was_interrupted_and_will_continue(
-    alice_client, alice, make_run
-):
+def test_a_run_handed_back_says_it_was_interrupted_and_will_continue(alice_client, alice, make_run):
     make_worker()
     run = make_run(
         RunStatus.PENDING,
