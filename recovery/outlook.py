@@ -263,7 +263,7 @@ def _processing(run: QualificationRun) -> Outlook:
 def _pending(run: QualificationRun) -> Outlook:
     waited = getattr(run, "queued_seconds", None)
     ahead = getattr(run, "place_in_line", None)
-    workers = getattr(run, "worker_alive_anywhere", True)
+    workers = getattr(run, "worker_alive_anywhere", None)  # None: not annotated, unknown
     resume_at = min(run.completed + 1, run.total)
     common = {
         "remaining": run.total - run.completed,
@@ -297,17 +297,20 @@ def _pending(run: QualificationRun) -> Outlook:
             **common,
         )
     queued = f" (queued for {spoken(waited)})" if waited is not None else ""
-    if ahead:
+    if ahead is None:
+        line = ""
+    elif ahead:
         line = f"{ahead:,} queued run{'' if ahead == 1 else 's'} ahead of it"
     else:
         line = "It is next in line"
-    if not workers:
+    if workers is False:
         summary = "No worker is running: the run starts when one does"
-        start = f"{line}. No worker is running: the run starts when one does."
+        start = f"{line}. " if line else ""
+        start += "No worker is running: the run starts when one does."
     else:
-        start = f"{line}; it starts when a worker is free."
+        start = f"{line}; it starts when a worker is free." if line else ""
     if run.started_at is not None:  # handed back, resumed or continued
-        if workers:
+        if workers is not False:
             summary = (
                 f"Interrupted at {run.completed} of {run.total}; it continues where it "
                 f"stopped when a worker takes it{queued}"
@@ -319,7 +322,7 @@ def _pending(run: QualificationRun) -> Outlook:
         )
         state = INTERRUPTED
     else:
-        if workers:
+        if workers is not False:
             summary = "Queued, waiting for a worker" + (
                 f" (for {spoken(waited)})" if waited is not None else ""
             )
