@@ -326,7 +326,8 @@ def _pending(run: QualificationRun) -> Outlook:
             summary = "Queued, waiting for a worker" + (
                 f" (for {spoken(waited)})" if waited is not None else ""
             )
-        first = f"Queued{queued}: {_prospects(run.total)} to score."
+        since = f" for {spoken(waited)}" if waited is not None else ""
+        first = f"Queued{since}: {_prospects(run.total)} to score."
         state = QUEUED
     text = " ".join(part for part in (first, start, _quarantine_note(run)) if part)
     return Outlook(state=state, summary=summary, text=text, **common)

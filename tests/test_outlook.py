@@ -237,7 +237,7 @@ def test_a_queued_run_with_no_worker_says_it_starts_when_one_does(alice_client, 
 
     assert (shown["state"], shown["workers_alive"], shown["place_in_line"]) == ("queued", False, 0)
     assert shown["text"] == (
-        "Queued (queued for 1 min): 10 prospects to score. It is next in line. No worker is "
+        "Queued for 1 min: 10 prospects to score. It is next in line. No worker is "
         "running: the run starts when one does."
     )
     assert "No worker is running: the run starts when one does." in page(alice_client, run)
