@@ -361,8 +361,15 @@ class QualificationRunAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("what happens next"))
     def what_happens_next(self, run: QualificationRun) -> str:
-        """What the system knows of the run and will do with it (`recovery.outlook`)."""
-        return outlook.outlook_of(run).text
+        """What the system knows of the run and will do with it (`recovery.outlook`); a
+        failed run's next step is said for the operator, who resumes it with an action."""
+        seen = outlook.outlook_of(run)
+        if seen.state == outlook.FAILED and seen.remaining:
+            return gettext(
+                "Its owner's Continue, or the action Resume selected runs, puts it back in the "
+                "queue for the %(left)s prospects without a result; its %(kept)s results are kept."
+            ) % {"left": f"{seen.remaining:,}", "kept": f"{run.completed:,}"}
+        return seen.text
 
     @admin.display(description=_("stuck"))
     def stuck(self, run: QualificationRun) -> str:

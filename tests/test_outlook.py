@@ -340,3 +340,16 @@ def test_the_api_and_the_runs_page_read_outlooks_in_queries_that_do_not_grow(
             alice_client.get(url)
     listed = alice_client.get(reverse("qualifier-api:active-runs")).json()["results"]
     assert {run["outlook"]["state"] for run in listed} == {"queued", "working", "interrupted"}
+
+
+def test_the_admin_says_how_an_operator_resumes_a_failed_run(make_run):
+    staff = Client()
+    staff.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+    run = make_run(RunStatus.FAILED, total=25, completed=11)
+
+    html = staff.get(reverse("admin:recovery_qualificationrun_change", args=[run.pk]))
+
+    assert (
+        "Its owner&#x27;s Continue, or the action Resume selected runs, puts it back in the "
+        "queue for the 14 prospects without a result; its 11 results are kept."
+    ) in html.content.decode()
