@@ -9,7 +9,7 @@ import datetime as dt
 
 from django.db.models import F, QuerySet
 
-from recovery import liveness
+from recovery import outlook
 from recovery.models import QualificationRun, RunStatus
 
 from .models import ProspectResult
@@ -27,8 +27,9 @@ RESULT_SORTS = {
 
 def with_recovery(runs: QuerySet[QualificationRun]) -> QuerySet[QualificationRun]:
     """Each run with its liveness as `recovery.liveness` judges it, on the database's clock,
-    for `run.activity()` and `run.duration()` (last activity, time queued, worker silent)."""
-    return liveness.annotate_runs(runs)
+    and what its outlook reads, for `run.activity()`, `run.duration()` and `outlook_of(run)`
+    (last activity, time queued, worker silent, place in line), in the query's own subqueries."""
+    return outlook.annotate(runs)
 
 
 def run_duration(run: QualificationRun) -> dt.timedelta | None:
@@ -52,14 +53,4 @@ def next_step(run: QualificationRun) -> str:
     what happened): continue it for the prospects left, or take the results it has."""
     if run.status != RunStatus.FAILED:
         return ""
-    left = run.total - run.completed
-    if left <= 0:
-        return "Every prospect has a result: download the CSV to see them all."
-    if run.completed == 1:
-        kept = " the result so far is kept."
-    elif run.completed:
-        kept = f" the {run.completed:,} results so far are kept."
-    else:
-        kept = " nothing was scored yet."
-    prospects = "prospect" if left == 1 else "prospects"
-    return f"Press Continue to finish the remaining {left:,} {prospects};{kept}"
+    return outlook.outlook_of(run).text

@@ -20,6 +20,8 @@ from pydantic.json_schema import SkipJsonSchema
 from common.inputs import MAX_DIGITS
 from common.schemas import Answer, Count, Time, any_case
 from recovery.models import QualificationRun, RunStatus
+from recovery.outlook import outlook_of
+from recovery.schemas import OUTLOOK_EXAMPLE, Outlook
 
 from .conf import conf
 from .criteria import (
@@ -84,6 +86,7 @@ RUN_EXAMPLE: dict[str, Any] = {
     "last_activity_seconds": 1.2,
     "queued_seconds": None,
     "worker_responding": True,
+    "outlook": OUTLOOK_EXAMPLE,
     "completed_at": None,
     "duration_seconds": None,
     "url": "/api/qualify/runs/42",
@@ -163,6 +166,7 @@ class Run(Answer):
         description="How long a PENDING run has waited; null otherwise."
     )
     worker_responding: bool
+    outlook: Outlook
     completed_at: Time | None
     duration_seconds: float | None
     url: Link
@@ -200,6 +204,7 @@ class Run(Answer):
             if run.status == RunStatus.PENDING
             else None,
             worker_responding=getattr(run, "liveness", "") != "dead",
+            outlook=Outlook(**outlook_of(run).as_json()),
             completed_at=run.completed_at,
             duration_seconds=None if duration is None else round(duration.total_seconds(), 3),
             url=reverse("qualifier-api:run", args=[run.pk]),

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST
 from common.apisite import no_endpoint
 from common.jsonapi import json_error
 from recovery.models import QualificationRun
+from recovery.outlook import Outlook, outlook_of
 
 from .criteria import Criteria
 from .export import results_csv_response
@@ -87,6 +88,10 @@ class RunRow:
     @property
     def next_step(self) -> str:
         return next_step(self.run)
+
+    @property
+    def outlook(self) -> Outlook:
+        return outlook_of(self.run)
 
 
 # --- pages --------------------------------------------------------------------------------------

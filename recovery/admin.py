@@ -27,7 +27,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from . import liveness, overview, overview_page
+from . import liveness, outlook, overview, overview_page
 from .conf import POLICY_RESUME, conf
 from .models import (
     QualificationRun,
@@ -225,7 +225,20 @@ class QualificationRunAdmin(admin.ModelAdmin):
     raw_id_fields = ("user",)
     # Only the run's user may be edited; everything else is the application's record.
     fieldsets = (
-        (None, {"fields": ("user", "status", "progress", "attempts", "deaths", "worker")}),
+        (
+            None,
+            {
+                "fields": (
+                    "user",
+                    "status",
+                    "progress",
+                    "what_happens_next",
+                    "attempts",
+                    "deaths",
+                    "worker",
+                )
+            },
+        ),
         (
             _("Timeline"),
             {
@@ -245,6 +258,7 @@ class QualificationRunAdmin(admin.ModelAdmin):
     readonly_fields = (
         "status",
         "progress",
+        "what_happens_next",
         "attempts",
         "deaths",
         "worker",
@@ -296,6 +310,13 @@ class QualificationRunAdmin(admin.ModelAdmin):
             .annotate(is_dead=Exists(stuck_runs().filter(pk=OuterRef("pk"))))
         )
 
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        """The run with what its outlook reads (the changelist does without: it shows none)."""
+        run = super().get_object(request, object_id, from_field)
+        if run is None:
+            return None
+        return outlook.annotate(self.get_queryset(request)).filter(pk=run.pk).first()
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """No Delete button on a run that has recovery events: they PROTECT it, so deleting
         it could only fail."""
@@ -337,6 +358,18 @@ class QualificationRunAdmin(admin.ModelAdmin):
             "time": formats.localize(timezone.localtime(run.heartbeat_at)),
             "ago": time_ago(run.heartbeat_at),
         }
+
+    @admin.display(description=_("what happens next"))
+    def what_happens_next(self, run: QualificationRun) -> str:
+        """What the system knows of the run and will do with it (`recovery.outlook`); a
+        failed run's next step is said for the operator, who resumes it with an action."""
+        seen = outlook.outlook_of(run)
+        if seen.state == outlook.FAILED and seen.remaining:
+            return gettext(
+                "Its owner's Continue, or the action Resume selected runs, puts it back in the "
+                "queue for the %(left)s prospects without a result; its %(kept)s results are kept."
+            ) % {"left": f"{seen.remaining:,}", "kept": f"{run.completed:,}"}
+        return seen.text
 
     @admin.display(description=_("stuck"))
     def stuck(self, run: QualificationRun) -> str:

@@ -35,6 +35,7 @@ from django.db.models import (
     CharField,
     Exists,
     F,
+    IntegerField,
     OuterRef,
     Q,
     QuerySet,
@@ -43,7 +44,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Cast, Coalesce, Now, NullIf, Replace
+from django.db.models.functions import Cast, Coalesce, Greatest, Least, Now, NullIf, Replace
 
 from .clock import DatabaseStartedAt, SecondsBetween, SecondsSince, ago
 from .conf import conf
@@ -208,10 +209,27 @@ def dead_runs(rule: Rule | None = None) -> QuerySet[QualificationRun]:
     return runs.filter(dead(rule)).annotate(cause=cause(rule))
 
 
+def dead_in(rule: Rule) -> Any:
+    """Whole seconds until a PROCESSING run is dead if no sign of life comes (neither a beat
+    nor progress): the first of `silent` and `hung` to fire, from the same timestamps and
+    timeouts, on the database's clock. A rule fires once every age it reads is past its
+    timeout, the database's uptime included."""
+    beat = SecondsSince("worker__last_beat_at")
+    seen = SecondsSince(F("last_seen"))
+    up = SecondsSince(F("database_started"))
+    quiet = Value(rule.worker_timeout_seconds)
+    stuck = Value(rule.stuck_timeout_minutes * 60)
+    until_silent = Greatest(quiet - beat, quiet - seen, quiet - up)
+    until_hung = Greatest(stuck - seen, stuck - up)
+    return Greatest(Value(0), Least(until_silent, until_hung))
+
+
 def annotate_runs(runs: QuerySet[QualificationRun], rule: Rule | None = None) -> QuerySet[Any]:
     """What the pages show, from the same pieces: `liveness` (alive, waiting or dead, for
     active runs), `dead_cause`, seconds since the last activity, since queued and of the
-    current attempt."""
+    current attempt; for a PROCESSING run, seconds since its worker's last beat
+    (`worker_beat_seconds`) and until the rule finds it dead if no sign of life comes
+    (`dead_in_seconds`: 0 once it is dead)."""
     rule = rule or Rule.current()
     is_dead = dead(rule)
     return (
@@ -232,6 +250,13 @@ def annotate_runs(runs: QuerySet[QualificationRun], rule: Rule | None = None) ->
             attempt_seconds=Case(
                 When(status=RunStatus.PROCESSING, then=SecondsBetween(F("started_at"), Now())),
                 default=None,
+            ),
+            worker_beat_seconds=SecondsSince("worker__last_beat_at"),
+            dead_in_seconds=Case(
+                When(is_dead, then=Value(0)),
+                When(status=RunStatus.PROCESSING, then=dead_in(rule)),
+                default=None,
+                output_field=IntegerField(),
             ),
         )
     )

@@ -202,31 +202,11 @@ class QualificationRun(models.Model):
         return self.heartbeat_at or self.started_at or self.created_at
 
     def activity(self) -> str:
-        """What an active run is doing, in its owner's words (needs `liveness.annotate_runs()`):
-        how long it has been queued, when it last made progress, or that it was found dead and
-        recovery is on its way."""
-        state = getattr(self, "liveness", "")
-        if self.status == RunStatus.PENDING:
-            if state == "dead":
-                return "Its queued task is gone; recovering…"
-            if not getattr(self, "worker_alive_anywhere", True):
-                return "No worker is running: the run starts when one does"
-            waited = getattr(self, "queued_seconds", None)
-            queued = f" (queued for {spoken(waited)})" if waited is not None else ""
-            if self.started_at is not None:  # handed back, resumed or continued
-                return (
-                    f"Interrupted at {self.completed} of {self.total}; it continues where it "
-                    f"stopped when a worker takes it{queued}"
-                )
-            return "Queued, waiting for a worker" + (
-                f" (for {spoken(waited)})" if waited is not None else ""
-            )
-        if self.status != RunStatus.PROCESSING:
-            return ""
-        if state == "dead":
-            return "The worker stopped responding; recovering…"
-        quiet = getattr(self, "activity_seconds", None)
-        return "Working" if quiet is None else f"Last activity {spoken(quiet)} ago"
+        """What an active run is doing, in one short line for its owner (`outlook.Outlook`'s
+        summary; needs `outlook.annotate()`); empty once it has finished."""
+        from .outlook import outlook_of
+
+        return outlook_of(self).summary
 
     def duration(self) -> dt.timedelta | None:
         """How long the run has worked, summed over its attempts, on the database's clock (the

@@ -15,6 +15,7 @@ from common.schemas import Answer, Count, Time, any_case
 
 from .conf import MAX_TIMEOUT_MINUTES, POLICIES
 from .models import RecoverySource, RunStatus
+from .outlook import RECOVERIES, STATES
 from .report import SkipReason
 
 #: The recovery API's lists of active and stuck runs stop here (the counts stay exact).
@@ -166,3 +167,61 @@ class RecoveryReport(Answer):
     skipped_runs: list[SkippedRun] = Field(
         description="Runs named in `run_ids` that were left alone, and why."
     )
+
+
+OUTLOOK_EXAMPLE = {
+    "state": "working",
+    "summary": "Last activity 1 s ago",
+    "text": "Last sign of life 1 s ago (worker web-2:4242, last beat 1 s ago); the sweep runs "
+    "every 2 s; if nothing changes it will be recovered within 10 s and resume at prospect 21 "
+    "of 25 (20 done).",
+    "last_sign_of_life_seconds": 1,
+    "worker": "web-2:4242",
+    "worker_beat_seconds": 1,
+    "sweep_interval_seconds": 2,
+    "recover_within_seconds": 10,
+    "recovery": "resume",
+    "resume_at": 21,
+    "remaining": 5,
+    "quarantined_prospect": None,
+    "deaths": 0,
+    "max_deaths": 3,
+    "place_in_line": None,
+    "workers_alive": None,
+}
+
+
+class Outlook(Answer):
+    """What happens next to a run, from the liveness module: what is known, when recovery
+    would come and what it would do. `text` says it in words; the other fields are its
+    figures (null where they do not apply). Built by `recovery.outlook.outlook_of`."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [OUTLOOK_EXAMPLE]})
+
+    state: str = Field(json_schema_extra={"enum": list(STATES)})
+    summary: str = Field(description="One short line (the run's `activity`).")
+    text: str
+    last_sign_of_life_seconds: Count | None
+    worker: str | None = Field(description="The worker executing it, as host:pid.")
+    worker_beat_seconds: Count | None
+    sweep_interval_seconds: Count | None = Field(
+        description="Seconds between sweeps; 0 when periodic sweeps are off."
+    )
+    recover_within_seconds: Count | None = Field(
+        description="At the latest, if no sign of life comes: until the liveness rule finds "
+        "it dead, plus one sweep interval."
+    )
+    recovery: str | None = Field(
+        json_schema_extra={"enum": [*RECOVERIES, None]},
+        description="What recovery would do with it: resume, fail, quarantine a prospect and "
+        "resume, or give up (the crash-loop guard).",
+    )
+    resume_at: int | None = Field(ge=1, description="The prospect the next attempt starts at.")
+    remaining: Count | None
+    quarantined_prospect: int | None = Field(ge=1)
+    deaths: Count
+    max_deaths: Count
+    place_in_line: Count | None = Field(
+        description="Queued runs ahead of a queued run (0: it is next)."
+    )
+    workers_alive: bool | None = Field(description="Whether any worker is alive (queued runs).")

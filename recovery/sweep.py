@@ -23,6 +23,7 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
@@ -353,10 +354,41 @@ def is_death(cause: str) -> bool:
 QUARANTINE_DEATHS = 3
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What recovery does with one dead run: its new status, the prospect it quarantines (the
+    run goes on without it), or that the crash-loop guard gives up on it."""
+
+    status: str
+    quarantined: int | None = None
+    gave_up: bool = False
+
+
+def verdict(
+    policy: str, *, died: bool, deaths: int, previous_stop: int | None, stop: int, total: int
+) -> Verdict:
+    """The one rule for a dead run, for the sweep and for what the pages say will happen.
+
+    `deaths` counts this death (since the last Continue or quarantine); `stop` is where this
+    attempt stopped (results done) and `previous_stop` where the attempt before it did. Under
+    `resume`, a run whose worker died twice at one prospect has that prospect quarantined, and
+    one whose worker has died RECOVERY_MAX_ATTEMPTS times elsewhere is failed."""
+    if (
+        policy == POLICY_RESUME
+        and died
+        and deaths >= min(QUARANTINE_DEATHS, conf.RECOVERY_MAX_ATTEMPTS)
+    ):
+        quarantined = poison_prospect(deaths, previous_stop, stop, total)
+        if quarantined is not None:
+            return Verdict(RunStatus.PENDING, quarantined=quarantined)
+        if deaths >= conf.RECOVERY_MAX_ATTEMPTS:
+            return Verdict(RunStatus.FAILED, gave_up=True)
+    return Verdict(RunStatus.PENDING if policy == POLICY_RESUME else RunStatus.FAILED)
+
+
 def _decide(batch: list[RecoveredRun], deaths: dict[int, int], policy: str) -> None:
-    """Fail or resume each run; under `resume`, quarantine the prospect that crashed its
-    worker twice (the run goes on without it), or else give up on a run whose worker has now
-    died RECOVERY_MAX_ATTEMPTS times. Where earlier attempts stopped is read in one query.
+    """Fail or resume each run by `verdict`; where earlier attempts stopped is read in one
+    query, for the runs whose deaths the crash-loop guard judges.
 
     A run's `reason` is what the caller knows of the cause; the decision is put in front."""
     now_dead = {run.id: deaths[run.id] + is_death(run.cause) for run in batch}
@@ -372,35 +404,40 @@ def _decide(batch: list[RecoveredRun], deaths: dict[int, int], policy: str) -> N
         why = run.reason
         count = now_dead[run.id]
         stopped = [*stops.get(run.id, []), run.completed][-count:] if run.id in judged else []
-        run.quarantined = poison_prospect(stopped, run.total)
-        if run.quarantined is not None:
+        decided = verdict(
+            policy,
+            died=is_death(run.cause),
+            deaths=count,
+            previous_stop=stopped[-2] if len(stopped) > 1 else None,
+            stop=run.completed,
+            total=run.total,
+        )
+        run.quarantined = decided.quarantined
+        run.new_status = decided.status
+        if decided.quarantined is not None:
             decision = f"{reasons.quarantined(run.quarantined, run.total)}. " + reasons.resumed(
                 run.completed + 1, run.total
             )
-            run.new_status = RunStatus.PENDING
-        elif run.id in judged and count >= conf.RECOVERY_MAX_ATTEMPTS:
+        elif decided.gave_up:
             decision = reasons.gave_up(count, stopped, run.total)
-            run.new_status = RunStatus.FAILED
-        elif policy == POLICY_RESUME:
+        elif decided.status == RunStatus.PENDING:
             decision = reasons.resumed(run.completed, run.total)
-            run.new_status = RunStatus.PENDING
         else:
-            run.new_status = RunStatus.FAILED
             continue
         run.reason = f"{decision}. {why}" if why else decision
 
 
-def poison_prospect(stopped: Sequence[int], total: int) -> int | None:
-    """The prospect that crashed its worker twice, from where the attempts since the last
-    Continue or quarantine stopped (results done at each death, oldest first), or None.
+def poison_prospect(deaths: int, previous_stop: int | None, stop: int, total: int) -> int | None:
+    """The prospect that crashed its worker twice, or None: `deaths` since the last Continue
+    or quarantine, and where the last two attempts stopped (results done).
 
     An attempt after a death commits each result, so where it stopped is exact: it died on the
     first prospect without a result. Two such deaths in a row at the same place (the earlier
-    one after a death too) point at one prospect; deaths elsewhere point at none, and the
-    crash-loop guard decides."""
-    if len(stopped) < QUARANTINE_DEATHS or stopped[-1] != stopped[-2] or stopped[-1] >= total:
+    one after a death too, hence three deaths) point at one prospect; deaths elsewhere point
+    at none, and the crash-loop guard decides."""
+    if deaths < QUARANTINE_DEATHS or previous_stop != stop or stop >= total:
         return None
-    return stopped[-1] + 1
+    return stop + 1
 
 
 def _attempt_stops(run_ids: list[int]) -> dict[int, list[int]]:

@@ -130,7 +130,7 @@ def test_a_failed_run_says_what_to_do_next_and_continue_is_sent_once(
     with logs_on_failure(tmp_path, page):
         sign_in(page, site)
         page.goto(f"{site}/runs/{run_id}/")
-        assert page.inner_text("[data-next-step]") == (
+        assert page.inner_text("[data-outlook]") == (
             "Press Continue to finish the remaining 3 prospects; the 2 results so far are kept."
         )
         photograph(page, shots, "run-failed-next-step")

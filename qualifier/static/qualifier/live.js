@@ -2,7 +2,7 @@
 // Every page: a notice says how each of the user's runs ended, also one that ended while the
 // user moved between pages (the runs last seen active are kept in sessionStorage).
 // The runs page: active runs appear, move and leave.
-// A run's page: its progress and counts update, its results table fills as batches land, and
+// A run's page: its progress, counts and what happens next update, its results table fills as batches land, and
 // the page reloads once the run has finished.
 // While the server cannot be reached, every page says so (and hides what has gone stale); the
 // next poll that gets through catches up.
@@ -78,6 +78,10 @@
     if (bar) { bar.max = run.total; bar.value = run.completed; bar.textContent = run.completed + " / " + run.total; }
     textAll(node, "[data-completed]", run.completed);
     textAll(node, "[data-activity]", run.activity || "");
+    Array.prototype.forEach.call(node.querySelectorAll("[data-outlook]"), function (each) {
+      text(each, run.outlook.text);
+      each.setAttribute("data-outlook-state", run.outlook.state);
+    });
     textAll(node, "[data-total]", run.total);
     textAll(node, "[data-scored]", run.counts.qualified + run.counts.not_qualified + run.counts.errored);
     var status = node.querySelector("[data-status]");
