@@ -137,7 +137,14 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Drill passed; everything it made was removed."))
 
     def check_prerequisites(self, timeouts: Timeouts) -> None:
-        """A drill needs real workers on a queue of its own in a database they can share."""
+        """A drill needs sane timeouts, and real workers on a queue of their own in a
+        database they can share."""
+        errors = [error for error in check_recovery_settings() if error.is_serious()]
+        if errors:
+            raise CommandError(
+                "These liveness settings cannot be drilled: "
+                + " ".join(f"{error.msg} {error.hint or ''}".strip() for error in errors)
+            )
         if not stores_tasks_in_database():
             raise CommandError(
                 "The recovery drill needs the run task's queue in the database (TASKS_BACKEND "
@@ -153,12 +160,6 @@ class Command(BaseCommand):
             raise CommandError(
                 "The recovery drill needs a database its worker processes can open: this SQLite "
                 "database is in memory."
-            )
-        errors = [error for error in check_recovery_settings() if error.is_serious()]
-        if errors:
-            raise CommandError(
-                "These liveness settings cannot be drilled: "
-                + " ".join(f"{error.msg} {error.hint or ''}".strip() for error in errors)
             )
 
     def print_summary(self, summaries: list[FaultSummary], timeouts: Timeouts) -> None:
