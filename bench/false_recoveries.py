@@ -89,13 +89,23 @@ def wait_registered(count: int, timeout: float = 300) -> None:
         time.sleep(0.5)
 
 
-def outcome(started_pk: int, seconds: float, workers: int, writes: tuple[int, int]) -> str:
+def outcome(
+    started_pk: int,
+    seconds: float,
+    workers: int,
+    writes: tuple[int, int],
+    until_pk: int | None = None,
+) -> str:
+    """What happened since the event `started_pk` (up to `until_pk`), counted before the
+    script stops its workers (stopping them is no part of a condition)."""
     from django.db.models import Count
 
     from qualifier.models import ProspectResult
     from recovery.models import QualificationRun, RecoveryEvent
 
     events = RecoveryEvent.objects.filter(pk__gt=started_pk).exclude(source="shutdown")
+    if until_pk is not None:
+        events = events.filter(pk__lte=until_pk)
     by_cause = dict(events.order_by().values_list("cause").annotate(n=Count("pk")))
     duplicates = (
         ProspectResult.objects.values("run", "prospect")
@@ -108,7 +118,8 @@ def outcome(started_pk: int, seconds: float, workers: int, writes: tuple[int, in
     )
     beats, tallies = table_writes()
     return (
-        f"recoveries {sum(by_cause.values())} {by_cause or ''}, duplicate results {duplicates}, "
+        f"false recoveries {sum(by_cause.values())} {by_cause or ''}, duplicate results "
+        f"{duplicates}, "
         f"runs {statuses}; per worker per second: {(beats - writes[0]) / seconds / workers:.2f} "
         f"writes on the workers' table, {(tallies - writes[1]) / seconds / workers:.2f} sweep "
         f"tallies ({workers} workers, {seconds:.0f} s)"
@@ -125,7 +136,6 @@ def run_condition(name: str, url: str, args: argparse.Namespace) -> str:
     env = settings_env(args)
     latest = RecoveryEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     procs: list[Proc] = [worker(f"fr-{name}-sweeper", url, queue="bench-idle", **env)]
-    notes = ""
     try:
         if name == "crowd":
             for _ in range(90):
@@ -134,7 +144,7 @@ def run_condition(name: str, url: str, args: argparse.Namespace) -> str:
             wait_registered(31)
             writes, started = table_writes(), time.monotonic()
             time.sleep(args.minutes * 60)
-            count = 31
+            summary = outcome(latest, time.monotonic() - started, 31, writes)
         elif name == "latency":
             from tests.latency_proxy import LatencyProxy
 
@@ -153,7 +163,7 @@ def run_condition(name: str, url: str, args: argparse.Namespace) -> str:
                 proxy.set_delay(args.latency)
                 writes, started = table_writes(), time.monotonic()
                 time.sleep(args.minutes * 60)
-                count = 5
+                summary = outcome(latest, time.monotonic() - started, 5, writes)
             finally:
                 for proc in procs:
                     proc.stop()
@@ -169,7 +179,7 @@ def run_condition(name: str, url: str, args: argparse.Namespace) -> str:
             time.sleep(30)
             hold_lock(url, "SELECT id FROM recovery_worker FOR UPDATE", 45)
             time.sleep(30)
-            count = 5
+            summary = outcome(latest, time.monotonic() - started, 5, writes)
         else:  # freeze
             for _ in range(4):
                 create_benchmark_run(3000)
@@ -187,36 +197,18 @@ def run_condition(name: str, url: str, args: argparse.Namespace) -> str:
             pause([whole.popen.pid, *whole.children()], 40)
             time.sleep(30)
             by_design = RecoveryEvent.objects.filter(pk__gt=before).exclude(source="shutdown")
-            notes = (
-                f"; whole worker stopped 40 s: {by_design.count()} recoveries by design "
-                f"({', '.join(sorted(set(by_design.values_list('cause', flat=True))))})"
+            from recovery.models import FencedWrite
+
+            summary = (
+                outcome(latest, time.monotonic() - started, 5, writes, until_pk=before)
+                + f"; whole worker stopped 40 s: {by_design.count()} recoveries by design "
+                f"({', '.join(sorted(set(by_design.values_list('cause', flat=True))))}), "
+                f"refused late writes {FencedWrite.objects.count()}"
             )
-            latest_false = before
-            count = 5
     finally:
         for proc in procs:
             proc.stop()
-    seconds = time.monotonic() - started
-    if name == "freeze":
-        # The whole-worker freeze's recoveries are by design; count only the ones before it.
-        from recovery.models import FencedWrite
-
-        false = RecoveryEvent.objects.filter(pk__gt=latest, pk__lte=latest_false).exclude(
-            source="shutdown"
-        )
-        notes += f"; refused late writes {FencedWrite.objects.count()}"
-        return (
-            f"{name}: false recoveries {false.count()}, "
-            + outcome(latest_false, seconds, count, writes)
-            + notes
-            + f"; workers found dead while alive {found_dead_while_alive_in(name)}"
-        )
-    return (
-        f"{name}: "
-        + outcome(latest, seconds, count, writes)
-        + notes
-        + f"; workers found dead while alive {found_dead_while_alive_in(name)}"
-    )
+    return f"{name}: {summary}; workers found dead while alive {found_dead_while_alive_in(name)}"
 
 
 def found_dead_while_alive_in(name: str) -> int:
