@@ -195,7 +195,7 @@ def assert_original_log_lines(output: str, run_id: int) -> None:
         CHECKING,
         "[Recovery] Found 1 active run(s) in database:",
         f"  - {run_id}: PROCESSING, 5/10, age: 12min, last heartbeat 12min ago",
-        "[Recovery] Found 1 stuck runs (worker gone, exited or silent for 30+ s, no progress "
+        "[Recovery] Found 1 stuck runs (worker gone, exited or silent for 8+ s, no progress "
         "for 5+ minutes, or queued without a live task)",
         "[Recovery] Marked 1 runs as FAILED",
         f"  - Run {run_id}: 5/10 completed (status: PROCESSING → FAILED; worker gone)",
