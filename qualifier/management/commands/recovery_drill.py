@@ -3,6 +3,7 @@ Parse, check the prerequisites, run `qualifier.drill`, print what each fault cos
 
 from __future__ import annotations
 
+import signal
 from argparse import ArgumentParser, ArgumentTypeError
 from functools import partial
 from typing import Any
@@ -113,14 +114,12 @@ class Command(BaseCommand):
             )
             say = self.stdout.write if verbosity >= 1 else lambda text: None
             summaries = [FaultSummary(fault) for fault in faults]
-            with Drill(timeouts=timeouts, delay_ms=scoring_delay, say=say) as drill:
-                for summary in summaries:
-                    say(f"{summary.fault}: {DESCRIPTIONS[summary.fault]}")
-                    for number in range(1, trials + 1):
-                        result = run_trial(drill, summary.fault)
-                        summary.trials.append(result)
-                        if verbosity >= 2 or result.problem:
-                            say(f"  trial {number}: {describe(result)}")
+            # SIGTERM ends the drill as Ctrl-C does: its workers stopped, what it made removed.
+            previous = signal.signal(signal.SIGTERM, interrupt)
+            try:
+                self.drill(summaries, timeouts, scoring_delay, trials, verbosity, say)
+            finally:
+                signal.signal(signal.SIGTERM, previous)
             self.print_summary(summaries, timeouts)
         problems = [
             f"{summary.fault}: {problem}" for summary in summaries for problem in summary.problems
@@ -135,6 +134,24 @@ class Command(BaseCommand):
                 returncode=1,
             )
         self.stdout.write(self.style.SUCCESS("Drill passed; everything it made was removed."))
+
+    def drill(
+        self,
+        summaries: list[FaultSummary],
+        timeouts: Timeouts,
+        scoring_delay: int,
+        trials: int,
+        verbosity: int,
+        say: Any,
+    ) -> None:
+        with Drill(timeouts=timeouts, delay_ms=scoring_delay, say=say) as drill:
+            for summary in summaries:
+                say(f"{summary.fault}: {DESCRIPTIONS[summary.fault]}")
+                for number in range(1, trials + 1):
+                    result = run_trial(drill, summary.fault)
+                    summary.trials.append(result)
+                    if verbosity >= 2 or result.problem:
+                        say(f"  trial {number}: {describe(result)}")
 
     def check_prerequisites(self, timeouts: Timeouts) -> None:
         """A drill needs sane timeouts, and real workers on a queue of their own in a
@@ -181,6 +198,10 @@ class Command(BaseCommand):
             "timeout + sweep interval); median and worst are seconds from the fault to the "
             "run's recovery event."
         )
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.strsignal(signum))
 
 
 def seconds(value: float | None) -> str:
