@@ -118,6 +118,12 @@ class Command(BaseCommand):
             previous = signal.signal(signal.SIGTERM, interrupt)
             try:
                 self.drill(summaries, timeouts, scoring_delay, trials, verbosity, say)
+            except KeyboardInterrupt as stop:
+                raise CommandError(
+                    f"Interrupted ({stop or 'Ctrl-C'}): the drill's workers were stopped and "
+                    "everything it made was removed.",
+                    returncode=1,
+                ) from None
             finally:
                 signal.signal(signal.SIGTERM, previous)
             self.print_summary(summaries, timeouts)
