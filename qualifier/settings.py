@@ -376,7 +376,7 @@ TASKS = {
         "BACKEND": env.dotted_path("TASKS_BACKEND", default="django_tasks_db.DatabaseBackend"),
         # `default` for the service's runs; `recovery-drill` for `manage.py recovery_drill`'s
         # own runs, which only its own workers take.
-        "QUEUES": ["default", "recovery-drill"],
+        "QUEUES": ["default", qualifier_conf.DRILL_QUEUE],
     }
 }
 

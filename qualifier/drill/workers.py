@@ -16,14 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+from qualifier.conf import DRILL_QUEUE
 from recovery.models import Worker
 from recovery.worker.executor import SUPERVISOR_PID_ENV
 
 #: Where manage.py is: the drill's workers run from the project's folder.
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-#: The queue the drill's workers take their runs from; the task backend must accept it (see
-#: TASKS in settings.py), and no other worker takes from it.
-DRILL_QUEUE = "recovery-drill"
 
 
 class DrillWorkerError(RuntimeError):
