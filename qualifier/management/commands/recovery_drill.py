@@ -201,8 +201,8 @@ class Command(BaseCommand):
             )
         self.stdout.write(
             f"A dead host's run should be found within {timeouts.detection_bound} s (worker "
-            "timeout + sweep interval); median and worst are seconds from the fault to the "
-            "run's recovery event."
+            "timeout + sweep interval) and the time a sweep takes; median and worst are seconds "
+            "from the fault to the run's recovery event."
         )
 
 
