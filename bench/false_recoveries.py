@@ -7,7 +7,8 @@ apart), the workers whose row a sweep removed while they lived (they register ag
 run recovery, but counted), duplicate results, and the database writes on the workers' table
 (pg_stat_user_tables: beats are its updates) and the sweeps' tallies per worker and second.
 
-- crowd: 30 workers on this machine for --minutes, each taking run after run (20 ms a prospect).
+- crowd: 30 workers on this machine for --minutes, with 45 runs of 2,000 prospects (100 ms
+  each): every worker busy, half of them taking a second run.
 - lock: 4 workers with long runs; the workers' table locked for 45 s (ACCESS EXCLUSIVE, as a
   migration would), then its rows locked for 45 s (SELECT ... FOR UPDATE: beats wait, reads do
   not), while the runs progress.
@@ -138,9 +139,9 @@ def run_condition(name: str, url: str, args: argparse.Namespace) -> str:
     procs: list[Proc] = [worker(f"fr-{name}-sweeper", url, queue="bench-idle", **env)]
     try:
         if name == "crowd":
-            for _ in range(90):
-                create_benchmark_run(2500)  # 50 s each at 20 ms a prospect
-            procs += start_workers(url, 30, f"fr-{name}", env, QUALIFIER_SCORING_DELAY_MS="20")
+            for _ in range(45):
+                create_benchmark_run(2000)  # 200 s each: half the workers take a second run
+            procs += start_workers(url, 30, f"fr-{name}", env, QUALIFIER_SCORING_DELAY_MS="100")
             wait_registered(31)
             writes, started = table_writes(), time.monotonic()
             time.sleep(args.minutes * 60)

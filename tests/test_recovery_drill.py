@@ -137,3 +137,52 @@ def check_drill_output(output: str) -> None:
 @pytest.mark.slow
 def test_a_short_drill_passes_cleans_up_and_leaves_what_it_did_not_make_alone(process_database):
     check_drill_output(run_short_drill(process_database))
+
+
+# --- a run keeps its queue ----------------------------------------------------------------------
+
+
+def queued_run(queue_name: str | None):
+    from qualifier.prospects import ProspectData
+    from qualifier.runs import create_run
+
+    data = [ProspectData(name="N", company="C", industry="Software", employees=100, position=2)]
+    return create_run(user=None, prospects=data, queue_name=queue_name)
+
+
+def queue_of(run) -> str:
+    from django_tasks_db.models import DBTaskResult
+
+    run.refresh_from_db()
+    return DBTaskResult.objects.get(pk=run.task_id).queue_name
+
+
+@pytest.mark.django_db
+def test_a_drill_run_goes_back_to_the_drill_queue_however_it_is_sent_back():
+    """Resumed by a sweep, handed back by its worker, continued by its owner: each new task is
+    on the queue of the task before it, so the service's workers never take a drill's run."""
+    from qualifier.conf import DRILL_QUEUE
+    from recovery.models import RecoverySource, RunStatus, Worker
+    from recovery.sweep import continue_failed_runs, hand_back, recover_stuck_runs
+
+    ours, theirs = queued_run(DRILL_QUEUE), queued_run(None)
+    assert (queue_of(ours), queue_of(theirs)) == (DRILL_QUEUE, "default")
+    worker = Worker.objects.create(host="h", pid=1)
+    for run in (ours, theirs):
+        assert run.start(worker)
+    recover_stuck_runs(
+        source=RecoverySource.COMMAND, run_ids=[ours.pk, theirs.pk], force=True, policy="resume"
+    )
+    assert (queue_of(ours), queue_of(theirs)) == (DRILL_QUEUE, "default")
+
+    for run in (ours, theirs):
+        run.refresh_from_db()
+        assert run.status == RunStatus.PENDING and run.start(worker)
+    hand_back(worker, source=RecoverySource.SHUTDOWN, cause="shutdown")
+    assert (queue_of(ours), queue_of(theirs)) == (DRILL_QUEUE, "default")
+
+    for run in (ours, theirs):
+        run.refresh_from_db()
+        assert run.start(worker) and run.fail("test")
+    continue_failed_runs([ours.pk, theirs.pk], source=RecoverySource.CONTINUE)
+    assert (queue_of(ours), queue_of(theirs)) == (DRILL_QUEUE, "default")
