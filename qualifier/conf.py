@@ -36,6 +36,10 @@ DEFAULTS: dict[str, Any] = {
     "QUALIFIER_DEFAULT_CRITERIA": DEFAULT_CRITERIA,
 }
 
+#: The queue `manage.py recovery_drill` gives its own runs to, and only its own workers take
+#: from (settings.py lists it in the task backend's QUEUES).
+DRILL_QUEUE = "recovery-drill"
+
 #: Upper bounds that keep one run's work and memory within a worker's reach.
 MAX_PROSPECTS_LIMIT = 1_000_000
 MAX_EXTRA_COLUMNS_LIMIT = 1_000

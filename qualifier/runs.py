@@ -122,8 +122,10 @@ def create_run(
     user: Any,
     prospects: Sequence[ProspectData],
     criteria: Criteria | None = None,
+    queue_name: str | None = None,
 ) -> QualificationRun:
-    """A PENDING run over `prospects`, stored with its criteria, and its task enqueued."""
+    """A PENDING run over `prospects`, stored with its criteria, and its task enqueued (on
+    `queue_name`, or the run task's own queue; the run keeps that queue when it goes back)."""
     if not prospects:
         raise ProspectInputError("there are no prospects to qualify.")
     limit = conf.QUALIFIER_MAX_PROSPECTS
@@ -159,7 +161,7 @@ def create_run(
             RunInput.objects.create(
                 run=run, columns=list(prospects.columns), delimiter=prospects.delimiter
             )
-        task_id = queue.queue_run(run.pk)
+        task_id = queue.queue_run(run.pk, queue_name)
         if task_id:
             QualificationRun.objects.filter(pk=run.pk).update(task_id=task_id)
             run.task_id = task_id

@@ -377,6 +377,9 @@ QUALIFIER_DEFAULT_CRITERIA = env.criteria("QUALIFIER_", qualifier_conf.DEFAULT_C
 TASKS = {
     "default": {
         "BACKEND": env.dotted_path("TASKS_BACKEND", default="django_tasks_db.DatabaseBackend"),
+        # `default` for the service's runs; `recovery-drill` for `manage.py recovery_drill`'s
+        # own runs, which only its own workers take.
+        "QUEUES": ["default", qualifier_conf.DRILL_QUEUE],
     }
 }
 

@@ -32,17 +32,17 @@ RULES: Rules = {
     "RECOVERY_HEARTBEAT_SECONDS": (
         partial(parse_bounded, minimum=1),
         "recovery.E003",
-        "Set it to a whole number of seconds greater than 0, e.g. 10.",
+        "Set it to a whole number of seconds greater than 0, e.g. 2.",
     ),
     "RECOVERY_SWEEP_INTERVAL_SECONDS": (
         partial(parse_bounded, minimum=0),
         "recovery.E005",
-        "Set it to a whole number of seconds, e.g. 10, or 0 to turn periodic sweeps off.",
+        "Set it to a whole number of seconds, e.g. 2, or 0 to turn periodic sweeps off.",
     ),
     "RECOVERY_WORKER_TIMEOUT_SECONDS": (
         partial(parse_bounded, minimum=1),
         "recovery.E006",
-        "Set it to a whole number of seconds, at least three heartbeats, e.g. 30.",
+        "Set it to a whole number of seconds, at least three heartbeats, e.g. 8.",
     ),
     "RECOVERY_SHUTDOWN_GRACE_SECONDS": (
         partial(parse_bounded, minimum=1),

@@ -40,16 +40,15 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
-    UUIDField,
     Value,
     When,
 )
-from django.db.models.functions import Cast, Coalesce, Greatest, Least, Now, NullIf, Replace
+from django.db.models.functions import Cast, Coalesce, Greatest, Least, Now
 
 from .clock import DatabaseStartedAt, SecondsBetween, SecondsSince, ago
 from .conf import conf
 from .models import QualificationRun, RecoveryCause, RunStatus, Worker, last_sign_of_life
-from .queue import LastWorkerId, stores_tasks_in_database
+from .queue import LastWorkerId, stores_tasks_in_database, task_key
 
 ALIVE = "alive"
 WAITING = "waiting"
@@ -158,16 +157,6 @@ def live_tasks(rule: Rule) -> QuerySet[Any]:
     )
 
 
-def _task_key() -> Any:
-    """A run's task id as django-tasks-db's primary key column holds it, so the lookup in
-    `no_task` is an index probe: a UUID on PostgreSQL, 32 hex digits on SQLite."""
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        return Cast(NullIf("task_id", Value("")), UUIDField())
-    return Replace("task_id", Value("-"), Value(""))
-
-
 def _ask_backend(rule: Rule) -> tuple[int, ...]:
     """Another task backend is asked run by run, oldest queued first, a bounded number."""
     from .queue import orphaned_pending
@@ -205,7 +194,7 @@ def cause(rule: Rule) -> Case:
 def dead_runs(rule: Rule | None = None) -> QuerySet[QualificationRun]:
     """The dead runs, each annotated with its `cause`: one query, however many runs."""
     rule = rule or Rule.current(local=True)
-    runs = with_clock(QualificationRun.objects.all()).alias(task_key=_task_key())
+    runs = with_clock(QualificationRun.objects.all()).alias(task_key=task_key())
     return runs.filter(dead(rule)).annotate(cause=cause(rule))
 
 
@@ -234,7 +223,7 @@ def annotate_runs(runs: QuerySet[QualificationRun], rule: Rule | None = None) ->
     is_dead = dead(rule)
     return (
         with_clock(runs)
-        .alias(task_key=_task_key())
+        .alias(task_key=task_key())
         .annotate(
             liveness=Case(
                 When(is_dead, then=Value(DEAD)),

@@ -15,8 +15,8 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from django.db import transaction
-from django.db.models import CharField, Func
-from django.db.models.functions import Now
+from django.db.models import CharField, Func, OuterRef, QuerySet, Subquery, UUIDField, Value
+from django.db.models.functions import Cast, Now, NullIf, Replace
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils.module_loading import import_string
@@ -61,13 +61,30 @@ def stores_tasks_in_database() -> bool:
     return isinstance(backend, DatabaseBackend)
 
 
-def enqueue_run(run_id: int) -> str:
+def run_task_on(queue_name: str | None) -> Any:
+    """The run task on `queue_name`; the task's own queue for None, or for a queue its backend
+    no longer accepts (a run must go back to some queue rather than stay without a task)."""
+    task = run_task()
+    if not queue_name or queue_name == task.queue_name:
+        return task
+    accepted = task.get_backend().queues
+    if accepted and queue_name not in accepted:
+        logger.warning(
+            "Queue %r is not among the task backend's QUEUES; the run goes to %r",
+            queue_name,
+            task.queue_name,
+        )
+        return task
+    return task.using(queue_name=queue_name)
+
+
+def enqueue_run(run_id: int, queue_name: str | None = None) -> str:
     """Enqueues the run's task now and returns its id (call inside the run's transaction when
     `stores_tasks_in_database()`, so a crash cannot separate the run from its task)."""
-    return str(run_task().enqueue(run_id).id)
+    return str(run_task_on(queue_name).enqueue(run_id).id)
 
 
-def enqueue_run_after_commit(run_id: int) -> None:
+def enqueue_run_after_commit(run_id: int, queue_name: str | None = None) -> None:
     """For a queue outside the database: enqueue once the run is committed (a worker must not
     pick up a run it cannot see yet), then record the task's id. If the enqueue fails, the run
     stays PENDING without a task, and the sweep finds it."""
@@ -75,7 +92,7 @@ def enqueue_run_after_commit(run_id: int) -> None:
 
     def enqueue() -> None:
         try:
-            task_id = enqueue_run(run_id)
+            task_id = enqueue_run(run_id, queue_name)
         except Exception:
             logger.exception("Run %s could not be queued; the sweep will recover it", run_id)
             return
@@ -84,12 +101,41 @@ def enqueue_run_after_commit(run_id: int) -> None:
     transaction.on_commit(enqueue)
 
 
-def queue_run(run_id: int) -> str:
-    """Queues the run the safest way its backend allows; returns the task id if known now."""
+def queue_run(run_id: int, queue_name: str | None = None) -> str:
+    """Queues the run (on `queue_name`, or the run task's own queue) the safest way its backend
+    allows; returns the task id if known now."""
     if stores_tasks_in_database():
-        return enqueue_run(run_id)
-    enqueue_run_after_commit(run_id)
+        return enqueue_run(run_id, queue_name)
+    enqueue_run_after_commit(run_id, queue_name)
     return ""
+
+
+def task_key() -> Any:
+    """A run's task id as django-tasks-db's primary key column holds it, so a lookup of the
+    run's task is an index probe: a UUID on PostgreSQL, 32 hex digits on SQLite."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        return Cast(NullIf("task_id", Value("")), UUIDField())
+    return Replace("task_id", Value("-"), Value(""))
+
+
+def queues_of(runs: QuerySet[Any]) -> dict[int, str]:
+    """The queue each run's current task is on, in one query (django-tasks-db; other backends
+    keep no queue we can read in bulk, and their runs go back to the task's own queue). A run
+    sent back to the queue stays on its queue: the recovery drill's runs never reach the
+    queues of the service's workers."""
+    if not stores_tasks_in_database():
+        return {}
+    from django_tasks_db.models import DBTaskResult
+
+    queue_name = DBTaskResult.objects.filter(pk=OuterRef("task_key")).values("queue_name")[:1]
+    rows = (
+        runs.alias(task_key=task_key())
+        .annotate(task_queue=Subquery(queue_name))
+        .values_list("pk", "task_queue")
+    )
+    return {pk: name for pk, name in rows if name}
 
 
 def task_state(task_id: str, alive_worker_ids: Collection[str]) -> str:

@@ -168,10 +168,12 @@ def recover_stuck_runs(
     list_limit: int | None = DEFAULT_LIST_LIMIT,
     log: bool = True,
     policy: str | None = None,
+    worker_ids: Sequence[int] | None = None,
 ) -> RecoveryReport:
     """Recovers every dead run (or, with `force`, every named active run) exactly once: fails
     it, or under the `resume` policy (default RECOVERY_POLICY) puts it back in the queue,
-    unless its worker has died RECOVERY_MAX_ATTEMPTS times on it.
+    unless its worker has died RECOVERY_MAX_ATTEMPTS times on it. `worker_ids` bounds the dead
+    workers' rows it removes (the recovery drill sweeps only what it made); None: any.
 
     Returns a report of what was active, what was dead and what was done to each run and why.
     Bad input raises `RecoveryInputError` before anything is read or changed.
@@ -204,7 +206,13 @@ def recover_stuck_runs(
         else:
             with _single_flight(source) as ours:
                 if ours:
-                    _sweep(report, actor=actor, run_ids=run_ids, list_limit=list_limit)
+                    _sweep(
+                        report,
+                        actor=actor,
+                        run_ids=run_ids,
+                        list_limit=list_limit,
+                        worker_ids=worker_ids,
+                    )
                 else:
                     report.skipped_reason = SKIPPED
     except Exception:
@@ -285,7 +293,12 @@ def _look(
 
 
 def _sweep(
-    report: RecoveryReport, *, actor: Any, run_ids: Sequence[int] | None, list_limit: int | None
+    report: RecoveryReport,
+    *,
+    actor: Any,
+    run_ids: Sequence[int] | None,
+    list_limit: int | None,
+    worker_ids: Sequence[int] | None = None,
 ) -> None:
     rule, victims = _look(report, run_ids, list_limit)
     if report.stuck_count:
@@ -296,7 +309,7 @@ def _sweep(
     if run_ids is not None:
         report.skipped = _skip_reasons(run_ids, report, rule)
     if not report.force:
-        report.workers_removed = remove_dead_workers(rule)
+        report.workers_removed = remove_dead_workers(rule, worker_ids)
 
 
 #: What a sweep reads of each dead run, in RecoveredRun's order, then what it decides with.
@@ -573,11 +586,16 @@ def _skip_reasons(
     return skipped
 
 
-def remove_dead_workers(rule: liveness.Rule | None = None) -> int:
-    """Removes the rows of workers that stopped beating or whose process exited on this host
-    (their runs were recovered first)."""
+def remove_dead_workers(
+    rule: liveness.Rule | None = None, worker_ids: Sequence[int] | None = None
+) -> int:
+    """Removes the rows of workers (of `worker_ids`, or any) that stopped beating or whose
+    process exited on this host (their runs were recovered first)."""
     rule = rule or liveness.Rule.current(local=True)
-    ids = list(liveness.dead_workers(rule).values_list("pk", flat=True))
+    dead = liveness.dead_workers(rule)
+    if worker_ids is not None:
+        dead = dead.filter(pk__in=worker_ids)
+    ids = list(dead.values_list("pk", flat=True))
     if not ids:
         return 0
     Worker.objects.filter(pk__in=ids).delete()
@@ -729,12 +747,14 @@ def send_back(
     has one.
 
     Call it inside the transaction that writes the event, so the new task is enqueued with the
-    change (django-tasks-db). One UPDATE, one enqueue per run (the tasks API has no bulk
-    enqueue) and one UPDATE for the task ids. Returns how many runs changed: all of them or,
+    change (django-tasks-db). Each run stays on the queue its task was on. One read of those
+    queues, one UPDATE, one enqueue per run (the tasks API has no bulk enqueue) and one UPDATE
+    for the task ids. Returns how many runs changed: all of them or,
     for a single run, none.
     """
     if not run_ids:
         return 0
+    queues = queue.queues_of(expected.filter(pk__in=run_ids))
     changed = expected.filter(pk__in=run_ids).update(
         status=RunStatus.PENDING,
         worker=None,
@@ -748,7 +768,7 @@ def send_back(
         return 0
     if changed != len(run_ids):  # callers hold the rows locked (or name one run)
         raise RuntimeError("runs sent back to the queue changed under their lock; rolled back")
-    task_ids = {run_id: queue.queue_run(run_id) for run_id in run_ids}
+    task_ids = {run_id: queue.queue_run(run_id, queues.get(run_id)) for run_id in run_ids}
     known = {run_id: task_id for run_id, task_id in task_ids.items() if task_id}
     if known:
         QualificationRun.objects.filter(pk__in=known).update(

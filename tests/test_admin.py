@@ -195,7 +195,7 @@ def mixed_runs(make_run) -> dict[str, QualificationRun]:
         "stuck": make_run(created_minutes_ago=20, heartbeat_minutes_ago=6),
         "stuck_pending": make_run(RunStatus.PENDING, created_minutes_ago=8),
         "alive": make_run(created_minutes_ago=20, heartbeat_minutes_ago=1),
-        "fresh_pending": make_run(RunStatus.PENDING, created_minutes_ago=0.2),
+        "fresh_pending": make_run(RunStatus.PENDING, created_minutes_ago=0.05),
         "old_finished": make_run(
             RunStatus.COMPLETED, created_minutes_ago=3000, heartbeat_minutes_ago=2900
         ),

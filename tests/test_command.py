@@ -34,7 +34,7 @@ def test_recovers_stuck_runs_and_prints_the_original_log_lines(runs):
     assert "[Recovery] Found 3 active run(s) in database:" in output
     assert f"  - {runs['stuck'].pk}: PROCESSING, 5/10, age: 12min" in output
     assert (
-        "[Recovery] Found 2 stuck runs (worker gone, exited or silent for 30+ s, no progress "
+        "[Recovery] Found 2 stuck runs (worker gone, exited or silent for 8+ s, no progress "
         "for 5+ minutes, or queued without a live task)" in output
     )
     assert "[Recovery] Marked 2 runs as FAILED" in output
@@ -58,7 +58,7 @@ def test_timeout_option_overrides_the_setting(runs):
     output = run_command("--timeout", "15")
 
     assert (
-        "Found 1 stuck runs (worker gone, exited or silent for 30+ s, no progress for 15+ "
+        "Found 1 stuck runs (worker gone, exited or silent for 8+ s, no progress for 15+ "
         "minutes, or queued without a live task)" in output
     )
     assert QualificationRun.objects.get(pk=runs["stuck"].pk).status == RunStatus.PROCESSING
@@ -181,7 +181,7 @@ def test_lines_are_styled_by_their_kind_not_their_wording(runs):
 
     assert style.SUCCESS("[Recovery] Marked 2 runs as FAILED") in lines
     found = (
-        "[Recovery] Found 2 stuck runs (worker gone, exited or silent for 30+ s, no progress "
+        "[Recovery] Found 2 stuck runs (worker gone, exited or silent for 8+ s, no progress "
         "for 5+ minutes, or queued without a live task)"
     )
     assert style.WARNING(found) in lines

@@ -27,8 +27,17 @@ from recovery.models import (
 from recovery.sweep import recover_stuck_runs
 from tests.conftest import live_task_id, make_worker
 
-TIMEOUT = 30  # RECOVERY_WORKER_TIMEOUT_SECONDS, the default
-INTERVAL = 10  # RECOVERY_SWEEP_INTERVAL_SECONDS, the default
+#: The figures these tests read the outlook against, set here rather than taken from the
+#: defaults (2 s beats, 8 s timeout, 2 s sweeps) so that a countdown has room to be seen.
+TIMEOUT = 30  # RECOVERY_WORKER_TIMEOUT_SECONDS
+INTERVAL = 10  # RECOVERY_SWEEP_INTERVAL_SECONDS
+
+
+@pytest.fixture(autouse=True)
+def liveness_figures(settings):
+    settings.RECOVERY_HEARTBEAT_SECONDS = 10
+    settings.RECOVERY_WORKER_TIMEOUT_SECONDS = TIMEOUT
+    settings.RECOVERY_SWEEP_INTERVAL_SECONDS = INTERVAL
 
 
 @pytest.fixture

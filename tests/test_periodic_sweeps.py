@@ -52,7 +52,7 @@ def test_a_periodic_sweep_recovers_with_source_sweeper_and_says_so(make_run, cap
         "(recovered by the periodic sweeper)."
     )
     assert RecoveryEvent.objects.get().source == "sweeper"
-    assert stop.waits == [10, 10]
+    assert stop.waits == [2, 2]  # RECOVERY_SWEEP_INTERVAL_SECONDS's default
     assert "[Sweeper] Recovered 1 stuck runs" in caplog.messages
 
 

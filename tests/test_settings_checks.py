@@ -76,7 +76,9 @@ def test_conf_falls_back_to_the_defaults_when_a_setting_is_absent(settings):
         delattr(settings, name)
     assert conf.STUCK_RUN_TIMEOUT_MINUTES == 5
     assert conf.RECOVERY_ON_STARTUP is True
-    assert conf.RECOVERY_HEARTBEAT_SECONDS == 10
+    assert conf.RECOVERY_HEARTBEAT_SECONDS == 2
+    assert conf.RECOVERY_WORKER_TIMEOUT_SECONDS == 8
+    assert conf.RECOVERY_SWEEP_INTERVAL_SECONDS == 2
     assert check_recovery_settings() == []
 
 

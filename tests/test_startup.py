@@ -326,7 +326,7 @@ def test_startup_recovery_fails_stuck_runs_with_source_startup_and_logs_like_the
         caplog.messages
     )
     assert caplog.messages[-4:] == [
-        "[Recovery] Found 1 stuck runs (worker gone, exited or silent for 30+ s, no progress "
+        "[Recovery] Found 1 stuck runs (worker gone, exited or silent for 8+ s, no progress "
         "for 5+ minutes, or queued without a live task)",
         "[Recovery] Marked 1 runs as FAILED",
         f"  - Run {stuck.pk}: 5/10 completed (status: PROCESSING → FAILED; no progress)",

@@ -195,7 +195,7 @@ def assert_original_log_lines(output: str, run_id: int) -> None:
         CHECKING,
         "[Recovery] Found 1 active run(s) in database:",
         f"  - {run_id}: PROCESSING, 5/10, age: 12min, last heartbeat 12min ago",
-        "[Recovery] Found 1 stuck runs (worker gone, exited or silent for 30+ s, no progress "
+        "[Recovery] Found 1 stuck runs (worker gone, exited or silent for 8+ s, no progress "
         "for 5+ minutes, or queued without a live task)",
         "[Recovery] Marked 1 runs as FAILED",
         f"  - Run {run_id}: 5/10 completed (status: PROCESSING → FAILED; worker gone)",
@@ -383,12 +383,13 @@ def test_recover_stuck_runs_command_recovers_with_source_command_never_startup(
 
 
 def test_recovery_on_startup_false_turns_it_off_for_servers_and_workers(process_database, tmp_path):
+    # Periodic sweeps are the other, independent switch (every 2 s by default): off here, so
+    # that only the startup sweep could have touched the runs.
+    off = {"RECOVERY_ON_STARTUP": "false", "RECOVERY_SWEEP_INTERVAL_SECONDS": "0"}
     run_ids = seed_stuck_runs(process_database, 2)
     port = free_port()
     args = runserver(port, "--noreload")
-    with running(
-        args, process_database, tmp_path / "runserver.log", RECOVERY_ON_STARTUP="false"
-    ) as server:
+    with running(args, process_database, tmp_path / "runserver.log", **off) as server:
         assert wait_for_http(f"http://127.0.0.1:{port}{LOGIN}", process=server) == 200
         server.kill(signal.SIGINT)  # a clean exit: a sweep in progress would be waited for
         assert server.popen.wait(15) == 0
@@ -397,7 +398,7 @@ def test_recovery_on_startup_false_turns_it_off_for_servers_and_workers(process_
         ["db_worker", "--batch", "--no-startup-delay"],
         process_database,
         DEBUG="true",
-        RECOVERY_ON_STARTUP="false",
+        **off,
     )
     assert worker.returncode == 0, worker.stderr
     assert "[Startup]" not in output + worker.stdout + worker.stderr

@@ -29,7 +29,7 @@ def test_case_1_no_stuck_runs(db, caplog):
     assert report.recovered == []
     assert recovery_log(caplog) == [
         "[Recovery] Found 0 active run(s) in database:",
-        "[Recovery] No stuck runs found (worker gone, exited or silent for 30+ s, no progress for 5+ minutes, or queued without a live task)",
+        "[Recovery] No stuck runs found (worker gone, exited or silent for 8+ s, no progress for 5+ minutes, or queued without a live task)",
     ]
 
 
@@ -46,7 +46,7 @@ def test_case_2_a_stuck_run_is_found_and_failed(make_run, caplog):
     assert recovery_log(caplog) == [
         "[Recovery] Found 1 active run(s) in database:",
         f"  - {run.pk}: PROCESSING, 0/1, age: 10min, no heartbeat yet",
-        "[Recovery] Found 1 stuck runs (worker gone, exited or silent for 30+ s, no progress for 5+ minutes, or queued without a live task)",
+        "[Recovery] Found 1 stuck runs (worker gone, exited or silent for 8+ s, no progress for 5+ minutes, or queued without a live task)",
         "[Recovery] Marked 1 runs as FAILED",
         f"  - Run {run.pk}: 0/1 completed (status: PROCESSING → FAILED; no progress)",
     ]
@@ -61,7 +61,7 @@ def test_case_3_a_recent_run_is_left_alone(make_run, caplog):
     run.refresh_from_db()
     assert run.status == RunStatus.PROCESSING
     assert recovery_log(caplog)[-1] == (
-        "[Recovery] No stuck runs found (worker gone, exited or silent for 30+ s, no progress for 5+ minutes, or queued without a live task)"
+        "[Recovery] No stuck runs found (worker gone, exited or silent for 8+ s, no progress for 5+ minutes, or queued without a live task)"
     )
 
 

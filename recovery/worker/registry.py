@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 
 from django.db import DatabaseError, connection
 from django.db.models.functions import Now
@@ -94,6 +95,7 @@ class Beat:
         bounded = False
         try:
             while not self._stop.wait(wait):
+                started = time.monotonic()
                 try:
                     if not bounded:
                         _bound_statements(timeout)
@@ -107,7 +109,10 @@ class Beat:
                     bounded = False  # failed() closed the connection; the next one is new
                     continue
                 self._outage.succeeded()
-                wait = self.interval
+                # On a fixed rate: a beat that took long (a slow network, a loaded database)
+                # does not push the next one back, so beats reach the database every interval
+                # or back to back, never an interval plus a round trip apart.
+                wait = max(0.0, self.interval - (time.monotonic() - started))
                 if not alive:
                     logger.warning(
                         "[Worker] Worker %s was found dead by a sweep while it lives (no beat "
