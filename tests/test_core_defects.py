@@ -63,8 +63,8 @@ def seconds_from_database_now(table: str, pk: int, column: str = "created_at") -
 @pytest.fixture
 def backlog() -> list[QualificationRun]:
     """BACKLOG runs queued far longer than the worker timeout, each with its task waiting
-    (READY, enqueued through the task API), and one live worker."""
-    make_worker()
+    (READY, enqueued through the task API), and one live worker: registered last, so that its
+    beat is fresh however long making the backlog took (the worker timeout is 8 s)."""
     runs = QualificationRun.objects.bulk_create(
         QualificationRun(status=RunStatus.PENDING, total=1) for _ in range(BACKLOG)
     )
@@ -74,6 +74,7 @@ def backlog() -> list[QualificationRun]:
     an_hour = dt.timedelta(hours=1)
     QualificationRun.objects.update(queued_at=F("queued_at") - an_hour)
     assert DBTaskResult.objects.filter(status="READY").count() == BACKLOG
+    make_worker()
     return runs
 
 
