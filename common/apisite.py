@@ -34,6 +34,14 @@ WRITE: list[dict[str, list]] = [{SESSION: [], CSRF_COOKIE: [], CSRF_HEADER: []},
 PUBLIC: list[dict[str, list]] = []
 
 
+#: Any operation: a request line longer than the server in front of the application accepts
+#: (gunicorn's limit_request_line, 4,094 bytes) is refused by that server, in its own words.
+URI_TOO_LONG: dict[str, Any] = {
+    "description": "The request line is too long (over 4,094 bytes): the web server refuses it "
+    "before the application sees it, with a short HTML page rather than JSON.",
+}
+
+
 def security_schemes() -> dict[str, Any]:
     """The schemes READ and WRITE name, with this server's cookie names."""
     return {
@@ -159,6 +167,9 @@ class JsonApi(NinjaAPI):
             components["schemas"][model.__name__] = found
         components["securitySchemes"] = security_schemes()
         schema["security"] = READ
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                operation["responses"].setdefault("414", URI_TOO_LONG)
         return schema
 
     def _get_urls(self) -> list[URLPattern | URLResolver]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from openapi_core import OpenAPI
 from openapi_core.contrib.django import DjangoOpenAPIResponse
@@ -23,8 +24,17 @@ from qualifier.api_urls import document
 API_PREFIX = "/api/"
 #: The document itself: served beside the operations, not one of them.
 DOCUMENT = "/api/qualify/openapi.json"
-#: The document per set of settings (override_settings changes its limits).
-_SPECS: dict[str, tuple[OpenAPI, dict[str, Any]]] = {}
+#: The settings the generated document reads (qualifier.schemas: the prospects' limits;
+#: common.apisite: the cookie names of the security schemes). ninja builds the document afresh
+#: on every call (about 100 ms), so it is built once per combination of these values.
+DOCUMENT_SETTINGS = (
+    "QUALIFIER_MAX_PROSPECTS",
+    "QUALIFIER_MAX_EXTRA_COLUMNS",
+    "SESSION_COOKIE_NAME",
+    "CSRF_COOKIE_NAME",
+)
+#: The document per combination of those settings (override_settings changes its limits).
+_SPECS: dict[tuple[Any, ...], tuple[OpenAPI, dict[str, Any]]] = {}
 
 
 class ContractError(AssertionError):
@@ -32,9 +42,9 @@ class ContractError(AssertionError):
 
 
 def spec() -> tuple[OpenAPI, dict[str, Any]]:
-    doc = document()
-    key = json.dumps(doc, sort_keys=True)
+    key = tuple(getattr(settings, name, None) for name in DOCUMENT_SETTINGS)
     if key not in _SPECS:
+        doc = document()
         _SPECS[key] = (OpenAPI.from_dict(doc), doc)
     return _SPECS[key]
 

@@ -61,6 +61,8 @@ def test_every_operation_has_an_example_answer_and_each_body_an_example():
     for path, item in doc["paths"].items():
         for method, operation in item.items():
             for status, answer in operation["responses"].items():
+                if status == "414":
+                    continue  # the web server's own HTML refusal, before the application
                 content = answer.get("content", {})
                 media = content.get("application/json") or content.get("text/csv")
                 assert media, (method, path, status)
