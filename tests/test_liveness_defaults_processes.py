@@ -70,7 +70,7 @@ def test_a_worker_whose_round_trips_outlast_its_heartbeat_interval_is_never_take
     needs_postgres()
     settings = {**FAST, "RECOVERY_HEARTBEAT_SECONDS": "2", "RECOVERY_WORKER_TIMEOUT_SECONDS": "6"}
     url = fleet.url
-    run_id = new_run(url, 600)
+    run_id = new_run(url, 300)
     host, rest = url.removeprefix("postgresql://").split("@", 1)[1].split("/", 1)
     address, port = host.split(":")
     with LatencyProxy((address, int(port)), 0.0) as proxy:

@@ -94,6 +94,12 @@ class Beat:
         timeout = max(1, min(BEAT_STATEMENT_TIMEOUT_SECONDS, int(self.interval)))
         bounded = False
         try:
+            # Connected before the first wait: a new connection costs several round trips
+            # (about five on PostgreSQL with the statement bound), and the first beat must cost
+            # one, or a slow link that starts now silences a live worker past its timeout.
+            with contextlib.suppress(*OUTAGES):
+                _bound_statements(timeout)
+                bounded = True
             while not self._stop.wait(wait):
                 started = time.monotonic()
                 try:
