@@ -3,7 +3,9 @@ at its start (before any work is taken) and periodically, and runs the executor 
 
 It runs no scoring code, so its beat never waits for a scorer. When the executor exits
 unexpectedly (a crash, SIGKILL, the OOM killer), its run is handed back at once (a death, as
-the crash-loop guard counts them) and a new executor starts. When a sweep found this worker
+the crash-loop guard counts them) and a new executor starts: at once when it died with a run in
+hand (that run's deaths are the crash-loop guard's business), after a growing pause when it
+keeps dying quickly with nothing in hand (it cannot start: a bad setting, a broken import). When a sweep found this worker
 dead while it lives (a freeze, a partition, a stall), it says so, registers again and carries
 on: it never exits for that, let alone with status 0.
 
@@ -38,7 +40,8 @@ from .outage import retry_outages
 
 logger = logging.getLogger("recovery")
 
-#: An executor that exits sooner than this after its start counts towards a crash loop.
+#: An executor that exits sooner than this after its start, with no run in hand, counts
+#: towards a crash loop.
 QUICK_EXIT_SECONDS = 10.0
 #: Longest pause before restarting an executor that keeps crashing.
 MAX_RESTART_DELAY_SECONDS = 30.0
@@ -143,10 +146,11 @@ class Supervisor:
                     # and carry on taking work (never exit for this).
                     self._register()
                     continue
-                self._after_child(code)
+                handed_back = self._after_child(code)
                 if code == 0:
                     break  # the executor was done (--batch, --max-tasks)
-                crashes = crashes + 1 if time.monotonic() - started < QUICK_EXIT_SECONDS else 0
+                quick = time.monotonic() - started < QUICK_EXIT_SECONDS
+                crashes = crashes + 1 if quick and not handed_back else 0
                 if crashes:
                     delay = min(MAX_RESTART_DELAY_SECONDS, 2.0**crashes)
                     logger.warning("[Worker] Restarting the executor in %.0f s", delay)
@@ -217,11 +221,12 @@ class Supervisor:
                 child.kill()
                 return child.wait()
 
-    def _after_child(self, code: int) -> None:
+    def _after_child(self, code: int) -> list[int]:
         """Hands back whatever the executor left PROCESSING under this worker: at a stop (the
-        executor has done it already, unless it was killed), or after a crash (a death)."""
+        executor has done it already, unless it was killed), or after a crash (a death).
+        Returns the ids of the runs handed back."""
         if self.worker is None:
-            return
+            return []
         if self.stopping.is_set() or code == 0:
             source, cause = RecoverySource.SHUTDOWN, RecoveryCause.SHUTDOWN
         else:
@@ -253,6 +258,7 @@ class Supervisor:
                 "a sweep will recover them",
                 worker,
             )
+        return done or []
 
     def stopping_watch(self, event: threading.Event) -> None:
         """Sets `event` once a stop is asked for (a wait that must end at a stop request)."""
