@@ -36,9 +36,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: two test processes per CPU. The slow tests spend most of their time waiting
+    for the real processes they start (which wait on timeouts of a few seconds), so one per CPU
+    leaves the CPUs half idle."""
+    return 2 * (os.cpu_count() or 1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from django.conf import settings
 
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    items[:] = spread_for_xdist(items, workers)
     engine = settings.DATABASES["default"]["ENGINE"]
     if engine == "django.db.backends.postgresql":
         return
@@ -49,6 +58,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+def expected_seconds(item: pytest.Item) -> float:
+    """How long a test takes, roughly: `slow(seconds=…)`, 10 for other slow ones, else 0."""
+    marker = item.get_closest_marker("slow")
+    return 0.0 if marker is None else float(marker.kwargs.get("seconds", 10))
+
+
+def spread_for_xdist(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """The order that keeps `workers` test processes busy to the end under `--dist worksteal`.
+
+    worksteal gives each process an equal run of the list and steals from the end of the
+    longest queue, so each run starts with an equal share of the slow tests (the ones that
+    start real processes and mostly wait), longest first, and fills up with fast ones: a long
+    test never starts last, and what is stolen at the end is fast. Only speed depends on it.
+    """
+    if workers < 2:
+        return items
+    slow = sorted((i for i in items if expected_seconds(i)), key=expected_seconds, reverse=True)
+    fast = iter([item for item in items if not expected_seconds(item)])
+    runs: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    seconds = [0.0] * workers
+    for item in slow:  # each to the run with the least expected time so far
+        least = seconds.index(min(seconds))
+        runs[least].append(item)
+        seconds[least] += expected_seconds(item)
+    left, ordered = len(items), []
+    for index, run in enumerate(runs):
+        size = left // (workers - index)  # how worksteal cuts the list
+        left -= size
+        ordered += run + [next(fast) for _ in range(max(0, size - len(run)))]
+    return ordered + list(fast)
 
 
 @pytest.fixture(autouse=True)

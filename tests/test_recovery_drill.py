@@ -134,7 +134,7 @@ def check_drill_output(output: str) -> None:
         assert (false_recoveries, duplicates) == ("0", "0"), fields
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=120)
 def test_a_short_drill_passes_cleans_up_and_leaves_what_it_did_not_make_alone(process_database):
     check_drill_output(run_short_drill(process_database))
 
