@@ -145,15 +145,24 @@ def no_task(rule: Rule) -> Q:
 
 
 def live_tasks(rule: Rule) -> QuerySet[Any]:
-    """django-tasks-db's task rows that still stand behind a run: waiting, or claimed by a
-    worker that is alive (our workers claim under their row's id)."""
+    """django-tasks-db's task rows that still stand behind a run: waiting, claimed by a worker
+    that is alive (our workers claim under their row's id), or claimed within the worker
+    timeout: an executor whose worker was just found dead claims a task before it can see
+    that, and puts it back untouched a query later (`recovery.worker.executor`). The claim time
+    is the claiming host's clock, so one that is off by more than the timeout gets no grace."""
     from django.tasks import TaskResultStatus
     from django_tasks_db.models import DBTaskResult
 
+    timeout = rule.worker_timeout_seconds
     alive_ids = alive_workers(rule).annotate(text=Cast("pk", CharField())).values("text")
     return DBTaskResult.objects.alias(last_worker=LastWorkerId("worker_ids")).filter(
         Q(status=TaskResultStatus.READY)
         | Q(status=TaskResultStatus.RUNNING, last_worker__in=alive_ids)
+        | Q(
+            status=TaskResultStatus.RUNNING,
+            started_at__gt=ago(timeout),
+            started_at__lt=ago(-timeout),
+        )
     )
 
 

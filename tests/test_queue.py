@@ -4,6 +4,8 @@ run is recovered; plus the bounds on connections that keep a dead run from being
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
@@ -139,3 +141,34 @@ def test_the_admin_lists_workers_read_only_with_whether_they_answer(client, make
     assert reverse("admin:recovery_worker_add") not in page
     change = reverse("admin:recovery_worker_change", args=[run.worker_id])
     assert client.post(change, {"host": "x"}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_task_claimed_a_moment_ago_by_a_worker_found_dead_is_live_until_it_is_put_back(
+    make_run,
+):
+    """An executor whose worker a sweep just removed (a freeze, a partition) claims a task
+    before it can tell, and puts it back untouched a query later: a sweep in between must not
+    fail the run. A claim older than the worker timeout, or stamped by a clock that far ahead,
+    is gone as before."""
+    from django.utils import timezone
+
+    gone = make_worker(pid=3)
+    gone_id = gone.pk
+    gone.delete()
+    now, runs = timezone.now(), {}
+    for name, claimed_at in (
+        ("just_now", now),
+        ("long_ago", now - dt.timedelta(minutes=5)),
+        ("clock_ahead", now + dt.timedelta(minutes=5)),
+    ):
+        run = create_run(user=None, prospects=prospects(1))
+        DBTaskResult.objects.filter(id=run.task_id).update(
+            status="RUNNING", worker_ids=[str(gone_id)], started_at=claimed_at
+        )
+        QualificationRun.objects.filter(pk=run.pk).update(queued_at=now - dt.timedelta(hours=1))
+        runs[name] = run.pk
+
+    causes = dict(stuck_runs().values_list("pk", "cause"))
+
+    assert causes == {runs["long_ago"]: "no_task", runs["clock_ahead"]: "no_task"}
