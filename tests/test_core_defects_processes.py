@@ -309,6 +309,7 @@ DIED = re.compile(r"\b(died|deaths?)\b", re.IGNORECASE)
 # --- 1. deaths, not starts ---------------------------------------------------------------------
 
 
+@pytest.mark.slow(seconds=30)
 def test_two_clean_hand_backs_and_one_crash_are_one_death_and_the_run_completes(fleet):
     """Two deploys (SIGTERM, each time a new worker) and then one executor crash: the worker
     died once, so the crash-loop guard (3 deaths) hands the run back and it completes."""
@@ -340,6 +341,7 @@ def test_two_clean_hand_backs_and_one_crash_are_one_death_and_the_run_completes(
     assert one_result_each(url, run_id) == (total, total, total)
 
 
+@pytest.mark.slow(seconds=30)
 def test_a_continued_run_starts_counting_deaths_again_and_names_them_when_it_gives_up(
     fleet, tmp_path
 ):

@@ -94,6 +94,7 @@ def run_page(page: str, url: str, database_url: str) -> subprocess.CompletedProc
     )
 
 
+@pytest.mark.slow(seconds=30)
 def test_the_tutorial_and_the_api_session_work_when_pasted_and_pasted_again(service):
     url, database_url = service
     outputs: dict[tuple[str, int], str] = {}

@@ -204,6 +204,7 @@ def watch(read: Callable[[], Any], until: Callable[[list[Any]], bool], timeout: 
     raise AssertionError(f"gave up after {timeout}s; saw {samples[-20:]}")
 
 
+@pytest.mark.slow(seconds=45)
 def test_newcomer_uploads_the_sample_and_watches_the_run_complete(
     chromium, site, dead_runs, shots, tmp_path
 ):

@@ -26,6 +26,7 @@ from tests.test_worker_processes import run_state
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.slow(seconds=30)
 def test_a_frozen_supervisor_whose_executor_goes_on_causes_no_recovery(fleet):
     """SIGSTOP of the supervisor alone for three worker timeouts: it cannot beat, but its
     executor writes progress, and progress is a sign of life."""
@@ -61,6 +62,7 @@ def test_a_frozen_supervisor_whose_executor_goes_on_causes_no_recovery(fleet):
 
 
 @pytest.mark.postgres
+@pytest.mark.slow(seconds=70)
 def test_a_worker_whose_round_trips_outlast_its_heartbeat_interval_is_never_taken_for_dead(fleet):
     """2.2 s added to every packet each way (a 4.4 s round trip) in front of a worker beating
     every 2 s with a 6 s timeout, while a worker outside the slow link sweeps every second: its

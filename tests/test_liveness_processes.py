@@ -284,6 +284,7 @@ def test_a_scorer_that_holds_the_gil_for_longer_than_the_worker_timeout_is_not_f
 # --- waiting is not dying -----------------------------------------------------------------------
 
 
+@pytest.mark.slow(seconds=30)
 def test_runs_queued_behind_a_long_run_are_never_failed(process_database, tmp_path):
     """One worker, a long run, and runs that wait far longer than the worker timeout."""
     long_run = create_run(process_database, 60)
@@ -429,6 +430,7 @@ class Cluster:
         )
 
 
+@pytest.mark.slow(seconds=45)
 @pytest.mark.postgres
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_a_database_restart_mid_run_ends_no_process_and_fails_no_run(tmp_path, mode):

@@ -64,6 +64,7 @@ def week(process_database: str) -> int:
     return run_id
 
 
+@pytest.mark.slow(seconds=30)
 def test_an_operator_reads_the_recovery_overview(chromium, week, site, shots, tmp_path):  # noqa: F811
     page = chromium.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(PATIENCE_MS)

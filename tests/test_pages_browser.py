@@ -56,6 +56,7 @@ def sign_in(page, site: str) -> None:  # noqa: F811
     page.wait_for_url(f"{site}/")
 
 
+@pytest.mark.slow(seconds=20)
 def test_results_fill_while_processing_and_a_lost_connection_is_said_and_caught_up(
     chromium,  # noqa: F811
     site,  # noqa: F811
@@ -115,6 +116,7 @@ def test_results_fill_while_processing_and_a_lost_connection_is_said_and_caught_
         assert page.inner_text("#results-heading") == "Results (25 of 25 prospects)"
 
 
+@pytest.mark.slow(seconds=20)
 def test_a_failed_run_says_what_to_do_next_and_continue_is_sent_once(
     chromium,  # noqa: F811
     site,  # noqa: F811
