@@ -577,7 +577,7 @@ def test_a_batch_that_breaks_a_constraint_is_a_bug_not_an_outage(fleet):
     assert "Database unavailable" not in worker.output, worker.output[-3000:]
     status = run_state(url, run_id)[0]
     assert (status == "FAILED" and failure_reason(url, run_id)) or events(url, run_id)
-    assert "Traceback" in worker.output
+    assert worker.wait_for_output("Traceback"), worker.output[-3000:]
     [next_run] = new_runs(url, ["N1", "N2"])
     fleet.wait(lambda: run_state(url, next_run)[0] == "COMPLETED", "the next run", 60)
 

@@ -202,10 +202,7 @@ def test_the_page_shows_the_figures_after_real_recoveries(operator_client, make_
         in page
     )
     assert '<dd data-figure="recovered">4</dd>' in response.content.decode()
-    assert (
-        "Recovered by: Periodic sweeper (3), Worker shutdown (1)."
-        in page
-    )
+    assert "Recovered by: Periodic sweeper (3), Worker shutdown (1)." in page
 
 
 def test_live_workers_come_first_and_a_silent_one_says_so(operator_client):

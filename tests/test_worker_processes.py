@@ -143,7 +143,8 @@ def test_a_real_worker_completes_a_run(process_database, tmp_path):
         wait_until(
             lambda: run_state(process_database, run_id)[0] == "COMPLETED", "completion", worker
         )
-        assert f"Run {run_id} completed: 30 prospects" in worker.output
+        # The line is written after the run's row says COMPLETED: wait for it, do not race it.
+        assert worker.wait_for_output(f"Run {run_id} completed: 30 prospects"), worker.output
     finally:
         worker.stop()
     assert run_state(process_database, run_id) == ("COMPLETED", 30, 30)
