@@ -16,23 +16,28 @@ def ago(seconds: float) -> Any:
 
 
 class SecondsSince(Func):
-    """Whole seconds from a timestamp to the database's now."""
+    """Whole seconds from a timestamp to the database's now; never negative, NULL for NULL.
+
+    On PostgreSQL a row written by a statement that began after this one, and committed before
+    this one took its snapshot, carries a later time than this statement's: its age is 0, not
+    -1 (a run page's "last sign of life" read mid-batch answered 500 for that).
+    """
 
     output_field = IntegerField()
 
     def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(
-            compiler,
-            connection,
-            template="FLOOR(EXTRACT(EPOCH FROM (STATEMENT_TIMESTAMP() - %(expressions)s)))::bigint",
-            **extra,
-        )
+        sql, params = compiler.compile(self.source_expressions[0])
+        seconds = f"FLOOR(EXTRACT(EPOCH FROM (STATEMENT_TIMESTAMP() - {sql})))::bigint"
+        return f"(CASE WHEN {seconds} < 0 THEN 0 ELSE {seconds} END)", (*params, *params)
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # SQLite's MAX of several values is NULL when one of them is.
         return self.as_sql(
             compiler,
             connection,
-            template="CAST((julianday('now') - julianday(%(expressions)s)) * 86400 AS INTEGER)",
+            template=(
+                "MAX(0, CAST((julianday('now') - julianday(%(expressions)s)) * 86400 AS INTEGER))"
+            ),
             **extra,
         )
 
