@@ -161,10 +161,11 @@ def create_run(
             RunInput.objects.create(
                 run=run, columns=list(prospects.columns), delimiter=prospects.delimiter
             )
-        task_id = queue.queue_run(run.pk, queue_name)
-        if task_id:
-            QualificationRun.objects.filter(pk=run.pk).update(task_id=task_id)
-            run.task_id = task_id
+        [priority] = queue.queue_priorities([(run.pk, run.user_id)]).values()
+        task_id = queue.queue_run(run.pk, queue_name, priority)
+        if task_id or priority != run.priority:
+            QualificationRun.objects.filter(pk=run.pk).update(task_id=task_id, priority=priority)
+            run.task_id, run.priority = task_id, priority
         logger.info("Run %s created with %s prospects", run.pk, run.total)
     return run
 

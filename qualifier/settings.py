@@ -298,6 +298,13 @@ RECOVERY_POLICY = env.choice(
     default=recovery_conf.DEFAULTS["RECOVERY_POLICY"],
     choices=recovery_conf.POLICIES,
 )
+# The order workers take queued runs in: `fair` (round robin across the runs' owners, so one
+# user's backlog does not hold back another user's run) or `fifo` (the order they were queued).
+RECOVERY_QUEUE_ORDER = env.choice(
+    "RECOVERY_QUEUE_ORDER",
+    default=recovery_conf.DEFAULTS["RECOVERY_QUEUE_ORDER"],
+    choices=recovery_conf.QUEUE_ORDERS,
+)
 # The django.tasks task that executes a run; recovery enqueues it when it hands a run back.
 RECOVERY_RUN_TASK = env.dotted_path(
     "RECOVERY_RUN_TASK", default=recovery_conf.DEFAULTS["RECOVERY_RUN_TASK"]

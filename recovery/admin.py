@@ -236,6 +236,7 @@ class QualificationRunAdmin(admin.ModelAdmin):
                     "attempts",
                     "deaths",
                     "worker",
+                    "priority",
                 )
             },
         ),
@@ -262,6 +263,7 @@ class QualificationRunAdmin(admin.ModelAdmin):
         "attempts",
         "deaths",
         "worker",
+        "priority",
         "created_at",
         "age",
         "started_at",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from django.core.checks import CheckMessage, Error
+from django.core.checks import CheckMessage, Error, Warning
 
 from common.checks import GENERATE_HINT, Rules, check_values
 from common.inputs import parse_bool
@@ -20,7 +20,8 @@ from common.values import (
     parse_secret,
 )
 
-from .conf import MAX_RETENTION_DAYS, MAX_TIMEOUT_MINUTES, POLICIES, conf
+from . import queue
+from .conf import MAX_RETENTION_DAYS, MAX_TIMEOUT_MINUTES, POLICIES, QUEUE_FAIR, QUEUE_ORDERS, conf
 
 RULES: Rules = {
     "STUCK_RUN_TIMEOUT_MINUTES": (
@@ -72,6 +73,12 @@ RULES: Rules = {
         "Set it to fail (a dead run is failed, keeping its results) or resume (a dead run goes "
         "back to the queue and continues where it stopped).",
     ),
+    "RECOVERY_QUEUE_ORDER": (
+        partial(parse_choice, choices=QUEUE_ORDERS),
+        "recovery.E022",
+        "Set it to fair (queued runs are taken round robin across their owners) or fifo (in "
+        "the order they were queued).",
+    ),
     "METRICS_TOKEN": (
         parse_secret,
         "recovery.E017",
@@ -103,7 +110,33 @@ def check_recovery_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
     if not any(error.id == RULES[name][1] for error in errors for name in TIMEOUTS):
         errors.extend(check_heartbeat_fits_timeout())
         errors.extend(check_worker_timeout_covers_beats())
+    if not any(error.id == RULES[name][1] for error in errors for name in QUEUE_SETTINGS):
+        errors.extend(check_fair_queue_can_be_kept())
     return errors
+
+
+QUEUE_SETTINGS = ("RECOVERY_QUEUE_ORDER", "RECOVERY_RUN_TASK")
+
+
+def check_fair_queue_can_be_kept() -> list[CheckMessage]:
+    """A fair queue is kept with task priorities; a backend without them takes every run first
+    come, first served, whatever the setting says."""
+    if conf.RECOVERY_QUEUE_ORDER != QUEUE_FAIR:
+        return []
+    try:
+        if queue.takes_priorities():
+            return []
+    except Exception:  # a task or backend that cannot be loaded: Django's own checks say so
+        return []
+    return [
+        Warning(
+            "RECOVERY_QUEUE_ORDER is fair, but the run task's backend does not order its queue "
+            "by priority: runs are taken first come, first served.",
+            hint="Use a task backend that supports priorities (django-tasks-db does), or set "
+            "RECOVERY_QUEUE_ORDER=fifo.",
+            id="recovery.W001",
+        )
+    ]
 
 
 def check_worker_timeout_covers_beats() -> list[CheckMessage]:

@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "RECOVERY_RUN_TASK": "qualifier.tasks.execute_run",
     "RECOVERY_HOSTNAME": "",
     "RECOVERY_POLICY": "fail",
+    "RECOVERY_QUEUE_ORDER": "fair",
     "METRICS_TOKEN": "",
     "METRICS_ALLOWED_NETWORKS": (),
     "RECOVERY_EVENT_RETENTION_DAYS": 365,
@@ -47,6 +48,12 @@ def parse_timeout_minutes(value: Any) -> int:
 POLICY_FAIL = "fail"
 POLICY_RESUME = "resume"
 POLICIES = (POLICY_FAIL, POLICY_RESUME)
+
+#: The order workers take queued runs in: round robin across their owners, or first come,
+#: first served (`recovery.queue.queue_priorities` says how).
+QUEUE_FAIR = "fair"
+QUEUE_FIFO = "fifo"
+QUEUE_ORDERS = (QUEUE_FAIR, QUEUE_FIFO)
 
 
 def _get(name: str) -> Any:
@@ -102,6 +109,12 @@ class RecoverySettings:
     def RECOVERY_POLICY(self) -> str:
         """`fail` a dead run (keeping its results), or `resume` it: back to the queue."""
         return _get("RECOVERY_POLICY")
+
+    @property
+    def RECOVERY_QUEUE_ORDER(self) -> str:
+        """`fair`: queued runs are taken round robin across their owners; `fifo`: in the
+        order they were queued."""
+        return _get("RECOVERY_QUEUE_ORDER")
 
     @property
     def METRICS_TOKEN(self) -> str:

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections, models
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Now
+from django.tasks.base import DEFAULT_TASK_PRIORITY, TASK_MAX_PRIORITY, TASK_MIN_PRIORITY
 from django.utils.translation import gettext_lazy as _
 
 from .clock import since_start_until
@@ -158,6 +159,11 @@ class QualificationRun(models.Model):
     task_id = models.CharField(_("task id"), max_length=64, blank=True)
     # When it last entered the queue (creation, hand-back), on the database's clock.
     queued_at = models.DateTimeField(_("queued at"), null=True, blank=True, db_default=Now())
+    # The priority its task was queued with (django.tasks: higher goes first): where it stands
+    # in the queue, set by `recovery.queue.queue_priorities` (round robin across owners).
+    priority = models.SmallIntegerField(
+        _("queue priority"), default=DEFAULT_TASK_PRIORITY, db_default=DEFAULT_TASK_PRIORITY
+    )
 
     objects = QualificationRunQuerySet.as_manager()
 
@@ -180,6 +186,10 @@ class QualificationRun(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(status__in=RunStatus.values), name="run_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(priority__range=(TASK_MIN_PRIORITY, TASK_MAX_PRIORITY)),
+                name="run_priority_range",
             ),
         ]
 

@@ -80,9 +80,14 @@ def annotate(runs: QuerySet[QualificationRun]) -> QuerySet[Any]:
     the attempt before a processing one stopped (for the crash-loop guard's verdict)."""
     ahead = (
         QualificationRun.objects.filter(status=RunStatus.PENDING)
-        .filter(
-            Q(queued_at__lt=OuterRef("queued_at"))
-            | Q(queued_at=OuterRef("queued_at"), pk__lt=OuterRef("pk"))
+        .filter(  # the queue's order: higher priority first, then the oldest
+            Q(priority__gt=OuterRef("priority"))
+            | Q(priority=OuterRef("priority"), queued_at__lt=OuterRef("queued_at"))
+            | Q(
+                priority=OuterRef("priority"),
+                queued_at=OuterRef("queued_at"),
+                pk__lt=OuterRef("pk"),
+            )
         )
         .order_by()
         .values("status")

@@ -11,17 +11,28 @@ nothing else would ever finish it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from django.db import transaction
-from django.db.models import CharField, Func, OuterRef, QuerySet, Subquery, UUIDField, Value
+from django.db.models import (
+    CharField,
+    Func,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    UUIDField,
+    Value,
+)
 from django.db.models.functions import Cast, Now, NullIf, Replace
 from django.tasks import TaskResultStatus
+from django.tasks.base import DEFAULT_TASK_PRIORITY, TASK_MIN_PRIORITY
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils.module_loading import import_string
 
-from .conf import conf
+from .conf import QUEUE_FAIR, conf
 from .exceptions import RunRecovered
 
 logger = logging.getLogger("recovery")
@@ -78,13 +89,57 @@ def run_task_on(queue_name: str | None) -> Any:
     return task.using(queue_name=queue_name)
 
 
-def enqueue_run(run_id: int, queue_name: str | None = None) -> str:
+def takes_priorities() -> bool:
+    """True when the run task's backend orders its queue by task priority."""
+    return bool(run_task().get_backend().supports_priority)
+
+
+def queue_priorities(runs: Sequence[tuple[int, int | None]]) -> dict[int, int]:
+    """The priority each run gets as it enters the queue, from (run id, owner id) pairs in the
+    order they are queued, in one query: the rule that makes the queue fair.
+
+    Under `RECOVERY_QUEUE_ORDER=fair` a run goes one step below the lowest priority among its
+    owner's runs already waiting (the default priority when none is waiting), so an owner's runs
+    keep their order, and a user's first waiting run goes ahead of another user's second: round
+    robin across owners (runs without an owner are one owner). Workers take the highest
+    priority first, then the oldest. The lowest priority the tasks framework allows holds the
+    rest of a long backlog, first come, first served. Under `fifo`, or with a backend that does
+    not order by priority, every run gets the default priority.
+    """
+    if conf.RECOVERY_QUEUE_ORDER != QUEUE_FAIR or not takes_priorities():
+        return {run_id: DEFAULT_TASK_PRIORITY for run_id, _owner in runs}
+    from .models import QualificationRun, RunStatus
+
+    owners = {owner for _run_id, owner in runs}
+    mine = Q(user_id__in=[owner for owner in owners if owner is not None])
+    if None in owners:
+        mine |= Q(user__isnull=True)
+    lowest: dict[int | None, int] = dict(
+        QualificationRun.objects.filter(mine, status=RunStatus.PENDING)
+        .exclude(pk__in=[run_id for run_id, _owner in runs])
+        .order_by()
+        .values("user_id")
+        .annotate(lowest=Min("priority"))
+        .values_list("user_id", "lowest")
+    )
+    priorities = {}
+    for run_id, owner in runs:
+        below = lowest.get(owner)
+        priority = DEFAULT_TASK_PRIORITY if below is None else max(below - 1, TASK_MIN_PRIORITY)
+        priorities[run_id] = lowest[owner] = priority
+    return priorities
+
+
+def enqueue_run(run_id: int, queue_name: str | None = None, priority: int = 0) -> str:
     """Enqueues the run's task now and returns its id (call inside the run's transaction when
     `stores_tasks_in_database()`, so a crash cannot separate the run from its task)."""
-    return str(run_task_on(queue_name).enqueue(run_id).id)
+    task = run_task_on(queue_name)
+    if priority != task.priority:
+        task = task.using(priority=priority)
+    return str(task.enqueue(run_id).id)
 
 
-def enqueue_run_after_commit(run_id: int, queue_name: str | None = None) -> None:
+def enqueue_run_after_commit(run_id: int, queue_name: str | None = None, priority: int = 0) -> None:
     """For a queue outside the database: enqueue once the run is committed (a worker must not
     pick up a run it cannot see yet), then record the task's id. If the enqueue fails, the run
     stays PENDING without a task, and the sweep finds it."""
@@ -92,7 +147,7 @@ def enqueue_run_after_commit(run_id: int, queue_name: str | None = None) -> None
 
     def enqueue() -> None:
         try:
-            task_id = enqueue_run(run_id, queue_name)
+            task_id = enqueue_run(run_id, queue_name, priority)
         except Exception:
             logger.exception("Run %s could not be queued; the sweep will recover it", run_id)
             return
@@ -101,12 +156,12 @@ def enqueue_run_after_commit(run_id: int, queue_name: str | None = None) -> None
     transaction.on_commit(enqueue)
 
 
-def queue_run(run_id: int, queue_name: str | None = None) -> str:
-    """Queues the run (on `queue_name`, or the run task's own queue) the safest way its backend
-    allows; returns the task id if known now."""
+def queue_run(run_id: int, queue_name: str | None = None, priority: int = 0) -> str:
+    """Queues the run (on `queue_name`, or the run task's own queue, with `priority` from
+    `queue_priorities`) the safest way its backend allows; returns the task id if known now."""
     if stores_tasks_in_database():
-        return enqueue_run(run_id, queue_name)
-    enqueue_run_after_commit(run_id, queue_name)
+        return enqueue_run(run_id, queue_name, priority)
+    enqueue_run_after_commit(run_id, queue_name, priority)
     return ""
 
 

@@ -31,7 +31,9 @@ from django.db.models import (
     Case,
     CharField,
     F,
+    Field,
     FloatField,
+    IntegerField,
     PositiveIntegerField,
     Q,
     QuerySet,
@@ -747,14 +749,17 @@ def send_back(
     has one.
 
     Call it inside the transaction that writes the event, so the new task is enqueued with the
-    change (django-tasks-db). Each run stays on the queue its task was on. One read of those
-    queues, one UPDATE, one enqueue per run (the tasks API has no bulk enqueue) and one UPDATE
-    for the task ids. Returns how many runs changed: all of them or,
-    for a single run, none.
+    change (django-tasks-db). Each run stays on the queue its task was on, and takes its place
+    in it by the queue's rule (`queue.queue_priorities`). One read of those queues, one of the
+    runs' owners and one of their places, one UPDATE, one enqueue per run (the tasks API has no
+    bulk enqueue) and one UPDATE for the task ids. Returns how many runs changed: all of them
+    or, for a single run, none.
     """
     if not run_ids:
         return 0
     queues = queue.queues_of(expected.filter(pk__in=run_ids))
+    owners = dict(expected.filter(pk__in=run_ids).values_list("pk", "user_id"))
+    priorities = queue.queue_priorities([(pk, owners[pk]) for pk in run_ids if pk in owners])
     changed = expected.filter(pk__in=run_ids).update(
         status=RunStatus.PENDING,
         worker=None,
@@ -762,22 +767,33 @@ def send_back(
         task_id="",
         completed_at=None,
         failure_reason="",
+        priority=by_run(priorities, IntegerField()),
         **(changes or {}),
     )
     if not changed:
         return 0
     if changed != len(run_ids):  # callers hold the rows locked (or name one run)
         raise RuntimeError("runs sent back to the queue changed under their lock; rolled back")
-    task_ids = {run_id: queue.queue_run(run_id, queues.get(run_id)) for run_id in run_ids}
+    task_ids = {
+        run_id: queue.queue_run(run_id, queues.get(run_id), priorities[run_id])
+        for run_id in run_ids
+    }
     known = {run_id: task_id for run_id, task_id in task_ids.items() if task_id}
     if known:
-        QualificationRun.objects.filter(pk__in=known).update(
-            task_id=Case(
-                *(When(pk=run_id, then=Value(task_id)) for run_id, task_id in known.items()),
-                output_field=CharField(),
-            )
-        )
+        QualificationRun.objects.filter(pk__in=known).update(task_id=by_run(known, CharField()))
     return changed
+
+
+def by_run(values: dict[int, Any], output_field: Field) -> Case:
+    """A value per run in one UPDATE: one WHEN per distinct value, naming its runs."""
+    runs_by_value: dict[Any, list[int]] = {}
+    for run_id, value in values.items():
+        runs_by_value.setdefault(value, []).append(run_id)
+    return Case(
+        *(When(pk__in=run_ids, then=Value(value)) for value, run_ids in runs_by_value.items()),
+        default=None,
+        output_field=output_field,
+    )
 
 
 def continue_failed_runs(
