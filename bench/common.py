@@ -93,3 +93,16 @@ def create_benchmark_run(count: int) -> int:
     from qualifier.runs import create_run
 
     return create_run(user=None, prospects=qualifying_prospects(count)).pk
+
+
+def clean_slate() -> None:
+    """Empties the benchmark database's runs, tasks and workers: a run left over from an
+    interrupted benchmark would be resumed by the first worker and counted in its figures."""
+    from django_tasks_db.models import DBTaskResult
+
+    from recovery.models import QualificationRun, RecoveryEvent, Worker
+
+    RecoveryEvent.objects.all().delete()
+    QualificationRun.objects.all().delete()
+    DBTaskResult.objects.all().delete()
+    Worker.objects.all().delete()

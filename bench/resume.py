@@ -38,6 +38,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path[0] = str(PROJECT_DIR)
 
 from bench.common import (  # noqa: E402
+    clean_slate,
     create_benchmark_run,
     create_database,
     describe_machine,
@@ -198,19 +199,6 @@ def one_run(url: str, count: int, work: Path, trial: int, *, crash: bool) -> dic
     figures["duplicates"] = rows - prospects
     figures["missing"] = count - prospects
     return figures
-
-
-def clean_slate() -> None:
-    """Empties the benchmark database's runs, tasks and workers: a run left over from an
-    interrupted benchmark would be resumed by the first worker and counted in its calls."""
-    from django_tasks_db.models import DBTaskResult
-
-    from recovery.models import QualificationRun, RecoveryEvent, Worker
-
-    RecoveryEvent.objects.all().delete()
-    QualificationRun.objects.all().delete()
-    DBTaskResult.objects.all().delete()
-    Worker.objects.all().delete()
 
 
 def main() -> int:
