@@ -30,6 +30,7 @@ requests also send the `csrftoken` cookie's value in an `X-CSRFToken` header). O
 "Try it out" uses your session (and its CSRF token), or the token you enter under \
 "Authorize". This document is public: it holds no secrets."""
 
+
 class SiteSwagger(Swagger):
     """ninja's Swagger UI, from ninja's own static files, inside the site's page (its header
     and navigation). Nothing comes from other hosts, so the site's Content-Security-Policy
@@ -63,7 +64,6 @@ qualify_api = JsonApi(
 )
 qualify_api.add_router("", api.router)
 qualify_api.add_router("", recovery_api.router)
-
 
 
 def document() -> dict:

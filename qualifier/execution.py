@@ -92,21 +92,22 @@ def execute(
     batch_size: int = BATCH_MAX_SIZE,
     batch_seconds: float = BATCH_MAX_SECONDS,
 ) -> ExecutionSummary:
-    """Runs the run `run_id` to its end in this process (the task body)."""
-    run = QualificationRun.objects.filter(pk=run_id).first()
+    """Runs the run (or slice of a run) `run_id` to its end in this process (the task body)."""
+    run = QualificationRun.leases.filter(pk=run_id).first()
     if run is None:
         logger.warning("Run %s does not exist; nothing to do", run_id)
         return ExecutionSummary(run_id=run_id, outcome="missing")
     worker = registry.current()
     if not run.start(worker):
-        status = QualificationRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+        status = QualificationRun.leases.filter(pk=run_id).values_list("status", flat=True).first()
         logger.info("Run %s was not started: it is %s, not pending", run_id, status)
         return ExecutionSummary(run_id=run_id, outcome="skipped", status=status or "")
     return RunExecution(run, scorer, batch_size=batch_size, batch_seconds=batch_seconds).run()
 
 
 class RunExecution:
-    """One worker's pass over a run it has started."""
+    """One worker's pass over a run (or a slice of one) it has started. Results are written
+    under the run a user knows (`whole_run_id`); the lease's own row is the fence."""
 
     def __init__(
         self,
@@ -121,19 +122,24 @@ class RunExecution:
         self.batch_size = batch_size
         self.batch_seconds = batch_seconds
         self.summary = ExecutionSummary(run_id=run.pk, outcome="", total=run.total)
+        self.whole_run_id = run.whole_run_id
 
     def run(self) -> ExecutionSummary:
         run, summary = self.run_obj, self.summary
         started = time.monotonic()
         logger.info(
-            "Run %s started by %s (%s prospects)",
-            run.pk,
+            "%s started by %s%s",
+            run.label,
             registry.current(),
-            run.total,
-            extra={"event": "run_started", "run_id": run.pk, "worker": str(registry.current())},
+            f" ({run.total} prospects)" if run.parent_id is None else "",
+            extra={
+                "event": "run_started",
+                "run_id": self.whole_run_id,
+                "worker": str(registry.current()),
+            },
         )
         try:
-            criteria = Criteria.from_dict(run.criteria)
+            criteria = Criteria.from_dict(self._criteria())
             scorer = self.scorer or get_scorer()
             completed, pending = self._pending()
             completed = self._process(pending, completed, criteria, scorer)
@@ -144,9 +150,9 @@ class RunExecution:
             FencedWrite.objects.record(run, fenced.kind, str(registry.current()))
             run.refresh_from_db(fields=["status", "completed"])
             logger.warning(
-                "Run %s is no longer ours (recovered or failed meanwhile); this worker "
+                "%s is no longer ours (recovered or failed meanwhile); this worker "
                 "stopped and wrote nothing more after %s/%s",
-                run.pk,
+                run.label,
                 run.completed,
                 run.total,
             )
@@ -154,9 +160,8 @@ class RunExecution:
             # The batch in hand is written; the run stays PROCESSING under this worker, and the
             # supervisor hands it back to the queue once this task has ended.
             logger.warning(
-                "Run %s: the worker is stopping; stopped after %s/%s, the run goes back to "
-                "the queue",
-                run.pk,
+                "%s: the worker is stopping; stopped after %s/%s, the run goes back to the queue",
+                run.label,
                 run.completed,
                 run.total,
             )
@@ -166,8 +171,8 @@ class RunExecution:
         else:
             summary.outcome = "completed"
             logger.info(
-                "Run %s completed: %s prospects (%s scored now, %s errored) in %.1fs",
-                run.pk,
+                "%s completed: %s prospects (%s scored now, %s errored) in %.1fs",
+                run.label,
                 completed,
                 summary.scored,
                 summary.errored,
@@ -181,32 +186,42 @@ class RunExecution:
         run, summary = self.run_obj, self.summary
         summary.error = reason
         logger.error(
-            "Run %s failed: %s",
-            run.pk,
+            "%s failed: %s",
+            run.label,
             reason,
             exc_info=exc,
-            extra={"event": "run_failed", "run_id": run.pk, "reason": reason},
+            extra={"event": "run_failed", "run_id": self.whole_run_id, "reason": reason},
         )
         try:
             failed = run.fail(reason)
         except DatabaseError:
-            logger.exception("Run %s could not be marked failed; recovery will find it", run.pk)
+            logger.exception("%s could not be marked failed; recovery will find it", run.label)
             failed = False
         else:
             if not failed:
                 FencedWrite.objects.record(run, FencedWriteKind.FAIL, str(registry.current()))
         summary.outcome = "failed" if failed else "fenced"
 
-    def _pending(self) -> tuple[int, list[tuple[int, ProspectData]]]:
-        """Prospects without a result in this run (all of them, unless a pass was cut short),
-        and how many already have one."""
+    def _criteria(self) -> dict[str, Any]:
         run = self.run_obj
-        done = ProspectResult.objects.filter(run=run).count()
-        rows = Prospect.objects.filter(run=run)
+        if run.parent_id is None:
+            return run.criteria
+        return QualificationRun.objects.values_list("criteria", flat=True).get(pk=run.parent_id)
+
+    def _pending(self) -> tuple[int, list[tuple[int, ProspectData]]]:
+        """Prospects of this lease without a result (all of them, unless a pass was cut
+        short), and how many already have one."""
+        run = self.run_obj
+        rows = Prospect.objects.filter(run_id=self.whole_run_id)
+        results = ProspectResult.objects.filter(run_id=self.whole_run_id)
+        if run.parent_id is not None:
+            span = (run.first_number, run.last_number)
+            rows = rows.filter(number__range=span)
+            results = results.filter(prospect__number__range=span)
+        done = results.count()
         if done:
-            has_result = ProspectResult.objects.filter(run=run, prospect=OuterRef("pk"))
-            rows = rows.filter(~Exists(has_result))
-        rows = rows.order_by("position").values_list("pk", *PROSPECT_FIELDS)
+            rows = rows.filter(~Exists(results.filter(prospect=OuterRef("pk"))))
+        rows = rows.order_by("number").values_list("pk", *PROSPECT_FIELDS)
         return done, [(row[0], _prospect_data(row[1:])) for row in rows]
 
     def _process(
@@ -250,15 +265,19 @@ class RunExecution:
         run = self.run_obj
         self.summary.errored += 1
         logger.warning(
-            "Run %s: prospect %s of %s %s",
-            run.pk,
+            "%s: prospect %s of %s %s",
+            run.label,
             number,
             run.total,
             reasons.QUARANTINED_ERROR,
-            extra={"event": "prospect_quarantined", "run_id": run.pk, "prospect": number},
+            extra={
+                "event": "prospect_quarantined",
+                "run_id": self.whole_run_id,
+                "prospect": number,
+            },
         )
         return ProspectResult(
-            run_id=run.pk,
+            run_id=self.whole_run_id,
             prospect_id=prospect_id,
             outcome=Outcome.ERRORED,
             score=None,
@@ -269,7 +288,7 @@ class RunExecution:
     def _score(
         self, prospect_id: int, data: ProspectData, criteria: Criteria, scorer: Scorer
     ) -> ProspectResult:
-        run_id = self.run_obj.pk
+        run_id = self.whole_run_id
         self.summary.scored += 1
         try:
             score = validate_score(scorer(data, criteria), criteria)

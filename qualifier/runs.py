@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from recovery import queue
+from recovery import slices
 from recovery.models import QualificationRun, RecoverySource, RunStatus
 from recovery.sweep import continue_failed_runs
 
@@ -123,9 +123,12 @@ def create_run(
     prospects: Sequence[ProspectData],
     criteria: Criteria | None = None,
     queue_name: str | None = None,
+    slice_size: int | None = None,
 ) -> QualificationRun:
     """A PENDING run over `prospects`, stored with its criteria, and its task enqueued (on
-    `queue_name`, or the run task's own queue; the run keeps that queue when it goes back)."""
+    `queue_name`, or the run task's own queue; the run keeps that queue when it goes back):
+    one task, or one per slice for a run of more than `slice_size` prospects (default
+    RECOVERY_SLICE_SIZE)."""
     if not prospects:
         raise ProspectInputError("there are no prospects to qualify.")
     limit = conf.QUALIFIER_MAX_PROSPECTS
@@ -161,12 +164,13 @@ def create_run(
             RunInput.objects.create(
                 run=run, columns=list(prospects.columns), delimiter=prospects.delimiter
             )
-        [priority] = queue.queue_priorities([(run.pk, run.user_id)]).values()
-        task_id = queue.queue_run(run.pk, queue_name, priority)
-        if task_id or priority != run.priority:
-            QualificationRun.objects.filter(pk=run.pk).update(task_id=task_id, priority=priority)
-            run.task_id, run.priority = task_id, priority
-        logger.info("Run %s created with %s prospects", run.pk, run.total)
+        slices.queue_new_run(run, queue_name, slice_size)
+        logger.info(
+            "Run %s created with %s prospects%s",
+            run.pk,
+            run.total,
+            f" in {run.slice_count} slices" if run.slice_count else "",
+        )
     return run
 
 

@@ -203,7 +203,8 @@ class Run(Answer):
             queued_seconds=getattr(run, "queued_seconds", None)
             if run.status == RunStatus.PENDING
             else None,
-            worker_responding=getattr(run, "liveness", "") != "dead",
+            worker_responding=getattr(run, "liveness", "") != "dead"
+            and not getattr(run, "slices_dead", 0),  # a run worked as slices: all its workers
             outlook=Outlook(**outlook_of(run).as_json()),
             completed_at=run.completed_at,
             duration_seconds=None if duration is None else round(duration.total_seconds(), 3),

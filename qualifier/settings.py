@@ -305,6 +305,14 @@ RECOVERY_QUEUE_ORDER = env.choice(
     default=recovery_conf.DEFAULTS["RECOVERY_QUEUE_ORDER"],
     choices=recovery_conf.QUEUE_ORDERS,
 )
+# A run of more prospects than this is worked as slices of about this many, each a task of
+# its own, so several workers work one run at once (aim for a few seconds of work per slice).
+RECOVERY_SLICE_SIZE = env.int(
+    "RECOVERY_SLICE_SIZE",
+    default=recovery_conf.DEFAULTS["RECOVERY_SLICE_SIZE"],
+    minimum=1,
+    maximum=recovery_conf.MAX_SLICE_SIZE,
+)
 # The django.tasks task that executes a run; recovery enqueues it when it hands a run back.
 RECOVERY_RUN_TASK = env.dotted_path(
     "RECOVERY_RUN_TASK", default=recovery_conf.DEFAULTS["RECOVERY_RUN_TASK"]

@@ -17,17 +17,19 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from . import liveness, outlook, overview, overview_page
+from . import liveness, outlook, overview, overview_page, slices
 from .conf import POLICY_RESUME, conf
 from .models import (
     QualificationRun,
@@ -77,10 +79,15 @@ class StuckFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: Any) -> Any:
         if self.value() == "yes":
-            return queryset.filter(pk__in=stuck_runs().values("pk"))
+            return queryset.filter(pk__in=stuck_whole_runs())
         if self.value() == "no":
-            return queryset.exclude(pk__in=stuck_runs().values("pk"))
+            return queryset.exclude(pk__in=stuck_whole_runs())
         return queryset
+
+
+def stuck_whole_runs() -> Any:
+    """The ids of the runs that are dead, or have a dead slice, right now (a subquery)."""
+    return stuck_runs().annotate(whole=Coalesce("parent_id", "pk")).values("whole")
 
 
 #: Age buckets on created_at: (parameter value, label, lower bound, upper bound) in minutes.
@@ -141,12 +148,29 @@ class ReadOnlyEventMixin:
     def origin(self, event: RecoveryEvent) -> str:
         return f"{event.host}/{event.pid}"
 
+    @admin.display(description=_("prospects"))
+    def prospects(self, event: RecoveryEvent) -> str:
+        """The slice recovered, for a run worked as slices; else the whole run."""
+        if event.slice_id is None:
+            return gettext("all")
+        return f"{event.first_prospect:,}–{event.last_prospect:,}"
+
 
 class RecoveryEventInline(ReadOnlyEventMixin, admin.TabularInline):
     model = RecoveryEvent
+    fk_name = "run"
     extra = 0
     can_delete = False
-    fields = ("created_at", "transition", "source", "progress", "actor", "origin", "reason")
+    fields = (
+        "created_at",
+        "transition",
+        "source",
+        "prospects",
+        "progress",
+        "actor",
+        "origin",
+        "reason",
+    )
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> Any:
@@ -157,6 +181,7 @@ class RecoveryEventInline(ReadOnlyEventMixin, admin.TabularInline):
 class RecoveryEventAdmin(ReadOnlyEventMixin, admin.ModelAdmin):
     list_display = (
         "run_link",
+        "prospects",
         "created_at",
         "transition",
         "source",
@@ -172,6 +197,7 @@ class RecoveryEventAdmin(ReadOnlyEventMixin, admin.ModelAdmin):
     ordering = ("-created_at", "-id")
     fields = (
         "run",
+        "prospects",
         "created_at",
         "from_status",
         "to_status",
@@ -240,6 +266,7 @@ class QualificationRunAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        (_("Slices"), {"fields": ("workers_on_it", "slice_table")}),
         (
             _("Timeline"),
             {
@@ -264,6 +291,8 @@ class QualificationRunAdmin(admin.ModelAdmin):
         "deaths",
         "worker",
         "priority",
+        "workers_on_it",
+        "slice_table",
         "created_at",
         "age",
         "started_at",
@@ -309,7 +338,9 @@ class QualificationRunAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .annotate(is_dead=Exists(stuck_runs().filter(pk=OuterRef("pk"))))
+            .annotate(
+                is_dead=Exists(stuck_runs().filter(Q(pk=OuterRef("pk")) | Q(parent=OuterRef("pk"))))
+            )
         )
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
@@ -330,6 +361,51 @@ class QualificationRunAdmin(admin.ModelAdmin):
         """Writes only the edited fields: a full save() would put the status and progress read
         when the form was submitted back over whatever the worker or a sweep wrote since."""
         obj.save(update_fields=form.changed_data)  # adding is disabled: always a change
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        """The Slices section only for a run worked as slices."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not obj.slice_count:
+            return [fieldset for fieldset in fieldsets if fieldset[0] != _("Slices")]
+        lease = {"attempts", "deaths", "worker", "priority"}  # each slice has its own
+        return [
+            (name, {**options, "fields": [f for f in options["fields"] if f not in lease]})
+            for name, options in fieldsets
+        ]
+
+    @admin.display(description=_("workers on it"))
+    def workers_on_it(self, run: QualificationRun) -> int:
+        return getattr(run, "workers_on_it", 0) or 0
+
+    @admin.display(description=_("slices"))
+    def slice_table(self, run: QualificationRun) -> str:
+        """Each slice's lease: its prospects, state, worker, attempts and deaths."""
+        rows = slices.slices_of(run).select_related("worker")
+        body = format_html_join(
+            "",
+            "<tr><td>{}–{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    f"{part.first_number:,}",
+                    f"{part.last_number:,}",
+                    part.get_status_display(),
+                    part.progress,
+                    part.worker or "—",
+                    part.attempts,
+                    part.deaths,
+                )
+                for part in rows
+            ),
+        )
+        head = "".join(
+            f"<th>{gettext(name)}</th>"
+            for name in ("prospects", "status", "done", "worker", "attempts", "deaths")
+        )
+        return format_html(
+            '<table class="slice-table"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
+            mark_safe(head),  # noqa: S308 - fixed column names, translated
+            body,
+        )
 
     # --- columns -------------------------------------------------------------------------------
 
@@ -456,7 +532,7 @@ class QualificationRunAdmin(admin.ModelAdmin):
         swept = report.recovered if report else []
         resumed = [run for run in swept if run.new_status == RunStatus.PENDING]
         gave_up = [run for run in swept if run.new_status == RunStatus.FAILED]
-        done = {run.id for run in [*continued, *swept]}
+        done = {run.run_id for run in [*continued, *swept]}
         parts = [
             ngettext("Resumed %(n)d run", "Resumed %(n)d runs", len(continued) + len(resumed))
             % {"n": len(continued) + len(resumed)}
@@ -644,7 +720,14 @@ class WorkerAdmin(admin.ModelAdmin):
         if run_id is None:
             return None
         url = reverse("admin:recovery_qualificationrun_change", args=[run_id])
-        return format_html('<a href="{}">{}</a>', url, gettext("Run %(id)s") % {"id": run_id})
+        name = gettext("Run %(id)s") % {"id": run_id}
+        first = getattr(worker, "current_first_number", None)
+        if first is not None:
+            name += " " + gettext("(slice of prospects %(first)s–%(last)s)") % {
+                "first": f"{first:,}",
+                "last": f"{worker.current_last_number:,}",
+            }
+        return format_html('<a href="{}">{}</a>', url, name)
 
     @admin.display(description=_("alive"))
     def alive(self, worker: Worker) -> str:

@@ -21,7 +21,15 @@ from common.values import (
 )
 
 from . import queue
-from .conf import MAX_RETENTION_DAYS, MAX_TIMEOUT_MINUTES, POLICIES, QUEUE_FAIR, QUEUE_ORDERS, conf
+from .conf import (
+    MAX_RETENTION_DAYS,
+    MAX_SLICE_SIZE,
+    MAX_TIMEOUT_MINUTES,
+    POLICIES,
+    QUEUE_FAIR,
+    QUEUE_ORDERS,
+    conf,
+)
 
 RULES: Rules = {
     "STUCK_RUN_TIMEOUT_MINUTES": (
@@ -78,6 +86,12 @@ RULES: Rules = {
         "recovery.E022",
         "Set it to fair (queued runs are taken round robin across their owners) or fifo (in "
         "the order they were queued).",
+    ),
+    "RECOVERY_SLICE_SIZE": (
+        partial(parse_bounded, minimum=1, maximum=MAX_SLICE_SIZE),
+        "recovery.E023",
+        "Set it to the prospects per slice, a whole number from 1 to 1,000,000, e.g. 100 "
+        "(a few seconds of scoring).",
     ),
     "METRICS_TOKEN": (
         parse_secret,

@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "RECOVERY_HOSTNAME": "",
     "RECOVERY_POLICY": "fail",
     "RECOVERY_QUEUE_ORDER": "fair",
+    "RECOVERY_SLICE_SIZE": 100,
     "METRICS_TOKEN": "",
     "METRICS_ALLOWED_NETWORKS": (),
     "RECOVERY_EVENT_RETENTION_DAYS": 365,
@@ -34,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
 
 #: Ten years: a longer timeout would reach before year 1 and overflow a date.
 MAX_TIMEOUT_MINUTES = 10 * 365 * 24 * 60
+#: The largest slice: as many prospects as the largest run may have.
+MAX_SLICE_SIZE = 1_000_000
 #: A hundred years: retention is counted in days, and a longer one is "forever".
 MAX_RETENTION_DAYS = 36_500
 
@@ -115,6 +118,12 @@ class RecoverySettings:
         """`fair`: queued runs are taken round robin across their owners; `fifo`: in the
         order they were queued."""
         return _get("RECOVERY_QUEUE_ORDER")
+
+    @property
+    def RECOVERY_SLICE_SIZE(self) -> int:
+        """A run of more prospects than this is worked as slices of about this many, each a
+        task of its own, so several workers work it at once."""
+        return _get("RECOVERY_SLICE_SIZE")
 
     @property
     def METRICS_TOKEN(self) -> str:

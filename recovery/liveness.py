@@ -16,9 +16,10 @@ database's clock; no one is judged silent until the database itself has been up 
 A PENDING run is waiting while a live task is behind it (waiting in the queue, or claimed by
 a live worker), and dead (no_task) once it has been queued for the worker timeout without one.
 
-What a worker owns is a lease: the run (later a slice of one), its worker, its attempt (the
-fencing token) and its last progress (`heartbeat_at`). The pieces below name those fields once,
-so a slice table with the same fields is judged by the same rule.
+What a worker owns is a lease: a run, or a slice of one (`recovery.slices`: a row of the same
+model), its worker, its attempt (the fencing token) and its last progress (`heartbeat_at`).
+Slices are judged by these same pieces; a run worked as slices holds no lease and is never
+dead itself (`dead()`).
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def _ask_backend(rule: Rule) -> tuple[int, ...]:
 
     alive = {str(pk) for pk in alive_workers(rule).values_list("pk", flat=True)}
     waiting = (
-        QualificationRun.objects.filter(
+        QualificationRun.leases.filter(
             status=RunStatus.PENDING, queued_at__lt=ago(rule.worker_timeout_seconds)
         )
         .order_by("queued_at", "pk")
@@ -182,7 +183,10 @@ def _ask_backend(rule: Rule) -> tuple[int, ...]:
 
 
 def dead(rule: Rule) -> Q:
-    return worker_gone() | process_gone(rule) | silent(rule) | hung(rule) | no_task(rule)
+    """A lease that is dead by one of the rules. A run worked as slices holds no lease: its
+    slices are judged, each alone."""
+    leased = Q(slice_count=0)
+    return leased & (worker_gone() | process_gone(rule) | silent(rule) | hung(rule) | no_task(rule))
 
 
 def cause(rule: Rule) -> Case:
@@ -201,9 +205,10 @@ def cause(rule: Rule) -> Case:
 
 
 def dead_runs(rule: Rule | None = None) -> QuerySet[QualificationRun]:
-    """The dead runs, each annotated with its `cause`: one query, however many runs."""
+    """The dead leases (runs worked whole, and slices), each annotated with its `cause`: one
+    query, however many."""
     rule = rule or Rule.current(local=True)
-    runs = with_clock(QualificationRun.objects.all()).alias(task_key=task_key())
+    runs = with_clock(QualificationRun.leases.all()).alias(task_key=task_key())
     return runs.filter(dead(rule)).annotate(cause=cause(rule))
 
 
@@ -291,18 +296,20 @@ def alive_workers(rule: Rule | None = None) -> QuerySet[Worker]:
 
 
 def annotate_workers(workers: QuerySet[Worker], rule: Rule | None = None) -> QuerySet[Worker]:
-    """Each worker's `is_alive` and the run it is executing (`current_run_id`, or None)."""
+    """Each worker's `is_alive` and the run it is executing (`current_run_id`, or None; for a
+    slice, the slice's run, and `current_first_number`/`current_last_number` its prospects)."""
     rule = rule or Rule.current()
-    current = QualificationRun.objects.filter(
-        worker=OuterRef("pk"), status=RunStatus.PROCESSING
-    ).values("pk")[:1]
+    current = QualificationRun.leases.filter(worker=OuterRef("pk"), status=RunStatus.PROCESSING)
+    current = current.annotate(whole=Coalesce("parent_id", "pk"))
     return workers.alias(database_started=DatabaseStartedAt()).annotate(
         is_alive=Case(
             When(_worker_silent(rule), then=Value(False)),
             default=Value(True),
             output_field=BooleanField(),
         ),
-        current_run_id=Subquery(current),
+        current_run_id=Subquery(current.values("whole")[:1]),
+        current_first_number=Subquery(current.values("first_number")[:1]),
+        current_last_number=Subquery(current.values("last_number")[:1]),
     )
 
 

@@ -64,6 +64,8 @@ class Figures:
     dead_seconds_sum: float = 0.0
     fenced_writes: dict[str, int] = field(default_factory=dict)
     sweeps: list[SweepRow] = field(default_factory=list)
+    #: Slices of runs worked as slices, queued and running.
+    slices: dict[str, int] = field(default_factory=dict)
 
     @property
     def last_successful_sweep_seconds(self) -> int | None:
@@ -204,6 +206,18 @@ def queue_depth() -> tuple[int, int | None]:
     return queue["queued"], queue["oldest"]
 
 
+def slices_in_flight() -> dict[str, int]:
+    """Slices queued (PENDING) and running (PROCESSING), from the index over slices."""
+    states = {RunStatus.PENDING: "queued", RunStatus.PROCESSING: "running"}
+    rows = (
+        QualificationRun.leases.filter(parent__isnull=False, status__in=list(states))
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("*"))
+    )
+    return dict.fromkeys(states.values(), 0) | {states[status]: n for status, n in rows}
+
+
 def recovery_counts(since: dt.datetime | None = None) -> dict[tuple[str, str, str], int]:
     """Recoveries by (source, to_status, cause), since a moment or ever. An owner's Continue is
     not a recovery (nothing was dead): `event_figures` counts those apart."""
@@ -249,7 +263,7 @@ def event_figures() -> EventFigures:
 
 
 def collect() -> Figures:
-    """At most ten aggregate queries, each served by an index, the statistics or a small
+    """At most eleven aggregate queries, each served by an index, the statistics or a small
     table (the events and refused-writes tables are read whole: their size is the number of
     recoveries and refusals, not of runs; the sweep tallies are a few dozen rows)."""
     queued, oldest = queue_depth()
@@ -273,6 +287,7 @@ def collect() -> Figures:
     fenced = FencedWrite.objects.order_by().values_list("kind").annotate(n=Count("*"))
     figures.fenced_writes = dict.fromkeys(FencedWriteKind.values, 0) | dict(fenced)
     figures.sweeps = sweep_rows()
+    figures.slices = slices_in_flight()
     return figures
 
 
@@ -306,6 +321,14 @@ class RecoveryCollector:
             "How long the longest-waiting queued run has waited (0 with an empty queue).",
             value=figures.oldest_queued_seconds or 0,
         )
+        slices = GaugeMetricFamily(
+            "qualifier_slices",
+            "Slices of runs worked as slices (one run on many workers), queued or running.",
+            labels=["state"],
+        )
+        for state, count in sorted(figures.slices.items()):
+            slices.add_metric([state], count)
+        yield slices
         workers = GaugeMetricFamily(
             "qualifier_workers",
             "Registered workers: live (beat within RECOVERY_WORKER_TIMEOUT_SECONDS) or dead.",

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connections, models
+from django.db import DatabaseError, connections, models, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Now
 from django.tasks.base import DEFAULT_TASK_PRIORITY, TASK_MAX_PRIORITY, TASK_MIN_PRIORITY
@@ -102,6 +102,11 @@ class Worker(models.Model):
 
 
 class QualificationRunQuerySet(models.QuerySet["QualificationRun"]):
+    def leased(self) -> QualificationRunQuerySet:
+        """What workers execute and liveness judges: runs worked whole, and slices; never a
+        run worked as slices (its slices hold its leases)."""
+        return self.filter(slice_count=0)
+
     def active(self) -> QualificationRunQuerySet:
         return self.filter(status__in=ACTIVE_STATUSES)
 
@@ -112,6 +117,22 @@ class QualificationRunQuerySet(models.QuerySet["QualificationRun"]):
         """FAILED runs with prospects left: their owner (or an operator) may continue them in
         place. `completed` counts the results written, so it says what is left."""
         return self.filter(status=RunStatus.FAILED, completed__lt=F("total"))
+
+
+class RunManager(models.Manager["QualificationRun"]):
+    """The runs people submitted (`QualificationRun.objects`): a run's slices are rows of
+    this model too, but belong to their run, and are reached through `leases`."""
+
+    def get_queryset(self) -> QualificationRunQuerySet:
+        return QualificationRunQuerySet(self.model, using=self._db).filter(parent__isnull=True)
+
+
+class LeaseManager(models.Manager["QualificationRun"]):
+    """What workers execute and recovery judges (`QualificationRun.leases`): every run that is
+    worked whole, and every slice of a run worked as slices."""
+
+    def get_queryset(self) -> QualificationRunQuerySet:
+        return QualificationRunQuerySet(self.model, using=self._db).leased()
 
 
 class QualificationRun(models.Model):
@@ -165,7 +186,25 @@ class QualificationRun(models.Model):
         _("queue priority"), default=DEFAULT_TASK_PRIORITY, db_default=DEFAULT_TASK_PRIORITY
     )
 
-    objects = QualificationRunQuerySet.as_manager()
+    # A run of more than RECOVERY_SLICE_SIZE prospects is worked as slices: rows of this model
+    # over a range of its prospects' numbers, each a lease of its own (a worker, an attempt,
+    # deaths, a task), so several workers work one run and recovery judges each slice alone.
+    # The run itself then holds no lease: `slice_count` says so, and `recovery.slices` keeps
+    # its status, progress and times as the sum of its slices'.
+    parent = models.ForeignKey(
+        "self",
+        verbose_name=_("slice of run"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",  # reached through `leases`: the default manager hides slices
+    )
+    first_number = models.PositiveIntegerField(_("first prospect"), null=True, blank=True)
+    last_number = models.PositiveIntegerField(_("last prospect"), null=True, blank=True)
+    slice_count = models.PositiveIntegerField(_("slices"), default=0, db_default=0)
+
+    objects = RunManager.from_queryset(QualificationRunQuerySet)()
+    leases = LeaseManager.from_queryset(QualificationRunQuerySet)()
 
     class Meta:
         verbose_name = _("qualification run")
@@ -179,6 +218,11 @@ class QualificationRun(models.Model):
             ),
             models.Index(fields=["user", "-created_at"], name="run_user_created_idx"),
             models.Index(fields=["status", "-created_at"], name="run_status_created_idx"),
+            models.Index(
+                fields=["parent", "status"],
+                name="run_slice_parent_idx",
+                condition=Q(parent__isnull=False),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -191,9 +235,23 @@ class QualificationRun(models.Model):
                 condition=Q(priority__range=(TASK_MIN_PRIORITY, TASK_MAX_PRIORITY)),
                 name="run_priority_range",
             ),
+            models.CheckConstraint(
+                condition=Q(
+                    parent__isnull=True, first_number__isnull=True, last_number__isnull=True
+                )
+                | Q(
+                    parent__isnull=False,
+                    slice_count=0,
+                    first_number__gte=1,
+                    last_number__gte=F("first_number"),
+                ),
+                name="run_slice_range",
+            ),
         ]
 
     def __str__(self) -> str:
+        if self.parent_id is not None:
+            return f"Run {self.parent_id}, {self.prospects_label} ({self.status}, {self.progress})"
         return f"Run {self.pk} ({self.status}, {self.progress})"
 
     # --- derived values -------------------------------------------------------------------
@@ -201,6 +259,29 @@ class QualificationRun(models.Model):
     @property
     def progress(self) -> str:
         return f"{self.completed}/{self.total}"
+
+    @property
+    def is_slice(self) -> bool:
+        return self.parent_id is not None
+
+    @property
+    def is_sliced(self) -> bool:
+        """Worked as slices: the run holds no lease of its own."""
+        return self.slice_count > 0
+
+    @property
+    def prospects_label(self) -> str:
+        """Which of its run's prospects a slice works ("prospects 101–200")."""
+        if self.first_number is None:
+            return "all prospects"
+        return f"prospects {self.first_number:,}–{self.last_number:,}"
+
+    @property
+    def label(self) -> str:
+        """How logs and reasons name it: "Run 7", or "Run 7 (prospects 101–200)"."""
+        if self.parent_id is None:
+            return f"Run {self.pk}"
+        return f"Run {self.parent_id} ({self.prospects_label})"
 
     @property
     def is_active(self) -> bool:
@@ -220,9 +301,16 @@ class QualificationRun(models.Model):
 
     def duration(self) -> dt.timedelta | None:
         """How long the run has worked, summed over its attempts, on the database's clock (the
-        current attempt's share comes from `liveness.annotate_runs()`)."""
+        current attempt's share comes from `liveness.annotate_runs()`); for a run worked as
+        slices, the time since its first slice started (its slices' seconds overlap)."""
         if self.started_at is None:
             return None
+        if self.slice_count:  # its slices work side by side: from its first start to its end
+            if self.completed_at is not None:
+                return self.completed_at - self.started_at
+            since_start = getattr(self, "attempt_seconds", None)
+            if since_start is not None:
+                return dt.timedelta(seconds=since_start)
         current = (
             getattr(self, "attempt_seconds", None) if self.status == RunStatus.PROCESSING else None
         )
@@ -232,7 +320,7 @@ class QualificationRun(models.Model):
 
     def _owned(self) -> QualificationRunQuerySet:
         """This run, only while PROCESSING under this worker and attempt (the fencing token)."""
-        return QualificationRun.objects.filter(
+        return QualificationRun.leases.filter(
             pk=self.pk,
             status=RunStatus.PROCESSING,
             worker_id=self.worker_id,
@@ -249,6 +337,28 @@ class QualificationRun(models.Model):
         if computed:  # database-clock values and sums are read back
             self.refresh_from_db(fields=computed)
 
+    @property
+    def whole_run_id(self) -> int:
+        """The run a user knows: a slice's run, or the run itself."""
+        return self.parent_id or self.pk
+
+    def _transition(self, leases: QualificationRunQuerySet, changes: dict[str, Any]) -> bool:
+        """One compare-and-set; a slice's run follows in the same transaction."""
+        if self.parent_id is None:
+            changed = leases.update(**changes)
+        else:
+            from . import slices
+
+            with transaction.atomic():
+                changed = leases.update(**changes)
+                if changed and changes["status"] == RunStatus.PROCESSING:
+                    slices.started(self.parent_id)
+                elif changed:
+                    slices.settle([self.parent_id])
+        if changed:
+            self._apply(changes)
+        return bool(changed)
+
     def start(self, worker: Worker) -> bool:
         """PENDING → PROCESSING under `worker`, with the start time (database clock)."""
         changes = {
@@ -258,19 +368,22 @@ class QualificationRun(models.Model):
             "heartbeat_at": Now(),
             "attempts": self.attempts + 1,
         }
-        started = QualificationRun.objects.filter(
+        pending = QualificationRun.leases.filter(
             pk=self.pk, status=RunStatus.PENDING, attempts=self.attempts
-        ).update(**changes)
-        if started:
-            self._apply(changes)
-        return bool(started)
+        )
+        return self._transition(pending, changes)
 
     def beat(self, *, completed: int | None = None) -> bool:
-        """Records progress; False means the run is no longer ours."""
+        """Records progress; False means the run is no longer ours. A slice's progress is
+        added to its run's (call it in the transaction that writes the results)."""
         changes: dict[str, Any] = {"heartbeat_at": Now()}
         if completed is not None:
             changes["completed"] = completed
         beaten = self._owned().update(**changes)
+        if beaten and completed is not None and self.parent_id is not None:
+            QualificationRun.objects.filter(pk=self.parent_id).update(
+                completed=F("completed") + (completed - self.completed), heartbeat_at=Now()
+            )
         if beaten and completed is not None:
             self.completed = completed  # the beat's time is not read back: one write a batch
         return bool(beaten)
@@ -282,10 +395,7 @@ class QualificationRun(models.Model):
             "heartbeat_at": Now(),
             "worked_seconds": F("worked_seconds") + since_start_until(Now()),
         }
-        done = self._owned().update(**changes)
-        if done:
-            self._apply(changes)
-        return bool(done)
+        return self._transition(self._owned(), changes)
 
     def fail(self, reason: str) -> bool:
         """The worker gives up on its own run (an unexpected error)."""
@@ -295,10 +405,7 @@ class QualificationRun(models.Model):
             "failure_reason": reason[:2000],
             "worked_seconds": F("worked_seconds") + since_start_until(Now()),
         }
-        failed = self._owned().update(**changes)
-        if failed:
-            self._apply(changes)
-        return bool(failed)
+        return self._transition(self._owned(), changes)
 
 
 class RecoverySource(models.TextChoices):
@@ -342,6 +449,19 @@ class RecoveryEvent(models.Model):
     quarantined_prospect = models.PositiveIntegerField(
         _("quarantined prospect"), null=True, blank=True
     )
+    # For a run worked as slices: the slice recovered (a row of the run model), and its
+    # prospects' numbers. `run` is the run the slice belongs to.
+    slice = models.ForeignKey(
+        QualificationRun,
+        verbose_name=_("slice"),
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,  # removed with its run, whose events are kept or pruned
+        related_name="+",
+        db_constraint=False,
+    )
+    first_prospect = models.PositiveIntegerField(_("first prospect"), null=True, blank=True)
+    last_prospect = models.PositiveIntegerField(_("last prospect"), null=True, blank=True)
     host = models.CharField(_("recovering host"), max_length=255)
     pid = models.PositiveIntegerField(_("recovering pid"))
     actor = models.ForeignKey(
@@ -361,7 +481,8 @@ class RecoveryEvent(models.Model):
         indexes = [models.Index(fields=["-created_at"], name="recovery_event_created_idx")]
 
     def __str__(self) -> str:
-        return f"Run {self.run_id}: {self.from_status} → {self.to_status} ({self.source})"
+        where = f", prospects {self.first_prospect}–{self.last_prospect}" if self.slice_id else ""
+        return f"Run {self.run_id}{where}: {self.from_status} → {self.to_status} ({self.source})"
 
     @property
     def progress(self) -> str:

@@ -11,12 +11,24 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, When
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from . import liveness
 from .conf import conf
 from .models import DEAD_RUN_CAUSES, QualificationRun, RecoveryEvent, RunStatus, spoken
+from .queue import task_key
 
 # What a run is doing, as `Outlook.state` says it.
 WORKING = "working"  # processing, and its worker shows signs of life
@@ -66,6 +78,10 @@ class Outlook:
     place_in_line: int | None = None
     #: Whether any worker is alive anywhere (queued runs only).
     workers_alive: bool | None = None
+    #: Workers working it now: its slices' workers, or 1 or 0 for a run worked whole.
+    workers_on_it: int | None = None
+    #: For a run worked as slices: how many, and how many are working, queued, done, failed.
+    slices: dict[str, int] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,7 +95,7 @@ def annotate(runs: QuerySet[QualificationRun]) -> QuerySet[Any]:
     query's own subqueries: the queued runs ahead of a queued one, its worker's name, and where
     the attempt before a processing one stopped (for the crash-loop guard's verdict)."""
     ahead = (
-        QualificationRun.objects.filter(status=RunStatus.PENDING)
+        QualificationRun.leases.filter(status=RunStatus.PENDING)
         .filter(  # the queue's order: higher priority first, then the oldest
             Q(priority__gt=OuterRef("priority"))
             | Q(priority=OuterRef("priority"), queued_at__lt=OuterRef("queued_at"))
@@ -94,6 +110,21 @@ def annotate(runs: QuerySet[QualificationRun]) -> QuerySet[Any]:
         .annotate(count=Count("pk"))
         .values("count")
     )
+    slices = QualificationRun.leases.filter(parent=OuterRef("pk"))
+    working = QualificationRun.leases.filter(
+        Q(pk=OuterRef("pk")) | Q(parent=OuterRef("pk")),
+        status=RunStatus.PROCESSING,
+        worker__isnull=False,
+    )
+    parts = {
+        "working": slices.filter(status=RunStatus.PROCESSING),
+        "queued": slices.filter(status=RunStatus.PENDING),
+        "done": slices.filter(status=RunStatus.COMPLETED),
+        "failed": slices.filter(status=RunStatus.FAILED),
+        "dead": liveness.with_clock(slices)
+        .alias(task_key=task_key())
+        .filter(liveness.dead(liveness.Rule.current())),
+    }
     last_stop = (
         RecoveryEvent.objects.filter(run=OuterRef("pk"), cause__in=DEAD_RUN_CAUSES)
         .order_by("-created_at", "-pk")
@@ -112,6 +143,26 @@ def annotate(runs: QuerySet[QualificationRun]) -> QuerySet[Any]:
         ),
         worker_host=F("worker__host"),
         worker_pid=F("worker__pid"),
+        workers_on_it=Coalesce(Subquery(_count(working, "worker_id")), 0),
+        **{
+            f"slices_{name}": Case(
+                When(slice_count__gt=0, then=Coalesce(Subquery(_count(part)), 0)),
+                default=None,
+                output_field=IntegerField(),
+            )
+            for name, part in parts.items()
+        },
+    )
+
+
+def _count(leases: QuerySet[QualificationRun], distinct: str = "pk") -> QuerySet[Any]:
+    """How many of `leases` (a subquery): of distinct `distinct` values."""
+    return (
+        leases.order_by()
+        .annotate(one=Value(1))
+        .values("one")
+        .annotate(count=Count(distinct, distinct=True))
+        .values("count")
     )
 
 
@@ -338,9 +389,72 @@ def _pending(run: QualificationRun) -> Outlook:
     return Outlook(state=state, summary=summary, text=text, **common)
 
 
+def _sliced(run: QualificationRun) -> Outlook:
+    """An active run worked as slices: who is on it, and what happens if a worker dies."""
+    counts = {
+        name: getattr(run, f"slices_{name}", None) or 0
+        for name in ("working", "queued", "done", "failed", "dead")
+    }
+    workers = getattr(run, "workers_on_it", None) or 0
+    interval = conf.RECOVERY_SWEEP_INTERVAL_SECONDS
+    size = -(-run.total // run.slice_count)
+    progress = f"{run.completed:,} of {run.total:,} prospects done"
+    known = (
+        f"Worked as {run.slice_count:,} slices of about {_prospects(size)}, each a task any "
+        f"worker can take: {workers:,} worker{'' if workers == 1 else 's'} on it now; "
+        f"{counts['done']:,} slices done, {counts['queued']:,} queued"
+        + (f", {counts['failed']:,} failed" if counts["failed"] else "")
+        + f"; {progress}."
+    )
+    resumes = conf.RECOVERY_POLICY == "resume"
+    then = (
+        "goes back to the queue and continues where it stopped"
+        if resumes
+        else "is failed, keeping its results (Continue finishes it)"
+    )
+    recovery = (
+        f"If a worker stops responding, only its slice is recovered: it {then}; the other "
+        "workers go on."
+    )
+    if counts["dead"]:
+        recovery = (
+            f"{counts['dead']:,} of its slices lost their worker: the sweep recovers them "
+            + (f"within {interval} s" if interval else "at the next server start")
+            + f" (each {then}); the other workers go on."
+        )
+    if counts["failed"]:
+        recovery += (
+            " The run fails once its other slices have finished; Continue then finishes "
+            "the failed slices' prospects."
+        )
+    if workers:
+        state, summary = WORKING, f"{workers:,} worker{'' if workers == 1 else 's'} on it"
+    elif run.started_at is not None:
+        state, summary = INTERRUPTED, f"Waiting for a worker at {run.completed} of {run.total}"
+    else:
+        state, summary = QUEUED, "Queued, waiting for a worker"
+    if counts["dead"]:
+        state, summary = RECOVERING, "A worker stopped responding; recovering its slice…"
+    return Outlook(
+        state=state,
+        summary=summary,
+        text=f"{known} {recovery}",
+        sweep_interval_seconds=interval,
+        recovery=RESUME if resumes else FAIL,
+        remaining=run.total - run.completed,
+        max_deaths=conf.RECOVERY_MAX_ATTEMPTS,
+        place_in_line=getattr(run, "place_in_line", None) if not workers else None,
+        workers_alive=getattr(run, "worker_alive_anywhere", None),
+        workers_on_it=workers,
+        slices={"total": run.slice_count, **counts},
+    )
+
+
 def outlook_of(run: QualificationRun) -> Outlook:
     """What happens next to `run` (annotated by `annotate()`; without it, a finished run's
     outlook is still right, and an active one's lacks the figures)."""
+    if run.slice_count and run.status in (RunStatus.PROCESSING, RunStatus.PENDING):
+        return _sliced(run)
     if run.status == RunStatus.PROCESSING:
         return _processing(run)
     if run.status == RunStatus.PENDING:

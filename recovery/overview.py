@@ -74,7 +74,7 @@ class Bucket:
             lower = lower.removesuffix(" min")
         elif lower.endswith(" s") and upper.endswith(" s"):
             lower = lower.removesuffix(" s")
-        return f"{lower}–{upper}"  # noqa: RUF001 - an en dash for a range
+        return f"{lower}–{upper}"
 
 
 @dataclass

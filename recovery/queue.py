@@ -16,8 +16,11 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import (
+    Case,
     CharField,
+    Field,
     Func,
+    Max,
     Min,
     OuterRef,
     Q,
@@ -25,6 +28,7 @@ from django.db.models import (
     Subquery,
     UUIDField,
     Value,
+    When,
 )
 from django.db.models.functions import Cast, Now, NullIf, Replace
 from django.tasks import TaskResultStatus
@@ -94,7 +98,9 @@ def takes_priorities() -> bool:
     return bool(run_task().get_backend().supports_priority)
 
 
-def queue_priorities(runs: Sequence[tuple[int, int | None]]) -> dict[int, int]:
+def queue_priorities(
+    runs: Sequence[tuple[int, int | None]], *, returning: bool = False
+) -> dict[int, int]:
     """The priority each run gets as it enters the queue, from (run id, owner id) pairs in the
     order they are queued, in one query: the rule that makes the queue fair.
 
@@ -105,6 +111,11 @@ def queue_priorities(runs: Sequence[tuple[int, int | None]]) -> dict[int, int]:
     priority first, then the oldest. The lowest priority the tasks framework allows holds the
     rest of a long backlog, first come, first served. Under `fifo`, or with a backend that does
     not order by priority, every run gets the default priority.
+
+    Runs `returning` to the queue (handed back, resumed, continued: they had their turn) take
+    the priority of their owner's first waiting run instead, so they come next in their
+    owner's line rather than last: an interrupted slice does not wait for its owner's other
+    runs, and still takes its turn with other users'.
     """
     if conf.RECOVERY_QUEUE_ORDER != QUEUE_FAIR or not takes_priorities():
         return {run_id: DEFAULT_TASK_PRIORITY for run_id, _owner in runs}
@@ -114,14 +125,16 @@ def queue_priorities(runs: Sequence[tuple[int, int | None]]) -> dict[int, int]:
     mine = Q(user_id__in=[owner for owner in owners if owner is not None])
     if None in owners:
         mine |= Q(user__isnull=True)
-    lowest: dict[int | None, int] = dict(
-        QualificationRun.objects.filter(mine, status=RunStatus.PENDING)
+    waiting = (
+        QualificationRun.leases.filter(mine, status=RunStatus.PENDING)
         .exclude(pk__in=[run_id for run_id, _owner in runs])
         .order_by()
         .values("user_id")
-        .annotate(lowest=Min("priority"))
-        .values_list("user_id", "lowest")
     )
+    if returning:
+        first = dict(waiting.annotate(first=Max("priority")).values_list("user_id", "first"))
+        return {run_id: first.get(owner, DEFAULT_TASK_PRIORITY) for run_id, owner in runs}
+    lowest = dict(waiting.annotate(lowest=Min("priority")).values_list("user_id", "lowest"))
     priorities = {}
     for run_id, owner in runs:
         below = lowest.get(owner)
@@ -246,4 +259,16 @@ def fail_tasks(task_ids: Iterable[str], reason: str) -> int:
         finished_at=Now(),
         exception_class_path=f"{RunRecovered.__module__}.{RunRecovered.__qualname__}",
         traceback=reason[:2000],
+    )
+
+
+def by_run(values: dict[int, Any], output_field: Field) -> Case:
+    """A value per run in one UPDATE: one WHEN per distinct value, naming its runs."""
+    runs_by_value: dict[Any, list[int]] = {}
+    for run_id, value in values.items():
+        runs_by_value.setdefault(value, []).append(run_id)
+    return Case(
+        *(When(pk__in=run_ids, then=Value(value)) for value, run_ids in runs_by_value.items()),
+        default=None,
+        output_field=output_field,
     )

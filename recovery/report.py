@@ -103,6 +103,30 @@ class RecoveredRun(RunSnapshot):
     new_status: str = RunStatus.FAILED
     #: The prospect (number in input order, from 1) skipped because it crashed the worker twice.
     quarantined: int | None = None
+    #: For a slice of a run worked as slices: its run, and its prospects' numbers. `id`,
+    #: `completed`, `total` and `quarantined` are then the slice's own (counted from 1).
+    parent_id: int | None = None
+    first_number: int | None = None
+    last_number: int | None = None
+
+    @property
+    def run_id(self) -> int:
+        """The run a user knows."""
+        return self.parent_id or self.id
+
+    @property
+    def slice_label(self) -> str:
+        """ "prospects 101–200" for a slice, else "" """
+        if self.parent_id is None:
+            return ""
+        return f"prospects {self.first_number:,}–{self.last_number:,}"
+
+    @property
+    def quarantined_number(self) -> int | None:
+        """The quarantined prospect's number in its run (as the results number it)."""
+        if self.quarantined is None or self.first_number is None:
+            return self.quarantined
+        return self.first_number - 1 + self.quarantined
 
     def as_dict(self, now: dt.datetime) -> dict[str, Any]:
         return {
@@ -111,11 +135,15 @@ class RecoveredRun(RunSnapshot):
             "new_status": str(self.new_status),
             "cause": self.cause,
             "reason": self.reason,
+            "run_id": self.run_id,
+            "first_prospect": self.first_number,
+            "last_prospect": self.last_number,
         }
 
     def recovered_line(self) -> str:
+        name = f"{self.run_id} ({self.slice_label})" if self.parent_id else str(self.id)
         return (
-            f"  - Run {self.id}: {self.completed}/{self.total} completed "
+            f"  - Run {name}: {self.completed}/{self.total} completed "
             f"(status: {self.status} → {self.new_status}; {self.cause.replace('_', ' ')})"
         )
 

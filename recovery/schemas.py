@@ -89,6 +89,16 @@ class RecoveredRun(Answer):
     new_status: RunStatus
     cause: str
     reason: str
+    run_id: int = Field(
+        description="The run it belongs to: `id` itself, or for a slice of a run worked as "
+        "slices, that run (`id`, `completed` and `total` are then the slice's)."
+    )
+    first_prospect: Count | None = Field(
+        description="For a slice: the number of its first prospect in its run; else null."
+    )
+    last_prospect: Count | None = Field(
+        description="For a slice: the number of its last prospect in its run; else null."
+    )
 
 
 class SkippedRun(Answer):
@@ -135,6 +145,9 @@ class RecoveryReport(Answer):
                             "new_status": "PENDING",
                             "cause": "worker_gone",
                             "reason": "Its worker stopped; it continues with 5 prospects left.",
+                            "run_id": 42,
+                            "first_prospect": None,
+                            "last_prospect": None,
                         }
                     ],
                     "skipped_reason": "",
@@ -188,7 +201,21 @@ OUTLOOK_EXAMPLE = {
     "max_deaths": 3,
     "place_in_line": None,
     "workers_alive": None,
+    "workers_on_it": 1,
+    "slices": None,
 }
+
+
+class SliceCounts(Answer):
+    """A run worked as slices: its slices, and how many are in each state now (`dead`: found
+    dead, the sweep recovers them)."""
+
+    total: Count
+    working: Count
+    queued: Count
+    done: Count
+    failed: Count
+    dead: Count
 
 
 class Outlook(Answer):
@@ -225,3 +252,11 @@ class Outlook(Answer):
         description="Queued runs ahead of a queued run (0: it is next)."
     )
     workers_alive: bool | None = Field(description="Whether any worker is alive (queued runs).")
+    workers_on_it: Count | None = Field(
+        None,
+        description="Workers working it now: a run worked as slices can have several; a run "
+        "worked whole has 1 or 0.",
+    )
+    slices: SliceCounts | None = Field(
+        None, description="For a run worked as slices (one run on many workers); else null."
+    )

@@ -31,7 +31,6 @@ from django.db.models import (
     Case,
     CharField,
     F,
-    Field,
     FloatField,
     IntegerField,
     PositiveIntegerField,
@@ -40,9 +39,9 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Now
+from django.db.models.functions import Coalesce, Now
 
-from . import liveness, queue, reasons
+from . import liveness, queue, reasons, slices
 from .clock import SecondsBetween
 from .conf import POLICIES, POLICY_RESUME, conf
 from .models import (
@@ -69,7 +68,7 @@ logger = logging.getLogger("recovery")
 #: How many runs one batch recovers: a few statements per batch, whatever its size (SQLite
 #: allows 32,766 parameters; a batch's ids appear in at most three lists).
 BATCH_SIZE = 10_000
-#: Events per INSERT (SQLite allows 32,766 parameters: 13 per event).
+#: Events per INSERT (SQLite allows 32,766 parameters: 16 per event).
 EVENT_ROWS_PER_INSERT = 2_000
 #: Sweeps on PostgreSQL are single-flight across hosts under this advisory lock key.
 SWEEP_LOCK_KEY = 0x5155414C  # "QUAL"
@@ -106,12 +105,14 @@ def _candidates(
 ) -> QuerySet[QualificationRun]:
     """The runs a sweep may recover: dead ones, or with `force` any named active one."""
     if force:
-        runs = QualificationRun.objects.active().annotate(
+        runs = QualificationRun.leases.active().annotate(
             cause=Value(RecoveryCause.FORCED, output_field=CharField())
         )
     else:
         runs = liveness.dead_runs(rule)
-    return runs if run_ids is None else runs.filter(pk__in=run_ids)
+    if run_ids is None:
+        return runs
+    return runs.filter(Q(pk__in=run_ids) | Q(parent_id__in=run_ids))  # a run: its slices too
 
 
 def _timeout(timeout_minutes: int | None) -> int:
@@ -327,6 +328,8 @@ RECOVERED_FIELDS = (
     "cause",
 )
 DECISION_FIELDS = ("deaths", "task_id")
+#: Where a slice belongs, in RecoveredRun's order after its decision fields.
+SLICE_FIELDS = ("parent_id", "first_number", "last_number")
 
 
 def _recover(report: RecoveryReport, victims: QuerySet[QualificationRun], actor: Any) -> None:
@@ -334,8 +337,9 @@ def _recover(report: RecoveryReport, victims: QuerySet[QualificationRun], actor:
     rows = victims.annotate(last_seen=last_sign_of_life()).order_by("pk")
     if connection.features.has_select_for_update_skip_locked:
         rows = rows.select_for_update(skip_locked=True, of=("self",))
-    rows = rows.values_list(*RECOVERED_FIELDS, *DECISION_FIELDS)
+    rows = rows.values_list(*RECOVERED_FIELDS, *DECISION_FIELDS, *SLICE_FIELDS)
     width = len(RECOVERED_FIELDS)
+    decided = width + len(DECISION_FIELDS)
     while True:
         with transaction.atomic():
             batch: list[RecoveredRun] = []
@@ -343,7 +347,8 @@ def _recover(report: RecoveryReport, victims: QuerySet[QualificationRun], actor:
             old_tasks: list[str] = []
             for row in rows[:BATCH_SIZE]:
                 run = RecoveredRun(*row[:width])
-                run_deaths, task_id = row[width:]
+                run_deaths, task_id = row[width:decided]
+                run.parent_id, run.first_number, run.last_number = row[decided:]
                 batch.append(run)
                 deaths[run.id] = run_deaths
                 old_tasks.append(task_id)
@@ -351,6 +356,7 @@ def _recover(report: RecoveryReport, victims: QuerySet[QualificationRun], actor:
                 return
             _decide(batch, deaths, report.policy)
             _write(batch, report.source, actor)
+            slices.settle(run.parent_id for run in batch)
             queue.fail_tasks(old_tasks, "The run was recovered: its worker is gone.")
             announce(batch, policy=report.policy, source=report.source)
         report.recovered += batch
@@ -438,8 +444,11 @@ def _decide(batch: list[RecoveredRun], deaths: dict[int, int], policy: str) -> N
         elif decided.status == RunStatus.PENDING:
             decision = reasons.resumed(run.completed, run.total)
         else:
-            continue
-        run.reason = f"{decision}. {why}" if why else decision
+            decision = ""
+        if decision:
+            run.reason = f"{decision}. {why}" if why else decision
+        if run.parent_id is not None:
+            run.reason = f"Slice of {run.slice_label}: {run.reason}"
 
 
 def poison_prospect(deaths: int, previous_stop: int | None, stop: int, total: int) -> int | None:
@@ -461,10 +470,13 @@ def _attempt_stops(run_ids: list[int]) -> dict[int, list[int]]:
     if not run_ids:
         return {}
     events = (
-        RecoveryEvent.objects.filter(run_id__in=run_ids)
+        RecoveryEvent.objects.filter(
+            Q(slice_id__in=run_ids) | Q(slice__isnull=True, run_id__in=run_ids)
+        )
         .filter(Q(cause__in=DEAD_RUN_CAUSES) | Q(source=RecoverySource.CONTINUE))
         .order_by("created_at", "pk")
-        .values_list("run_id", "source", "completed", "quarantined_prospect")
+        .annotate(lease=Coalesce("slice_id", "run_id"))
+        .values_list("lease", "source", "completed", "quarantined_prospect")
     )
     stops: dict[int, list[int]] = defaultdict(list)
     for run_id, source, completed, quarantined in events:
@@ -492,7 +504,7 @@ def end_of_attempt(until: Any) -> dict[str, Any]:
 
 def _write(batch: list[RecoveredRun], source: str, actor: Any) -> None:
     """The transitions of a locked batch, then its events: a few statements, whatever its size."""
-    locked = QualificationRun.objects.filter(status__in=ACTIVE_STATUSES)
+    locked = QualificationRun.leases.filter(status__in=ACTIVE_STATUSES)
     died = [run.id for run in batch if is_death(run.cause)]
     quarantined = {run.id: run.quarantined for run in batch if run.quarantined is not None}
     # A dead attempt worked until its last sign of life, not until it was found dead.
@@ -572,7 +584,7 @@ def _skip_reasons(
 ) -> dict[int, SkipReason]:
     """Why each named run the sweep did not recover was left alone, as the liveness rule sees
     it now (a dry run skips none of the dead ones)."""
-    recovered = {run.id for run in report.recovered}
+    recovered = {run.run_id for run in report.recovered}
     states = liveness.run_states([pk for pk in run_ids if pk not in recovered], rule)
     skipped: dict[int, SkipReason] = {}
     for pk, state in sorted(states.items()):
@@ -629,6 +641,9 @@ EVENT_COLUMNS = (
     "total",
     "heartbeat_at",
     "quarantined_prospect",
+    "slice_id",
+    "first_prospect",
+    "last_prospect",
     "host",
     "pid",
     "actor_id",
@@ -644,6 +659,9 @@ EVENT_COLUMN_TYPES = (
     "integer",
     "integer",
     "timestamptz",
+    "integer",
+    "bigint",
+    "integer",
     "integer",
     "text",
     "integer",
@@ -670,7 +688,7 @@ def record_events(runs: Sequence[RecoveredRun], *, source: str, actor: Any = Non
     params: list[Any] = []
     for run in runs:
         params += (
-            run.id,
+            run.run_id,
             run.status,
             run.new_status,
             source,
@@ -679,14 +697,17 @@ def record_events(runs: Sequence[RecoveredRun], *, source: str, actor: Any = Non
             run.completed,
             run.total,
             adapt(run.heartbeat_at),
-            run.quarantined,
+            run.quarantined_number,
+            run.id if run.parent_id is not None else None,
+            run.first_number,
+            run.last_number,
             host,
             pid,
             actor_id,
         )
     width = len(EVENT_COLUMNS)
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":  # one array per column: 13 parameters in all
+        if connection.vendor == "postgresql":  # one array per column: 16 parameters in all
             arrays = [params[column::width] for column in range(width)]
             types = ", ".join(f"%s::{kind}[]" for kind in EVENT_COLUMN_TYPES)
             cursor.execute(
@@ -713,7 +734,7 @@ def announce(runs: Sequence[RecoveredRun], *, policy: str, source: str) -> None:
     def send() -> None:
         if not run_recovered.has_listeners(QualificationRun):
             return
-        found = QualificationRun.objects.in_bulk([run_id for run_id, *_ in sent])
+        found = QualificationRun.leases.in_bulk([run_id for run_id, *_ in sent])
         for run_id, previous, new, reason in sent:
             if run_id not in found:
                 continue
@@ -759,7 +780,9 @@ def send_back(
         return 0
     queues = queue.queues_of(expected.filter(pk__in=run_ids))
     owners = dict(expected.filter(pk__in=run_ids).values_list("pk", "user_id"))
-    priorities = queue.queue_priorities([(pk, owners[pk]) for pk in run_ids if pk in owners])
+    priorities = queue.queue_priorities(
+        [(pk, owners[pk]) for pk in run_ids if pk in owners], returning=True
+    )
     changed = expected.filter(pk__in=run_ids).update(
         status=RunStatus.PENDING,
         worker=None,
@@ -767,7 +790,7 @@ def send_back(
         task_id="",
         completed_at=None,
         failure_reason="",
-        priority=by_run(priorities, IntegerField()),
+        priority=queue.by_run(priorities, IntegerField()),
         **(changes or {}),
     )
     if not changed:
@@ -780,20 +803,10 @@ def send_back(
     }
     known = {run_id: task_id for run_id, task_id in task_ids.items() if task_id}
     if known:
-        QualificationRun.objects.filter(pk__in=known).update(task_id=by_run(known, CharField()))
+        QualificationRun.leases.filter(pk__in=known).update(
+            task_id=queue.by_run(known, CharField())
+        )
     return changed
-
-
-def by_run(values: dict[int, Any], output_field: Field) -> Case:
-    """A value per run in one UPDATE: one WHEN per distinct value, naming its runs."""
-    runs_by_value: dict[Any, list[int]] = {}
-    for run_id, value in values.items():
-        runs_by_value.setdefault(value, []).append(run_id)
-    return Case(
-        *(When(pk__in=run_ids, then=Value(value)) for value, run_ids in runs_by_value.items()),
-        default=None,
-        output_field=output_field,
-    )
 
 
 def continue_failed_runs(
@@ -807,31 +820,39 @@ def continue_failed_runs(
     it; the other finds it PENDING and continues nothing (the caller says why).
     """
     with transaction.atomic():
+        runs = QualificationRun.objects.continuable().filter(pk__in=run_ids)
+        locked = list(runs.select_for_update(of=("self",)).values_list("pk", flat=True))
+        # A run worked as slices is continued by continuing its failed slices.
         rows = (
-            QualificationRun.objects.continuable()
-            .filter(pk__in=run_ids)
+            QualificationRun.leases.continuable()
+            .filter(Q(pk__in=locked) | Q(parent_id__in=locked))
             .annotate(last_seen=last_sign_of_life())
             .order_by("pk")
             .select_for_update(of=("self",))
-            .values_list(
-                "pk", "status", "completed", "total", "created_at", "heartbeat_at", "last_seen"
-            )
+            .values_list(*RECOVERED_FIELDS[:7], *SLICE_FIELDS)
         )
-        batch = [RecoveredRun(*row) for row in rows]
+        batch = []
+        for row in rows:
+            run = RecoveredRun(*row[:7])
+            run.parent_id, run.first_number, run.last_number = row[7:]
+            batch.append(run)
         if not batch:
             return []
         for run in batch:
             run.new_status = RunStatus.PENDING
             run.reason = reasons.continued(run.completed, run.total, source, actor)
-        send_back(QualificationRun.objects.continuable(), [run.id for run in batch], {"deaths": 0})
+            if run.parent_id is not None:
+                run.reason = f"Slice of {run.slice_label}: {run.reason}"
+        send_back(QualificationRun.leases.continuable(), [run.id for run in batch], {"deaths": 0})
         record_events(batch, source=source, actor=actor)
+        slices.settle(run.parent_id for run in batch)
         announce(batch, policy=POLICY_RESUME, source=source)
     for run in batch:
         logger.info(
             "[Recovery] Run %s: %s",
-            run.id,
+            run.run_id,
             run.reason,
-            extra={"event": "run_continued", "run_id": run.id, "source": source},
+            extra={"event": "run_continued", "run_id": run.run_id, "source": source},
         )
     return batch
 
@@ -849,9 +870,9 @@ def hand_back(worker: Worker, *, source: str, cause: str, label: str = "") -> li
     """
     label = label or str(worker)
     handed: list[int] = []
-    rows = QualificationRun.objects.filter(worker=worker, status=RunStatus.PROCESSING)
+    rows = QualificationRun.leases.filter(worker=worker, status=RunStatus.PROCESSING)
     for run in rows:
-        owned = QualificationRun.objects.filter(
+        owned = QualificationRun.leases.filter(
             pk=run.pk, status=RunStatus.PROCESSING, worker=worker, attempts=run.attempts
         )
         recovered = RecoveredRun(
@@ -863,6 +884,9 @@ def hand_back(worker: Worker, *, source: str, cause: str, label: str = "") -> li
             run.heartbeat_at,
             run.last_seen,
             cause=cause,
+            parent_id=run.parent_id,
+            first_number=run.first_number,
+            last_number=run.last_number,
         )
         died = is_death(cause)
         changes: dict[str, Any] = {**end_of_attempt(Now()), "deaths": run.deaths + died}
@@ -873,6 +897,8 @@ def hand_back(worker: Worker, *, source: str, cause: str, label: str = "") -> li
             else:
                 recovered.new_status = RunStatus.PENDING
                 recovered.reason = reasons.handed_back(run.completed, run.total, source)
+                if run.parent_id is not None:
+                    recovered.reason = f"Slice of {recovered.slice_label}: {recovered.reason}"
             if recovered.quarantined is not None:
                 changes |= {"deaths": 0, "skip_prospect": recovered.quarantined}
             reason = recovered.reason
@@ -884,6 +910,7 @@ def hand_back(worker: Worker, *, source: str, cause: str, label: str = "") -> li
                 changed = send_back(owned, [run.pk], changes)
             if changed:
                 record_events([recovered], source=source)
+                slices.settle([run.parent_id])
                 announce([recovered], policy=POLICY_RESUME, source=source)
         if not changed:  # recovered meanwhile: the run is no longer this worker's
             FencedWrite.objects.record(run, FencedWriteKind.HAND_BACK, label)
@@ -891,11 +918,11 @@ def hand_back(worker: Worker, *, source: str, cause: str, label: str = "") -> li
         queue.fail_tasks([run.task_id], reason)
         logger.info(
             "[Recovery] Run %s: %s",
-            run.pk,
+            run.whole_run_id,
             reason,
             extra={
                 "event": "run_handed_back",
-                "run_id": run.pk,
+                "run_id": run.whole_run_id,
                 "worker": label,
                 "source": source,
                 "cause": cause,

@@ -689,6 +689,7 @@ def test_event_list_shows_run_time_transition_source_progress_actor_origin_reaso
 
     assert headers(response) == [
         "Run",
+        "Prospects",
         "Recovered at",
         "From → to",
         "Source",
@@ -702,7 +703,8 @@ def test_event_list_shows_run_time_transition_source_progress_actor_origin_reaso
     run_url = reverse("admin:recovery_qualificationrun_change", args=[event.run_id])
     assert f'href="{run_url}"' in cells["run_link"]
     assert text(cells["run_link"]) == str(event.run_id)
-    shown = [text(cells[name]) for name in list(cells)[2:]]
+    assert text(cells["prospects"]) == "all"  # a run worked whole; a slice shows its range
+    shown = [text(cells[name]) for name in list(cells)[3:]]
     assert shown == [
         "Pending → Failed",
         "Admin action",

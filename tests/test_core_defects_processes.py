@@ -62,7 +62,7 @@ def new_runs(url: str, *runs: list[str], owner: str = "") -> list[int]:
         f"for names in {list(runs)!r}:\n"
         "    data = [ProspectData(name=n, company='C', industry='Software', employees=100,\n"
         "            title='VP', position=i + 2) for i, n in enumerate(names)]\n"
-        "    print('RUN', create_run(user=user, prospects=data).pk)\n",
+        "    print('RUN', create_run(user=user, prospects=data, slice_size=len(data)).pk)\n",
     )
     return [int(line.split()[1]) for line in out.splitlines() if line.startswith("RUN ")]
 

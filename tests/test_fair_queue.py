@@ -144,7 +144,9 @@ def test_resumed_runs_take_their_places_by_owner(settings):
         assert DBTaskResult.objects.get(id=run.task_id).priority == run.priority
 
 
-def test_a_continued_run_goes_behind_its_owners_waiting_runs():
+def test_a_continued_run_comes_next_in_its_owners_line():
+    """It had its turn: it takes the priority of its owner's first waiting run (after it, as
+    the newer of the two), ahead of the owner's others, and still in turn with other users'."""
     alice, bob = user("alice"), user("bob")
     [failed] = queue_runs(alice, 1)
     take(failed)
@@ -156,7 +158,7 @@ def test_a_continued_run_goes_behind_its_owners_waiting_runs():
     continued = continue_run(failed, user=alice)
 
     assert continued.status == RunStatus.PENDING
-    assert taken_in_order() == [a2.pk, b1.pk, a3.pk, failed.pk]
+    assert taken_in_order() == [a2.pk, b1.pk, failed.pk, a3.pk]
 
 
 def test_the_place_in_line_counts_in_the_queues_order():

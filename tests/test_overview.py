@@ -1,6 +1,6 @@
 """The recovery overview in the admin: who may see it, its figures after real recoveries, its
 hours in the site's time zone, a fixed number of queries, and well-formed SVG charts."""
-# ruff: noqa: RUF001 - the bucket labels are ranges written with en dashes
+
 
 from __future__ import annotations
 

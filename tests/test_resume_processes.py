@@ -32,7 +32,7 @@ def create_run(url: str, names: list[str]) -> int:
         f"names = {names!r}\n"
         "data = [ProspectData(name=n, company='C', industry='Software', employees=100, "
         "title='VP', position=i + 2) for i, n in enumerate(names)]\n"
-        "print('RUN', create_run(user=None, prospects=data).pk)\n",
+        "print('RUN', create_run(user=None, prospects=data, slice_size=len(data)).pk)\n",
     )
     return int(out.split("RUN", 1)[1].split()[0])
 

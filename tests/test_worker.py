@@ -208,6 +208,7 @@ def test_a_batch_is_also_written_when_it_has_been_open_long_enough():
 
 
 @pytest.mark.django_db
+@override_settings(RECOVERY_SLICE_SIZE=1_000)  # one lease: tests/test_slices.py slices it
 def test_fast_prospects_cost_the_same_queries_however_many_there_are():
     """No write per prospect: start, one batch (insert + beat), complete."""
 

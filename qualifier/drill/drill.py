@@ -214,7 +214,11 @@ class Drill:
             ProspectData(name=f"P{number}", company=label, position=number + 1, **DRILL_PROSPECT)
             for number in range(1, size + 1)
         ]
-        run = create_run(user=self.user, prospects=prospects, queue_name=DRILL_QUEUE)
+        # One lease per run: every fault is about the worker that holds a run (a slice would
+        # leave the run's other slices to other workers, and the bystander to two of them).
+        run = create_run(
+            user=self.user, prospects=prospects, queue_name=DRILL_QUEUE, slice_size=size
+        )
         self.run_ids.append(run.pk)
         return run.pk, label
 

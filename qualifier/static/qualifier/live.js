@@ -83,6 +83,9 @@
       each.setAttribute("data-outlook-state", run.outlook.state);
     });
     textAll(node, "[data-total]", run.total);
+    if (run.outlook.workers_on_it !== null && run.outlook.workers_on_it !== undefined) {
+      textAll(node, "[data-workers-on-it]", run.outlook.workers_on_it);
+    }
     textAll(node, "[data-scored]", run.counts.qualified + run.counts.not_qualified + run.counts.errored);
     var status = node.querySelector("[data-status]");
     if (status) {
