@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import sqlite3
+import subprocess
+import sys
+from contextlib import suppress
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 def create_database(url: str) -> None:
@@ -100,9 +106,49 @@ def clean_slate() -> None:
     interrupted benchmark would be resumed by the first worker and counted in its figures."""
     from django_tasks_db.models import DBTaskResult
 
-    from recovery.models import QualificationRun, RecoveryEvent, Worker
+    from recovery.models import FencedWrite, QualificationRun, RecoveryEvent, Worker
 
     RecoveryEvent.objects.all().delete()
+    FencedWrite.objects.all().delete()
     QualificationRun.objects.all().delete()
     DBTaskResult.objects.all().delete()
     Worker.objects.all().delete()
+
+
+def start_worker(url: str, log: Path, **settings: str) -> subprocess.Popen[bytes]:
+    """A real `manage.py db_worker` on `url` with `settings` in its environment, in a session
+    of its own (so `stop` reaches its executor too), its output in `log`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="qualifier.settings",
+        DATABASE_URL=url,
+        SECRET_KEY="bench-only-secret-key",
+        DEBUG="false",
+        QUALIFIER_IGNORE_DOTENV="1",
+        RECOVERY_ON_STARTUP="false",
+        **settings,
+    )
+    command = ["manage.py", "db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.1"]
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, *command],
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every worker's session (a clean stop), SIGKILL past 30 s."""
+    for worker in workers:
+        with suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)

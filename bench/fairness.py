@@ -20,13 +20,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from contextlib import suppress
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -38,6 +34,8 @@ from bench.common import (  # noqa: E402
     describe_machine,
     qualifying_prospects,
     setup_django,
+    start_worker,
+    stop,
 )
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/qualifier_fairbench"
@@ -52,43 +50,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--prospects", type=int, default=300)
     parser.add_argument("--delay-ms", type=int, default=10)
     return parser.parse_args()
-
-
-def start_worker(url: str, order: str, delay_ms: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    env.update(
-        DJANGO_SETTINGS_MODULE="qualifier.settings",
-        DATABASE_URL=url,
-        SECRET_KEY="bench-only-secret-key",
-        DEBUG="false",
-        QUALIFIER_IGNORE_DOTENV="1",
-        RECOVERY_ON_STARTUP="false",
-        RECOVERY_QUEUE_ORDER=order,
-        QUALIFIER_SCORING_DELAY_MS=str(delay_ms),
-    )
-    command = ["manage.py", "db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.1"]
-    with log.open("w") as out:
-        return subprocess.Popen(
-            [sys.executable, *command],
-            cwd=PROJECT_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop(workers: list[subprocess.Popen[bytes]]) -> None:
-    for worker in workers:
-        with suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGTERM)
-    for worker in workers:
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(10)
 
 
 def trial(args: argparse.Namespace, order: str, logs: Path) -> tuple[float, float, int]:
@@ -114,7 +75,12 @@ def trial(args: argparse.Namespace, order: str, logs: Path) -> tuple[float, floa
             create_run(user=alice, prospects=qualifying_prospects(args.prospects))
         bobs = create_run(user=bob, prospects=qualifying_prospects(3)).pk
     workers = [
-        start_worker(args.database_url, order, args.delay_ms, logs / f"{order}-{n}.log")
+        start_worker(
+            args.database_url,
+            logs / f"{order}-{n}.log",
+            RECOVERY_QUEUE_ORDER=order,
+            QUALIFIER_SCORING_DELAY_MS=str(args.delay_ms),
+        )
         for n in range(args.workers)
     ]
     try:
