@@ -530,8 +530,14 @@ class QualificationRunAdmin(admin.ModelAdmin):
             report = None
             self.message_user(request, gettext("Stuck runs: %s.") % exc, messages.ERROR)
         swept = report.recovered if report else []
-        resumed = [run for run in swept if run.new_status == RunStatus.PENDING]
-        gave_up = [run for run in swept if run.new_status == RunStatus.FAILED]
+        # Counted as runs: a run worked as slices may have had several slices resumed.
+        continued = list({run.run_id: run for run in continued}.values())
+        resumed = list(
+            {run.run_id: run for run in swept if run.new_status == RunStatus.PENDING}.values()
+        )
+        gave_up = list(
+            {run.run_id: run for run in swept if run.new_status == RunStatus.FAILED}.values()
+        )
         done = {run.run_id for run in [*continued, *swept]}
         parts = [
             ngettext("Resumed %(n)d run", "Resumed %(n)d runs", len(continued) + len(resumed))

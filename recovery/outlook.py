@@ -107,7 +107,8 @@ def annotate(runs: QuerySet[QualificationRun]) -> QuerySet[Any]:
         )
         .order_by()
         .values("status")
-        .annotate(count=Count("pk"))
+        # Runs, not tasks: a run worked as slices counts once however many it has queued.
+        .annotate(count=Count(Coalesce("parent_id", "pk"), distinct=True))
         .values("count")
     )
     slices = QualificationRun.leases.filter(parent=OuterRef("pk"))

@@ -390,3 +390,29 @@ def test_the_admins_stuck_filter_lists_a_run_with_a_dead_slice(superuser_client)
     recover_stuck_runs(source="command", policy="resume")
     events = superuser_client.get("/admin/recovery/recoveryevent/").content.decode()
     assert '<td class="field-prospects">1–10</td>' in events
+
+
+@override_settings(RECOVERY_QUEUE_ORDER="fifo")
+def test_a_queued_run_counts_the_runs_ahead_of_it_not_their_slices():
+    sliced_run(30)  # three slices, queued first
+    small = create_run(user=None, prospects=prospects(3))
+    seen = outlook.annotate(QualificationRun.objects.filter(pk=small.pk)).get()
+    assert seen.place_in_line == 1
+    assert "1 queued run ahead of it" in outlook.outlook_of(seen).text
+
+
+def test_resuming_a_run_with_two_dead_slices_in_the_admin_says_one_run(superuser_client):
+    run, parts = sliced_run(30)
+    w1, w2 = make_worker(pid=1), make_worker(pid=2)
+    work(parts[0], w1, CrashAfter(3))
+    work(parts[1], w2, CrashAfter(3))
+    w1.delete()
+    w2.delete()
+    answer = superuser_client.post(
+        "/admin/recovery/qualificationrun/",
+        {"action": "resume_selected", "_selected_action": [run.pk]},
+        follow=True,
+    )
+    said = [str(message) for message in answer.context["messages"]]
+    assert said == ["Resumed 1 run (1 stuck, 0 failed with prospects left)."], said
+    assert RecoveryEvent.objects.filter(run=run).count() == 2  # one per slice
