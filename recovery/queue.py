@@ -188,22 +188,22 @@ def task_key() -> Any:
     return Replace("task_id", Value("-"), Value(""))
 
 
-def queues_of(runs: QuerySet[Any]) -> dict[int, str]:
-    """The queue each run's current task is on, in one query (django-tasks-db; other backends
-    keep no queue we can read in bulk, and their runs go back to the task's own queue). A run
-    sent back to the queue stays on its queue: the recovery drill's runs never reach the
-    queues of the service's workers."""
+def queues_and_owners(runs: QuerySet[Any]) -> dict[int, tuple[str | None, int | None]]:
+    """Each run's (queue its current task is on, owner), in one query. The queue is read from
+    django-tasks-db (other backends keep no queue we can read in bulk: None, and their runs go
+    back to the task's own queue). A run sent back to the queue stays on its queue: the
+    recovery drill's runs never reach the queues of the service's workers."""
     if not stores_tasks_in_database():
-        return {}
+        return {pk: (None, owner) for pk, owner in runs.values_list("pk", "user_id")}
     from django_tasks_db.models import DBTaskResult
 
     queue_name = DBTaskResult.objects.filter(pk=OuterRef("task_key")).values("queue_name")[:1]
     rows = (
         runs.alias(task_key=task_key())
         .annotate(task_queue=Subquery(queue_name))
-        .values_list("pk", "task_queue")
+        .values_list("pk", "task_queue", "user_id")
     )
-    return {pk: name for pk, name in rows if name}
+    return {pk: (name or None, owner) for pk, name, owner in rows}
 
 
 def task_state(task_id: str, alive_worker_ids: Collection[str]) -> str:

@@ -771,17 +771,16 @@ def send_back(
 
     Call it inside the transaction that writes the event, so the new task is enqueued with the
     change (django-tasks-db). Each run stays on the queue its task was on, and takes its place
-    in it by the queue's rule (`queue.queue_priorities`). One read of those queues, one of the
-    runs' owners and one of their places, one UPDATE, one enqueue per run (the tasks API has no
-    bulk enqueue) and one UPDATE for the task ids. Returns how many runs changed: all of them
+    in it by the queue's rule (`queue.queue_priorities`). One read of those queues and owners,
+    one of their places, one UPDATE, one enqueue per run (the tasks API has no bulk enqueue)
+    and one UPDATE for the task ids. Returns how many runs changed: all of them
     or, for a single run, none.
     """
     if not run_ids:
         return 0
-    queues = queue.queues_of(expected.filter(pk__in=run_ids))
-    owners = dict(expected.filter(pk__in=run_ids).values_list("pk", "user_id"))
+    found = queue.queues_and_owners(expected.filter(pk__in=run_ids))
     priorities = queue.queue_priorities(
-        [(pk, owners[pk]) for pk in run_ids if pk in owners], returning=True
+        [(pk, found[pk][1]) for pk in run_ids if pk in found], returning=True
     )
     changed = expected.filter(pk__in=run_ids).update(
         status=RunStatus.PENDING,
@@ -798,7 +797,7 @@ def send_back(
     if changed != len(run_ids):  # callers hold the rows locked (or name one run)
         raise RuntimeError("runs sent back to the queue changed under their lock; rolled back")
     task_ids = {
-        run_id: queue.queue_run(run_id, queues.get(run_id), priorities[run_id])
+        run_id: queue.queue_run(run_id, found[run_id][0], priorities[run_id])
         for run_id in run_ids
     }
     known = {run_id: task_id for run_id, task_id in task_ids.items() if task_id}
