@@ -307,8 +307,8 @@ class RecoveryCollector:
         yield runs
         yield GaugeMetricFamily(
             "qualifier_dead_runs",
-            "Processing runs that are dead right now (worker gone or silent, or no progress) "
-            "and not yet recovered.",
+            "Processing runs (or slices of a run worked as slices) that are dead right now "
+            "(worker gone or silent, or no progress) and not yet recovered.",
             value=figures.dead_runs,
         )
         yield GaugeMetricFamily(

@@ -416,3 +416,17 @@ def test_resuming_a_run_with_two_dead_slices_in_the_admin_says_one_run(superuser
     said = [str(message) for message in answer.context["messages"]]
     assert said == ["Resumed 1 run (1 stuck, 0 failed with prospects left)."], said
     assert RecoveryEvent.objects.filter(run=run).count() == 2  # one per slice
+
+
+def test_a_run_whose_slice_lost_its_worker_says_it_is_recovering_that_slice():
+    run, parts = sliced_run(30)
+    w1, w2 = make_worker(pid=1), make_worker(pid=2)
+    work(parts[0], w1, CrashAfter(3))
+    work(parts[1], w2, CrashAfter(3))
+    w1.delete()
+    seen = outlook.annotate(QualificationRun.objects.filter(pk=run.pk)).get()
+    said = outlook.outlook_of(seen)
+    assert (said.state, said.workers_on_it) == ("recovering", 1)
+    assert said.slices["dead"] == 1
+    assert "1 of its slices lost their worker" in said.text
+    assert metrics.rows_dead_runs() == 1
