@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.test_core_defects_processes import events, executor_of, freeze, thaw, worker_rows
+from tests.test_core_defects_processes import fleet as fleet
 from tests.test_resume_processes import results_per_prospect
 from tests.test_worker_processes import kill_worker, run_state, shell, sql, start_worker, wait_until
 
@@ -102,3 +104,50 @@ def test_sigkill_one_of_three_workers_on_one_run_recovers_its_slice_only(
     )
     assert sorted(touched) == sorted((part, 1, 0) for part in others.values())
     assert sql(url, "SELECT COUNT(*) FROM recovery_fencedwrite") == [(0,)]
+
+
+@pytest.mark.slow(seconds=30)
+def test_a_frozen_worker_on_a_shared_run_loses_its_slice_only_and_writes_nothing_to_it(fleet):
+    """SIGSTOP of one of two workers on one run past the worker timeout: the other worker's
+    sweep resumes the frozen worker's slice and takes it. Woken (SIGCONT), the frozen worker's
+    batch is refused by the slice's fence, and it registers again and takes other slices; the
+    run completes with one result per prospect, and the live worker's slices were never
+    recovered."""
+    url, total = fleet.url, 240
+    run_id = create_sliced_run(url, total, size=20)  # 12 slices, 2 s each at 100 ms
+    frozen = fleet.start("frozen", RECOVERY_POLICY="resume", QUALIFIER_SCORING_DELAY_MS="100")
+    fleet.start("live", RECOVERY_POLICY="resume", QUALIFIER_SCORING_DELAY_MS="100")
+    executor_of(fleet, frozen)
+    [(frozen_row, _)] = worker_rows(url, frozen.popen.pid)
+
+    def frozen_slice_with_results() -> list[tuple[int]]:
+        return sql(
+            url,
+            "SELECT id FROM recovery_qualificationrun WHERE worker_id = %s AND parent_id = %s "
+            "AND status = 'PROCESSING' AND completed > 0",
+            (frozen_row, run_id),
+        )
+
+    fleet.wait(lambda: bool(frozen_slice_with_results()), "the frozen worker's first batch")
+    pids = fleet.remember(frozen)
+    freeze(url, pids)
+    try:
+        [(lost,)] = frozen_slice_with_results()
+        fleet.wait(
+            lambda: bool(events(url, run_id)), "the live worker's sweep to recover the slice", 30
+        )
+    finally:
+        thaw(pids)
+    fleet.wait(lambda: run_state(url, run_id)[0] == "COMPLETED", "completion", 90)
+    assert run_state(url, run_id) == ("COMPLETED", total, total)
+    assert results_per_prospect(url, run_id) == (total, total, total)
+    recovered = sql(
+        url,
+        "SELECT slice_id, cause, to_status FROM recovery_recoveryevent WHERE run_id = %s",
+        (run_id,),
+    )
+    assert recovered == [(lost, "worker_silent", "PENDING")], fleet.outputs()
+    # Woken, its next write to the lost slice (a batch, or the completion) was refused.
+    refused = sql(url, "SELECT run_id, kind FROM recovery_fencedwrite")
+    assert len(refused) == 1 and refused[0] in {(lost, "progress"), (lost, "complete")}, refused
+    assert frozen.popen.poll() is None, fleet.outputs()
