@@ -164,7 +164,7 @@ def enqueue_run_after_commit(run_id: int, queue_name: str | None = None, priorit
         except Exception:
             logger.exception("Run %s could not be queued; the sweep will recover it", run_id)
             return
-        QualificationRun.objects.filter(pk=run_id, task_id="").update(task_id=task_id)
+        QualificationRun.leases.filter(pk=run_id, task_id="").update(task_id=task_id)
 
     transaction.on_commit(enqueue)
 

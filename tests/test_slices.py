@@ -25,6 +25,7 @@ from recovery.models import QualificationRun, RecoveryEvent, RunStatus
 from recovery.sweep import recover_stuck_runs
 from recovery.worker import registry
 from tests.conftest import make_worker
+from tests.helpers import DUMMY, IMMEDIATE
 
 pytestmark = pytest.mark.django_db
 
@@ -430,3 +431,28 @@ def test_a_run_whose_slice_lost_its_worker_says_it_is_recovering_that_slice():
     assert said.slices["dead"] == 1
     assert "1 of its slices lost their worker" in said.text
     assert metrics.rows_dead_runs() == 1
+
+
+@override_settings(TASKS=DUMMY)
+def test_with_a_task_queue_elsewhere_each_slice_records_its_task_once_committed(
+    django_capture_on_commit_callbacks,
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        run, parts = sliced_run(30)
+    from django.tasks import default_task_backend
+
+    queued = {result.args[0]: result.id for result in default_task_backend.results}
+    assert set(queued) == {part.pk for part in parts}
+    recorded = dict(QualificationRun.leases.filter(parent=run).values_list("pk", "task_id"))
+    assert recorded == queued  # else the sweep would take every slice for one without a task
+
+
+@override_settings(TASKS=IMMEDIATE)
+def test_with_the_immediate_backend_a_sliced_run_completes_when_it_is_committed(
+    django_capture_on_commit_callbacks,
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        run, _parts = sliced_run(30)
+    run.refresh_from_db()
+    assert (run.status, run.completed) == (RunStatus.COMPLETED, 30)
+    one_result_each(run)
