@@ -15,7 +15,7 @@ from recovery.models import QualificationRun
 
 from .listings import RESULT_SORTS
 from .models import Outcome, Prospect, RunInput
-from .prospects import known_columns, normalize_column
+from .prospects import ProspectInputError, known_columns, known_field, normalize_column
 from .spreadsheets import FormulaSafeWriter
 
 #: What a run adds to each prospect's row.
@@ -81,7 +81,17 @@ def prospect_cells(columns: Sequence[str]) -> list[tuple[str, Cell]]:
     order, and a `domain` column when the input had none (the domain the scorer judged).
     Input columns named like the result columns (a download uploaded again) give way to this
     run's results."""
-    known = known_columns(columns)
+    try:
+        known = known_columns(columns)
+    except ProspectInputError:
+        # Columns stored before the JSON reader checked the items' keys together (too many
+        # extra keys, or one field spelled two ways): the first spelling of each field fills
+        # it, and every other column is written as the extra data it was kept as.
+        known = {}
+        for given in columns:
+            field = known_field(given)
+            if field is not None and field not in known.values():
+                known[given] = field
     cells = [
         (given, _cell(given, known.get(given)))
         for given in columns

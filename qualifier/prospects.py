@@ -745,6 +745,10 @@ def parse_json(payload: object, *, max_rows: int | None = None) -> ParsedProspec
         prospects.append(prospect)
         columns.update(dict.fromkeys(key for key in values if normalize_column(key)))
     problems.raise_any()
+    # The items' keys together are the run's columns (its download's header): they keep the
+    # rules each item's keys kept alone, so two items cannot bring 50 extra keys each, or spell
+    # one known field two ways ("Company" and "company").
+    _Columns.from_names(list(columns), error=_ErrorFactory(None, "Item"))
     prospects.columns = tuple(columns)
     return prospects
 

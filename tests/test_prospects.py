@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from django.test import override_settings
 
@@ -577,3 +579,49 @@ def test_columns_that_merely_share_a_word_with_a_known_one_are_not_warned_about(
         "The column 'Emial' is kept as it is but not used: it looks like 'email', which is not "
         "in the file. Rename it to 'email' if that is what it holds."
     ]
+
+
+def test_json_items_whose_keys_together_break_the_column_rules_are_refused():
+    """Each item alone is fine; together their keys would be the download's header, with too
+    many extra columns or one field spelled two ways, which the download could not write."""
+    with (
+        override_settings(QUALIFIER_MAX_EXTRA_COLUMNS=2),
+        pytest.raises(ProspectInputError) as wide,
+    ):
+        parse_json(
+            [
+                {"name": "A", "company": "a", "x1": 1, "x2": 2},
+                {"name": "B", "company": "b", "y1": 1},
+            ]
+        )
+    assert str(wide.value).startswith("There are more than 2 columns besides the known ones")
+    assert str(wide.value).endswith("from 'y1' on.")
+    with pytest.raises(ProspectInputError) as twice:
+        parse_json([{"name": "A", "company": "a"}, {"name": "B", "Company": "b"}])
+    assert (
+        str(twice.value)
+        == "field 'Company': the column appears twice (as 'company' and 'Company')."
+    )
+
+
+def test_a_download_of_a_run_stored_with_columns_the_readers_now_refuse_still_writes_them():
+    """A JSON run stored before the items' keys were checked together: 'company' and
+    'Company' both, and more extra keys than allowed. Its download is whole, the first
+    spelling filling the field (it used to break off mid-response with an error)."""
+    from qualifier.export import results_csv_rows
+
+    columns = ["name", "company", "Company", "x1", "x2", "x3"]
+    prospect = SimpleNamespace(
+        name="A",
+        company="Acme",
+        domain_name="acme.io",
+        extra={"Company": "b", "x1": "1"},
+        outcome=None,
+        score=None,
+        reasons=None,
+        error=None,
+    )
+    with override_settings(QUALIFIER_MAX_EXTRA_COLUMNS=2):
+        header, row = results_csv_rows(columns, [prospect])
+    assert header[:7] == ["name", "company", "Company", "x1", "x2", "x3", "domain"]
+    assert row[:7] == ["A", "Acme", "b", "1", "", "", "acme.io"]
