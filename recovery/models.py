@@ -261,15 +261,6 @@ class QualificationRun(models.Model):
         return f"{self.completed}/{self.total}"
 
     @property
-    def is_slice(self) -> bool:
-        return self.parent_id is not None
-
-    @property
-    def is_sliced(self) -> bool:
-        """Worked as slices: the run holds no lease of its own."""
-        return self.slice_count > 0
-
-    @property
     def prospects_label(self) -> str:
         """Which of its run's prospects a slice works ("prospects 101–200")."""
         if self.first_number is None:

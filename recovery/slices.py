@@ -21,8 +21,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import CharField, Count, IntegerField, Q, QuerySet
+from django.db.models import CharField, IntegerField, QuerySet
 from django.db.models.functions import Coalesce, Now
+from django.tasks.base import DEFAULT_TASK_PRIORITY
 
 from . import queue
 from .conf import conf
@@ -70,7 +71,9 @@ def queue_new_run(
     task_ids = {
         lease.pk: queue.queue_run(lease.pk, queue_name, priorities[lease.pk]) for lease in leases
     }
-    QualificationRun.leases.filter(pk__in=task_ids).update(
+    # Nothing to write for a lease at the default priority whose task id is not known yet.
+    changed = [pk for pk in task_ids if task_ids[pk] or priorities[pk] != DEFAULT_TASK_PRIORITY]
+    QualificationRun.leases.filter(pk__in=changed).update(
         task_id=queue.by_run(task_ids, CharField()),
         priority=queue.by_run(priorities, IntegerField()),
     )
@@ -172,22 +175,3 @@ def _settle_sql(ids: list[int]) -> tuple[str, list[Any]]:
     return sql, [
         processing, pending, failed, completed, failed, processing, pending, failed, *params,
     ]  # fmt: skip
-
-
-def workers_on(run_ids: Iterable[int]) -> dict[int, int]:
-    """How many workers are working each run now (its PROCESSING leases' distinct workers), in
-    one query: 1 or 0 for a run worked whole."""
-    ids = list(run_ids)
-    rows = (
-        QualificationRun.leases.filter(
-            Q(parent_id__in=ids) | Q(pk__in=ids, parent__isnull=True),
-            status=RunStatus.PROCESSING,
-            worker__isnull=False,
-        )
-        .annotate(whole=Coalesce("parent_id", "pk"))
-        .order_by()
-        .values("whole")
-        .annotate(workers=Count("worker_id", distinct=True))
-        .values_list("whole", "workers")
-    )
-    return {pk: 0 for pk in ids} | dict(rows)
