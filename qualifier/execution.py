@@ -322,7 +322,7 @@ class RunExecution:
         that is away is waited for (the batch is kept) rather than failing the run."""
         total = completed + len(batch)
         written = retry_outages(
-            f"Run {self.run_obj.pk}",
+            self.run_obj.label,
             lambda: self._write_once(batch, total),
             registry.stop_requested,
         )
